@@ -1,0 +1,7 @@
+"""FractalMIDI: learn to compose MIDI from your own collection.
+
+MIDI becomes a piano-roll image ``(1, 128, T)``; FractalGen (recursive MAR/AR) and JiT
+(pixel-space flow matching) generators learn it and compose, continue or inpaint music.
+"""
+
+__version__ = "0.1.0"

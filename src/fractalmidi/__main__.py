@@ -1,0 +1,3 @@
+from fractalmidi.cli import main
+
+raise SystemExit(main())

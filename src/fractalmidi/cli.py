@@ -1,0 +1,79 @@
+"""The ``fractalmidi`` command line.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their command runs, so ``--help``
+and light commands stay fast (no torch import for ``render --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+
+from fractalmidi import __version__
+from fractalmidi.errors import UserError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("fractalmidi.data.prepare", "MIDI folder / known dataset -> cached piano-rolls + splits"),
+    "convert": ("fractalmidi.data.convert", "MIDI -> piano-roll -> MIDI round trip (hear and measure it)"),
+    "render": ("fractalmidi.viz", "draw a MIDI file or roll as PNG (and WAV through FluidSynth)"),
+    "info": ("fractalmidi.models.info", "parameters of a model preset, per level and in total"),
+    "train": ("fractalmidi.train.cli", "train a model from a YAML config with key=value overrides"),
+    "generate": ("fractalmidi.generate", "compose: unconditional, continue or inpaint from a checkpoint"),
+    "evaluate": ("fractalmidi.evaluate", "compare generated music with a reference set"),
+    "demo": ("fractalmidi.demo", "the whole loop on the embedded Bach chorales, on a CPU"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fractalmidi",
+        description="Learn to compose MIDI music from your own MIDI collection.",
+        epilog="Run 'fractalmidi COMMAND --help' for the options of a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fractalmidi {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, summary) in COMMANDS.items():
+        sub.add_parser(name, help=summary, add_help=False)
+    return parser
+
+
+def _command_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    module_name, summary = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"fractalmidi {name}", description=summary)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    module.add_arguments(parser)
+    return parser, module
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or args_list[0] not in COMMANDS:
+        parser = _top_parser()
+        if not args_list:
+            parser.print_help()
+            return 0
+        parser.parse_args(args_list[:1])  # prints help/version or the unknown-command error
+        return 2
+    name, rest = args_list[0], args_list[1:]
+    parser, module = _command_parser(name)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except UserError as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"fractalmidi {name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fractalmidi {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

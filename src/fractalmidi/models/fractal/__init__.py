@@ -1,0 +1,1 @@
+"""FractalGen family: recursive MAR/AR generators (registers its presets on import)."""

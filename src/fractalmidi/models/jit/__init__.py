@@ -1,0 +1,1 @@
+"""JiT family: pixel-space flow-matching transformer (registers its presets on import)."""
