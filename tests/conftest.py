@@ -26,3 +26,31 @@ def pop909_dir() -> Path:
 def jsb_dir() -> Path:
     """The JSB chorales folder, or skip with the reason."""
     return _dataset("jsb_chorales")
+
+
+CHORALE_VELOCITY = 90
+"""JSB chorales carry no dynamics: every sounding pitch gets this velocity in test crops."""
+
+
+@pytest.fixture(scope="session")
+def chorale_crop(jsb_dir: Path):
+    """A real chorale crop ``(1, 1, 128, T)`` in [0, 1] from the JSB training split (first piece).
+
+    Call as ``chorale_crop(T)``; held notes are joined (JSB cannot tell held from repeated).
+    """
+    import json
+
+    import numpy as np
+    import torch
+
+    piece = json.loads((jsb_dir / "Jsb16thSeparated.json").read_text())["train"][0]
+
+    def crop(length: int) -> torch.Tensor:
+        roll = np.zeros((128, length), dtype=np.float32)
+        for t, voices in enumerate(piece[:length]):
+            for pitch in voices:
+                if pitch >= 0:
+                    roll[int(pitch), t] = CHORALE_VELOCITY / 127.0
+        return torch.from_numpy(roll)[None, None]
+
+    return crop
