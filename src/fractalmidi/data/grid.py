@@ -1,0 +1,51 @@
+"""Time grids of a piano-roll: beat-relative 16th notes or absolute frames per second."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fractalmidi.errors import UserError
+
+STEPS_PER_QUARTER = 4
+"""The ``16th`` grid: four steps per quarter note (a symusic resample to tpq=4)."""
+
+STEPS_PER_BAR = 16
+"""Bar length on the 16th grid (4/4); POP909 time signatures are unreliable, so bars are fixed."""
+
+DEFAULT_GRID = "16th"
+GRID_HELP = "'16th' (beat-relative, 4 steps per quarter) or 'fps:N' (N frames per second, e.g. fps:16)"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A parsed grid: exactly one of ``steps_per_quarter`` (beat grid) or ``fps`` is set."""
+
+    name: str
+    steps_per_quarter: int | None = None
+    fps: float | None = None
+
+    @property
+    def beat_relative(self) -> bool:
+        return self.steps_per_quarter is not None
+
+    def seconds_per_step(self, tempo_bpm: float) -> float:
+        if self.fps is not None:
+            return 1.0 / self.fps
+        return 60.0 / tempo_bpm / self.steps_per_quarter
+
+
+def parse_grid(spec: str | Grid) -> Grid:
+    """``"16th"`` or ``"fps:N"`` -> :class:`Grid`; anything else is a :class:`UserError`."""
+    if isinstance(spec, Grid):
+        return spec
+    text = str(spec).strip().lower()
+    if text == "16th":
+        return Grid("16th", steps_per_quarter=STEPS_PER_QUARTER)
+    if text.startswith("fps:"):
+        try:
+            fps = float(text[4:])
+        except ValueError:
+            fps = 0.0
+        if fps > 0:
+            return Grid(f"fps:{text[4:]}", fps=fps)
+    raise UserError(f"unknown grid {spec!r}: use {GRID_HELP}")
