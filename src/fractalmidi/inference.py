@@ -1,0 +1,44 @@
+"""Loading a trained generator for inference (generate, evaluate, demo)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fractalmidi.errors import UserError
+
+DEFAULT_GRID = "16th"
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A generator in eval mode with the resolved config it was trained with."""
+
+    path: Path
+    model: Any
+    config: dict
+
+    @property
+    def grid(self) -> str:
+        """The time grid the model's rolls use (from the config's data section)."""
+        data = self.config.get("data", {}) if isinstance(self.config, dict) else {}
+        return str(data.get("grid", DEFAULT_GRID)) if isinstance(data, dict) else DEFAULT_GRID
+
+
+def load_checkpoint(path: str | Path, *, use_ema: bool = True) -> LoadedCheckpoint:
+    """Load ``path`` (EMA weights by default); any mismatch becomes a one-line ``UserError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found")
+    from fractalmidi.train.checkpoint import load_generator
+
+    try:
+        model, config = load_generator(path, use_ema=use_ema, map_location="cpu")
+    except UserError:
+        raise
+    except Exception as err:  # a foreign or older checkpoint: name it, no traceback
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"checkpoint {path} does not match this version of fractalmidi: {first_line}") from None
+    model.eval()
+    return LoadedCheckpoint(path=path, model=model, config=dict(config or {}))
