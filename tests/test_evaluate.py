@@ -7,30 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import symusic
 
 from fractalmidi.cli import main
+from fractalmidi.data import roll_to_midi
 from fractalmidi.evaluate import evaluate
 from fractalmidi.evaluate.features import SCALAR_FEATURES, notes_from_midi, notes_from_roll, piece_features
 from fractalmidi.evaluate.metrics import feature_set, frechet_distance, histogram_overlap, kde_overlap
 
-TPQ = 4
-"""Test MIDI files are written on the 16th grid (4 ticks per quarter)."""
 CHORALE_VELOCITY = 90
 NUM_CHORALES = 6
 NUM_POP = 6
 
 
 def write_midi(roll: np.ndarray, path: Path, tempo_bpm: float = 100.0) -> Path:
-    """A one-track MIDI file of a velocity roll (128, T) on the 16th grid, via symusic."""
-    notes = notes_from_roll(roll)
-    score = symusic.Score(TPQ)
-    track = symusic.Track(name="piano", program=0, is_drum=False)
-    for onset, duration, pitch, velocity in zip(notes.onset, notes.duration, notes.pitch, notes.velocity):
-        track.notes.append(symusic.Note(int(round(onset * TPQ)), int(round(duration * TPQ)), int(pitch), int(velocity)))
-    score.tracks.append(track)
-    score.tempos.append(symusic.Tempo(0, tempo_bpm))
-    score.dump_midi(str(path))
+    """A MIDI file of a velocity roll (128, T) on the 16th grid."""
+    roll_to_midi(roll, path, tempo_bpm=tempo_bpm)
     return path
 
 
@@ -82,17 +73,6 @@ def test_features_of_a_known_piece() -> None:
     assert feats.histograms["duration"][15] == pytest.approx(0.75)  # three 16-step notes
     assert feats.histograms["polyphony"][[0, 2]] == pytest.approx([4 / 20, 16 / 20])
     assert np.isclose(feats.histograms["pitch"].sum(), 1.0)
-
-
-def test_a_velocity_rise_starts_a_new_note() -> None:
-    roll = np.zeros((128, 8), dtype=np.uint8)
-    roll[60, 0:3] = 60
-    roll[60, 3:6] = 100  # a re-attack, louder
-    roll[60, 6:8] = 40  # softer: the same note goes on
-    notes = notes_from_roll(roll)
-    assert notes.onset.tolist() == [0.0, 0.75]
-    assert notes.duration.tolist() == [0.75, 1.25]
-    assert notes.velocity.tolist() == [60, 100]
 
 
 def test_midi_and_roll_give_the_same_features(tmp_path: Path, jsb_dir: Path) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fractalmidi.errors import UserError
 
 STEPS_PER_QUARTER = 4
 """Quantisation grid of the time-grid statistics: 16th notes."""
@@ -92,13 +91,10 @@ def _sorted_notes(onset: np.ndarray, duration: np.ndarray, pitch: np.ndarray, ve
 
 
 def notes_from_midi(path: str | Path) -> Notes:
-    """All non-drum notes of a MIDI file, tracks merged (raises ``UserError`` when unreadable)."""
-    import symusic
+    """All non-drum notes of a MIDI file, tracks merged, unquantised (``UserError`` when unreadable)."""
+    from fractalmidi.data.roll import load_score
 
-    try:
-        score = symusic.Score(str(path)).to("quarter")
-    except Exception as err:  # symusic raises plain RuntimeError/ValueError on bad files
-        raise UserError(f"cannot read MIDI file {path}: {err}") from None
+    score = load_score(path).to("quarter")
     parts = [track.notes.numpy() for track in score.tracks if not track.is_drum and len(track.notes)]
     if not parts:
         empty = np.zeros(0)
@@ -111,28 +107,16 @@ def notes_from_midi(path: str | Path) -> Notes:
 
 
 def notes_from_roll(roll: np.ndarray, steps_per_quarter: float = STEPS_PER_QUARTER) -> Notes:
-    """Notes of a velocity roll ``(1, 128, T)`` or ``(128, T)`` (uint8 0..127 or float 0..1).
+    """Notes of a roll ``(1, 128, T)`` / ``(128, T)`` (uint8 velocities or floats in [0, 1]).
 
-    A note is a run of non-zero frames at a pitch; a rise in velocity starts a new note
-    (the same reading as ``roll_to_midi``).
+    Read exactly as ``roll_to_midi`` writes them (:func:`fractalmidi.data.roll_to_notes`), so a
+    roll and the MIDI file made from it measure the same.
     """
-    vel = np.asarray(roll)
-    if vel.ndim == 3:
-        vel = vel[0]
-    if vel.ndim != 2 or vel.shape[0] != NUM_PITCHES:
-        raise ValueError(f"expected a roll (1, 128, T) or (128, T), got shape {np.asarray(roll).shape}")
-    if np.issubdtype(vel.dtype, np.floating):
-        vel = np.rint(np.clip(vel, 0.0, 1.0) * 127.0)
-    vel = vel.astype(np.int64)
-    padded = np.pad(vel, ((0, 0), (1, 1)))
-    cur, prev, nxt = padded[:, 1:-1], padded[:, :-2], padded[:, 2:]
-    start = (cur > 0) & ((prev == 0) | (cur > prev))
-    next_starts = np.pad(start[:, 1:], ((0, 0), (0, 1)))
-    end = (cur > 0) & ((nxt == 0) | next_starts)
-    start_pitch, start_t = np.nonzero(start)  # row-major: notes in the same order as their ends
-    _, end_t = np.nonzero(end)
+    from fractalmidi.data.roll import roll_to_notes
+
+    notes = roll_to_notes(roll)
     scale = 1.0 / steps_per_quarter
-    return _sorted_notes(start_t * scale, (end_t - start_t + 1) * scale, start_pitch, vel[start_pitch, start_t])
+    return _sorted_notes(notes.onset * scale, (notes.end - notes.onset) * scale, notes.pitch, notes.velocity)
 
 
 def _normalised(counts: np.ndarray) -> np.ndarray:
