@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from fractalmidi.errors import UserError
 
 DEFAULT_GRID = "16th"
+MANIFEST_FILE = "manifest.json"
 
 
 @dataclass
@@ -21,9 +23,20 @@ class LoadedCheckpoint:
 
     @property
     def grid(self) -> str:
-        """The time grid the model's rolls use (from the config's data section)."""
-        data = self.config.get("data", {}) if isinstance(self.config, dict) else {}
-        return str(data.get("grid", DEFAULT_GRID)) if isinstance(data, dict) else DEFAULT_GRID
+        """The time grid of the model's rolls: ``data.grid`` in the config, else the grid in the
+        manifest of the prepared data it was trained on, else the default 16th grid."""
+        data = self.config.get("data", {})
+        if not isinstance(data, dict):
+            return DEFAULT_GRID
+        if data.get("grid"):
+            return str(data["grid"])
+        manifest = Path(str(data.get("root", ""))) / MANIFEST_FILE
+        if data.get("root") and manifest.is_file():
+            try:
+                return str(json.loads(manifest.read_text()).get("grid", DEFAULT_GRID))
+            except ValueError:
+                return DEFAULT_GRID
+        return DEFAULT_GRID
 
 
 def load_checkpoint(path: str | Path, *, use_ema: bool = True) -> LoadedCheckpoint:

@@ -54,19 +54,10 @@ def _steps_per_quarter(data, index: int) -> float:
     """Roll steps per quarter note of a prepared piece (``fps:N`` grids use the piece's tempo)."""
     from fractalmidi.data.grid import parse_grid
 
-    grid = parse_grid(prepared_grid(data))
+    grid = parse_grid(data.grid)
     if grid.beat_relative:
         return float(grid.steps_per_quarter)
     return grid.fps * 60.0 / float(data.info(index).get("tempo_bpm", 120.0))
-
-
-def prepared_grid(data) -> str:
-    """The grid a prepared folder was made with (``16th`` when the manifest does not say)."""
-    manifest = data.manifest
-    for holder in (manifest, manifest.get("settings", {})):
-        if isinstance(holder, dict) and "grid" in holder:
-            return str(holder["grid"])
-    return "16th"
 
 
 def midi_files(folder: Path) -> list[Path]:

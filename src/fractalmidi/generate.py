@@ -1,0 +1,382 @@
+"""``fractalmidi generate``: compose from a checkpoint (unconditional, continue, inpaint).
+
+Every mode is one canvas plus a mask of the pixels to generate (see :mod:`fractalmidi.canvas`);
+known pixels come back bit-identical, so notes outside the region are the input's quantised
+notes. Settings come from ``--config`` (YAML, default ``configs/inference_default.yaml``)
+with command-line flags winning; everything lands in a staging folder that replaces
+``--out`` only when all samples are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fractalmidi import __version__
+from fractalmidi.errors import UserError
+
+MODES = ("unconditional", "continue", "inpaint")
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference_default.yaml"
+"""Used when ``--config`` is not given and the file exists (a source checkout)."""
+SAMPLES_FILE = "samples.json"
+INPUT_STEM = "input"
+SAMPLE_STEM = "sample_{index:03d}"
+VELOCITY_SCALE = 127.0
+
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "mode": "unconditional",
+    "length": 256,
+    "num_samples": 1,
+    "condition_length": 64,
+    "batch_size": 4,
+    "seed": 0,
+    "tempo_bpm": 120.0,
+    "gif": False,
+    "wav": False,
+    "device": "auto",
+    "sampling": {},
+}
+"""Fallbacks when neither the config file nor a flag sets a value."""
+
+SAMPLING_FLAGS: dict[str, str] = {
+    "num_iter_list": "--num-iter-list",
+    "steps": "--steps",
+    "sampler": "--sampler",
+    "cfg": "--cfg",
+    "cfg_interval": "--cfg-interval",
+    "temperature": "--temperature",
+    "sparsity_bias": "--sparsity-bias",
+}
+"""Family sampling options (keys of ``model.sample_defaults``) and their flags."""
+
+MODE_FLAGS: dict[str, tuple[str, ...]] = {
+    "unconditional": ("length",),
+    "continue": ("input", "condition_length", "length"),
+    "inpaint": ("input", "start", "end", "pitch_low", "pitch_high"),
+}
+"""Request fields each mode uses; a flag of another mode is an error, not silently ignored."""
+MODE_ONLY_FIELDS = ("input", "condition_length", "start", "end", "pitch_low", "pitch_high", "length")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a training checkpoint (.ckpt) or run folder")
+    parser.add_argument("--out", required=True, type=Path, help="output folder: sample_NNN.mid/.png[/.gif/.wav] + samples.json")
+    parser.add_argument("--config", type=Path, help=f"inference YAML with defaults (default: {DEFAULT_CONFIG.name} when present); flags win")
+    parser.add_argument("--mode", choices=MODES, default=None, help="unconditional | continue | inpaint (default from config)")
+    parser.add_argument("--length", type=int, default=None, help="unconditional: steps to compose; continue: new steps after the kept prefix")
+    parser.add_argument("--num-samples", type=int, default=None, help="how many pieces (variations of the same input in continue/inpaint)")
+    parser.add_argument("--input", type=Path, default=None, help="continue/inpaint: the MIDI file to start from")
+    parser.add_argument("--condition-length", type=int, default=None, help="continue: steps of the input kept before the new steps")
+    parser.add_argument("--start", type=int, default=None, help="inpaint: first step of the region to rewrite")
+    parser.add_argument("--end", type=int, default=None, help="inpaint: end step (exclusive) of the region")
+    parser.add_argument("--pitch-low", type=int, default=None, help="inpaint: lowest MIDI pitch rewritten (inclusive, default 0)")
+    parser.add_argument("--pitch-high", type=int, default=None, help="inpaint: highest MIDI pitch rewritten (inclusive, default 127)")
+    group = parser.add_argument_group("sampling options (the checkpoint's family decides which apply)")
+    group.add_argument("--num-iter-list", type=int, nargs="+", default=None, help="fractal: MAR iterations per level, e.g. 8 4 1")
+    group.add_argument("--steps", type=int, default=None, help="jit: ODE steps")
+    group.add_argument("--sampler", default=None, help="jit: euler | heun")
+    group.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = off; needs --label)")
+    group.add_argument("--cfg-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"), help="jit: times where guidance applies")
+    group.add_argument("--temperature", type=float, default=None, help="sampling temperature")
+    group.add_argument("--sparsity-bias", type=float, default=None, help="fractal: added to the silence logit (>0 = fewer notes)")
+    group.add_argument("--label", type=int, default=None, help="class label for a class-conditional checkpoint")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (results depend on seed and --batch-size)")
+    parser.add_argument("--batch-size", type=int, default=None, help="samples generated at once")
+    parser.add_argument("--tempo-bpm", type=float, default=None, help="tempo of the written MIDI (default: the input's, else from config)")
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    parser.add_argument("--gif", action="store_true", default=None, help="also write an animated GIF of the generation steps per sample")
+    parser.add_argument("--wav", action="store_true", default=None, help="also render WAV audio through FluidSynth")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+
+
+@dataclass
+class Request:
+    """Fully resolved settings of one ``generate`` run (what ``samples.json`` records)."""
+
+    checkpoint: Path
+    out: Path
+    config_file: Path | None
+    mode: str
+    num_samples: int
+    batch_size: int
+    seed: int
+    tempo_bpm: float | None
+    device: str
+    gif: bool
+    wav: bool
+    length: int | None = None
+    input: Path | None = None
+    condition_length: int | None = None
+    start: int | None = None
+    end: int | None = None
+    pitch_low: int | None = None
+    pitch_high: int | None = None
+    label: int | None = None
+    sampling: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Config file options per family: ``{"fractal": {...}, "jit": {...}}``."""
+    sampling_flags: dict[str, Any] = field(default_factory=dict)
+    """Options given on the command line (checked against the checkpoint's family)."""
+    overwrite: bool = False
+
+
+def load_inference_config(path: Path | None) -> tuple[dict[str, Any], Path | None]:
+    """The YAML defaults (``{}`` when no file); unknown keys are a ``UserError``."""
+    import yaml
+
+    if path is None:
+        path = DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+        if path is None:
+            return {}, None
+    elif not path.is_file():
+        raise UserError(f"--config {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"--config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config {path} must be a mapping of settings")
+    known = set(BUILTIN_DEFAULTS) | set(MODE_ONLY_FIELDS) | {"label"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"--config {path}: unknown keys {unknown}; accepted: {', '.join(sorted(known))}")
+    sampling = data.get("sampling") or {}
+    if not isinstance(sampling, dict) or not all(isinstance(v, dict) or v is None for v in sampling.values()):
+        raise UserError(f"--config {path}: 'sampling' must map a family name to its options, e.g. sampling: {{fractal: {{temperature: 1.0}}}}")
+    return data, path
+
+
+def resolve_request(args: argparse.Namespace) -> Request:
+    """Merge built-in defaults, the YAML config and the flags; check what needs no model."""
+    config, config_path = load_inference_config(args.config)
+    flags = {k: v for k, v in vars(args).items() if v is not None}
+
+    def pick(key: str) -> Any:
+        return flags.get(key, config.get(key, BUILTIN_DEFAULTS.get(key)))
+
+    mode = pick("mode")
+    if mode not in MODES:
+        raise UserError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    stray = [f"--{k.replace('_', '-')}" for k in MODE_ONLY_FIELDS if k in flags and k not in MODE_FLAGS[mode]]
+    if stray:
+        raise UserError(f"{', '.join(stray)} not used by --mode {mode}; it takes: {', '.join('--' + k.replace('_', '-') for k in MODE_FLAGS[mode])}")
+    request = Request(
+        checkpoint=args.checkpoint,
+        out=args.out,
+        config_file=config_path,
+        mode=mode,
+        num_samples=int(pick("num_samples")),
+        batch_size=int(pick("batch_size")),
+        seed=int(pick("seed")),
+        tempo_bpm=flags.get("tempo_bpm"),
+        device=str(pick("device")),
+        gif=bool(pick("gif")),
+        wav=bool(pick("wav")),
+        label=pick("label"),
+        sampling={k: dict(v or {}) for k, v in (config.get("sampling") or {}).items()},
+        sampling_flags={k: flags[k] for k in SAMPLING_FLAGS if k in flags},
+        overwrite=bool(args.overwrite),
+    )
+    if request.tempo_bpm is None and mode == "unconditional":
+        request.tempo_bpm = float(pick("tempo_bpm"))
+    for key in MODE_FLAGS[mode]:
+        setattr(request, key, pick(key))
+    _check_request(request)
+    return request
+
+
+def _check_request(req: Request) -> None:
+    """Checks that need neither the model nor the input's content."""
+    from fractalmidi.outdir import check_out_dir
+
+    if req.num_samples < 1:
+        raise UserError(f"--num-samples must be at least 1, got {req.num_samples}")
+    if req.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {req.batch_size}")
+    if req.tempo_bpm is not None and req.tempo_bpm <= 0:
+        raise UserError(f"--tempo-bpm must be positive, got {req.tempo_bpm}")
+    if not Path(req.checkpoint).exists():
+        raise UserError(f"checkpoint {req.checkpoint} not found")
+    if req.mode != "unconditional":
+        if req.input is None:
+            raise UserError(f"--mode {req.mode} needs --input IN.mid")
+        if not Path(req.input).is_file():
+            raise UserError(f"--input {req.input} not found")
+    if req.mode in ("unconditional", "continue") and (req.length is None or req.length < 1):
+        raise UserError(f"--length must be a positive number of steps, got {req.length}")
+    if req.mode == "continue" and (req.condition_length is None or req.condition_length < 1):
+        raise UserError(f"--condition-length must be a positive number of steps, got {req.condition_length}")
+    if req.mode == "inpaint" and (req.start is None or req.end is None):
+        raise UserError("--mode inpaint needs --start STEP and --end STEP (the region [start, end) to rewrite)")
+    check_out_dir(Path(req.out), req.overwrite)
+
+
+def sampling_options(req: Request, model) -> dict[str, Any]:
+    """Options passed to ``model.sample``: config section of the family, then flags.
+
+    An option the family does not take is a ``UserError`` naming the ones it does.
+    """
+    accepted = dict(model.sample_defaults)
+    accepted_flags = ", ".join(SAMPLING_FLAGS.get(k, k) for k in accepted) or "none"
+    from_config = req.sampling.get(model.family, {})
+    bad_config = sorted(set(from_config) - set(accepted))
+    if bad_config:
+        raise UserError(f"config sampling.{model.family}: {bad_config} not taken by the {model.family} family; accepted: {', '.join(accepted)}")
+    bad_flags = [SAMPLING_FLAGS[k] for k in req.sampling_flags if k not in accepted]
+    if bad_flags:
+        raise UserError(f"{', '.join(bad_flags)} not used by the {model.family} family of this checkpoint; it takes: {accepted_flags}")
+    return {**from_config, **req.sampling_flags}
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+
+
+def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
+    """Run a resolved request and write ``req.out``; returns the ``samples.json`` record."""
+    import torch
+    from tqdm import tqdm
+
+    from fractalmidi.canvas import build_plan
+    from fractalmidi.inference import load_checkpoint
+    from fractalmidi.outdir import staged_dir
+
+    started = time.perf_counter()
+    loaded = load_checkpoint(req.checkpoint)
+    model = loaded.model
+    options = sampling_options(req, model)
+    device = _device(req.device)
+    model.to(device)
+
+    input_roll, input_meta = None, {}
+    if req.input is not None:
+        from fractalmidi.data import midi_to_roll
+
+        input_roll, input_meta = midi_to_roll(req.input, grid=loaded.grid)
+    tempo = req.tempo_bpm if req.tempo_bpm is not None else float(input_meta.get("tempo_bpm", BUILTIN_DEFAULTS["tempo_bpm"]))
+    plan = build_plan(req, input_roll, model.length_multiple)
+    try:
+        model.check_length(plan.canvas.shape[-1])
+    except ValueError as err:
+        raise UserError(f"the model cannot take {plan.canvas.shape[-1]} steps: {err}") from None
+
+    labels = None
+    generator = torch.Generator(device=device).manual_seed(req.seed)
+    results: list = []
+    frames: list[list] = []
+    batches = [(i, min(req.batch_size, req.num_samples - i)) for i in range(0, req.num_samples, req.batch_size)]
+    for first, size in tqdm(batches, desc=f"generate ({req.mode})", unit="batch", disable=not progress):
+        canvas = plan.canvas.to(device).expand(size, -1, -1, -1).contiguous()
+        mask = plan.mask.to(device).expand(size, -1, -1, -1).contiguous()
+        if req.label is not None:
+            labels = torch.full((size,), int(req.label), dtype=torch.long, device=device)
+        try:
+            with torch.no_grad():
+                out = model.sample(canvas, mask, labels=labels, generator=generator, return_steps=req.gif, **options)
+        except ValueError as err:  # the family's own check of option values (e.g. sampler name)
+            raise UserError(f"sampling options rejected by the {model.family} family: {str(err).splitlines()[0]}") from None
+        result, steps = out if req.gif else (out, [])
+        result = torch.where(mask, result, canvas)  # known pixels exactly as given, whatever the model did
+        results.extend(result[..., : plan.length].cpu())
+        for k in range(size):
+            frames.append([step[k, ..., : plan.length].cpu() for step in steps] + [result[k, ..., : plan.length].cpu()])
+
+    record = {
+        "fractalmidi_version": __version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": str(Path(req.checkpoint).resolve()),
+        "preset": model.preset,
+        "family": model.family,
+        "config_file": str(req.config_file) if req.config_file else None,
+        "settings": _jsonable(asdict(req)),
+        "mode": req.mode,
+        "seed": req.seed,
+        "batch_size": req.batch_size,
+        "num_samples": req.num_samples,
+        "grid": loaded.grid,
+        "tempo_bpm": tempo,
+        "length_multiple": model.length_multiple,
+        "steps": plan.length,
+        "padded_steps": int(plan.canvas.shape[-1]),
+        "region": plan.region,
+        "sample_options": _jsonable({**model.sample_defaults, **options}),
+        "label": req.label,
+        "device": str(device),
+    }
+    with staged_dir(Path(req.out), req.overwrite) as stage:
+        record["input"] = _write_input(stage, req, input_roll, input_meta, loaded.grid, tempo)
+        record["samples"] = [
+            _write_sample(stage, index, roll, frames[index] if req.gif else None, req, loaded.grid, tempo)
+            for index, roll in enumerate(tqdm(results, desc="writing", unit="sample", disable=not progress, leave=False))
+        ]
+        record["elapsed_s"] = round(time.perf_counter() - started, 3)
+        _write_json(stage / SAMPLES_FILE, record)
+    return record
+
+
+def _write_input(stage: Path, req: Request, roll, meta: dict, grid: str, tempo: float) -> dict | None:
+    """The input as the model saw it (quantised on the checkpoint's grid): MIDI and PNG."""
+    if roll is None:
+        return None
+    from fractalmidi.data import roll_to_midi
+    from fractalmidi.viz import save_png
+
+    roll_to_midi(roll, stage / f"{INPUT_STEM}.mid", grid=grid, tempo_bpm=tempo)
+    save_png(roll, stage / f"{INPUT_STEM}.png", title=f"input: {Path(req.input).name}", grid=grid)
+    return {
+        "path": str(Path(req.input).resolve()),
+        "steps": int(roll.shape[-1]),
+        "tempo_bpm": meta.get("tempo_bpm"),
+        "mid": f"{INPUT_STEM}.mid",
+        "png": f"{INPUT_STEM}.png",
+    }
+
+
+def _write_sample(stage: Path, index: int, roll, frames: list | None, req: Request, grid: str, tempo: float) -> dict:
+    from fractalmidi.data import roll_to_midi
+    from fractalmidi.viz import render_wav, save_gif, save_png
+
+    stem = SAMPLE_STEM.format(index=index)
+    score = roll_to_midi(roll, stage / f"{stem}.mid", grid=grid, tempo_bpm=tempo)
+    save_png(roll, stage / f"{stem}.png", title=f"{stem} ({req.mode})", grid=grid)
+    entry: dict[str, Any] = {"index": index, "mid": f"{stem}.mid", "png": f"{stem}.png", "notes": int(score.note_num())}
+    if frames is not None:
+        save_gif(frames, stage / f"{stem}.gif")
+        entry["gif"] = f"{stem}.gif"
+    if req.wav:
+        render_wav(stage / f"{stem}.mid", stage / f"{stem}.wav")
+        entry["wav"] = f"{stem}.wav"
+    return entry
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _write_json(path: Path, record: dict) -> None:
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    record = generate(resolve_request(args))
+    out = Path(args.out)
+    print(f"{len(record['samples'])} sample(s), {record['steps']} steps each ({record['mode']}) in {out}/ "
+          f"({record['elapsed_s']:.1f} s); settings in {out / SAMPLES_FILE}")
+    return 0
