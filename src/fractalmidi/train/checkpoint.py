@@ -1,0 +1,155 @@
+"""Checkpoints: atomic writes, safe loading (``weights_only=True``) and a model loader.
+
+A checkpoint is Lightning's dict plus ``checkpoint["fractalmidi"]``: the resolved config,
+package versions, EMA weights, data position and RNG states, all plain tensors / numbers /
+strings, so it loads with ``torch.load(weights_only=True)`` and no pickled objects.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from fractalmidi.errors import UserError
+
+EXTRA_KEY = "fractalmidi"
+"""Where our own entries live inside a Lightning checkpoint."""
+FORMAT_VERSION = 1
+MODEL_PREFIX = "model."
+"""The LightningModule holds the generator as ``self.model``."""
+CHECKPOINT_DIR = "checkpoints"
+LAST_NAME = "last.ckpt"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions that decide whether a checkpoint is reproducible elsewhere."""
+    import lightning
+    import numpy
+
+    from fractalmidi import __version__
+
+    versions = {"fractalmidi": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
+                "numpy": numpy.__version__, "python": platform.python_version()}
+    return {name: str(v) for name, v in versions.items()}  # torch's version is a str subclass: not weights_only-safe
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that writes atomically and loads with ``weights_only=True``.
+
+    A SIGKILL during a save leaves the previous checkpoint intact.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return safe_load(path, map_location=map_location)
+
+
+def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; a missing or foreign file is a ``UserError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # unpickling errors come in many classes
+        raise UserError(f"cannot load checkpoint {str(path)!r} safely (weights_only): {err}".splitlines()[0]) from None
+    if not isinstance(ckpt, dict) or EXTRA_KEY not in ckpt:
+        raise UserError(f"{str(path)!r} is not a FractalMIDI training checkpoint (no {EXTRA_KEY!r} entry)")
+    return ckpt
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """``RUN_DIR`` -> ``RUN_DIR/checkpoints/last.ckpt``; a file path is returned as is."""
+    path = Path(path)
+    if path.is_dir():
+        last = path / CHECKPOINT_DIR / LAST_NAME
+        if not last.is_file():
+            raise UserError(f"run folder {str(path)!r} has no {CHECKPOINT_DIR}/{LAST_NAME} to resume from")
+        return last
+    if not path.is_file():
+        raise UserError(f"--resume {str(path)!r}: no such run folder or checkpoint file")
+    return path
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to (``RUN/checkpoints/x.ckpt`` -> ``RUN``)."""
+    parent = checkpoint.resolve().parent
+    return parent.parent if parent.name == CHECKPOINT_DIR else parent
+
+
+def generator_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The generator's own weights from the LightningModule's state dict."""
+    return {k[len(MODEL_PREFIX):]: v for k, v in state_dict.items() if k.startswith(MODEL_PREFIX)}
+
+
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights; a mismatch is a ``UserError`` naming the keys and shapes that differ."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        problems.append(f"shape differs for {len(shapes)} (e.g. {'; '.join(shapes[:3])})")
+    if problems:
+        raise UserError(f"{source} does not match the model: " + "; ".join(problems))
+    model.load_state_dict(state)
+
+
+def load_generator(path: str | Path, *, use_ema: bool = True, map_location: Any = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Rebuild the trained generator from a checkpoint (EMA weights when kept and ``use_ema``).
+
+    Returns ``(generator in eval mode, resolved config dict)``.
+    """
+    from fractalmidi.models import build
+
+    path = resolve_checkpoint(path)
+    ckpt = safe_load(path, map_location=map_location)
+    extra = ckpt[EXTRA_KEY]
+    config = extra["config"]
+    model_cfg = dict(config["model"])
+    name = model_cfg.pop("name")
+    model_cfg.pop("grad_checkpointing", None)  # a training-time memory option
+    try:
+        model = build(name, **model_cfg)
+    except KeyError as err:
+        raise UserError(f"checkpoint {str(path)!r}: {err.args[0]}") from None
+    load_state_strict(model, generator_state(ckpt["state_dict"]), f"checkpoint {str(path)!r}")
+    ema_state = extra.get("ema")
+    if use_ema and ema_state is not None:
+        from fractalmidi.models.ema import EMA
+
+        ema = EMA(model, tuple(extra["ema_decays"]))
+        ema.load_state_dict(ema_state)
+        ema.copy_to(model, index=0)
+    model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
+    return model.eval(), config

@@ -1,0 +1,116 @@
+"""Training batches with a position that survives a restart.
+
+Lightning does not restore the sampler position in the middle of an epoch, so training reads
+one endless, seeded stream of ``(epoch, index)`` keys: epoch ``e`` is a permutation seeded by
+``(seed, e)``, dealt round-robin to the ranks, and the dataset is deterministic given
+``(seed, epoch, index)``. The number of batches consumed is saved in every checkpoint, and a
+resumed run starts the stream exactly there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+EPOCH_SEED_STRIDE = 1_000_003
+"""Mixes the epoch into the permutation seed (a prime, so (seed, epoch) pairs do not collide)."""
+
+
+@dataclass
+class DataPosition:
+    """How far a rank has read its stream: batches consumed (shared by sampler and module)."""
+
+    batches: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches": self.batches}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches = int(state["batches"])
+
+
+class EpochDataset(Dataset):
+    """Wraps a dataset with ``set_epoch``: key ``(epoch, index)`` -> that item in that epoch.
+
+    Carrying the epoch in the key keeps worker processes right without any shared state.
+    """
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        self.base.set_epoch(epoch)
+        return self.base[index]
+
+
+class ResumableSampler(Sampler):
+    """An endless stream of ``(epoch, index)`` keys for one rank, starting at ``position``.
+
+    The stream is a pure function of ``(num_items, seed, rank, world_size)``; ``position``
+    (read when iteration starts) says how many batches of ``batch_size`` keys to skip.
+    """
+
+    def __init__(self, num_items: int, *, batch_size: int, position: DataPosition, seed: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if num_items < world_size:
+            raise ValueError(f"{num_items} items cannot be shared by {world_size} ranks")
+        self.num_items = num_items
+        self.batch_size = batch_size
+        self.position = position
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.per_epoch = num_items // world_size
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """This rank's indices in ``epoch`` (every rank gets the same count)."""
+        gen = torch.Generator().manual_seed(self.seed * EPOCH_SEED_STRIDE + epoch)
+        perm = torch.randperm(self.num_items, generator=gen)
+        return perm[self.rank :: self.world_size][: self.per_epoch].tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        start = self.position.batches * self.batch_size
+        epoch, offset = divmod(start, self.per_epoch)
+        while True:
+            for index in self.epoch_order(epoch)[offset:]:
+                yield epoch, index
+            epoch, offset = epoch + 1, 0
+
+
+def _loader_generator(seed: int) -> torch.Generator:
+    """DataLoaders draw worker seeds from this, not from the global RNG the model trains with."""
+    return torch.Generator().manual_seed(seed)
+
+
+def train_loader(dataset: Any, *, batch_size: int, num_workers: int, position: DataPosition, seed: int,
+                 rank: int = 0, world_size: int = 1) -> DataLoader:
+    """The endless training loader (Lightning counts steps, not epochs)."""
+    sampler = ResumableSampler(len(dataset), batch_size=batch_size, position=position, seed=seed,
+                               rank=rank, world_size=world_size)
+    return DataLoader(EpochDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      generator=_loader_generator(seed), persistent_workers=num_workers > 0, drop_last=True)
+
+
+def val_loader(dataset: Any, *, batch_size: int, num_workers: int, seed: int) -> DataLoader:
+    """Validation in a fixed order on the dataset's deterministic crops."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      generator=_loader_generator(seed), drop_last=False)
+
+
+def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch is a roll tensor, or ``(rolls, labels, ...)``: return ``(rolls, labels or None)``."""
+    if isinstance(batch, torch.Tensor):
+        return batch, None
+    if isinstance(batch, dict):
+        return batch["roll"], batch.get("label")
+    rolls = batch[0]
+    labels = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) and batch[1].dtype == torch.long else None
+    return rolls, labels

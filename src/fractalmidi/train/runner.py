@@ -1,0 +1,168 @@
+"""Assemble and run a training job: run folder, data, module, callbacks, Lightning ``Trainer``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fractalmidi.errors import UserError
+from fractalmidi.train.checkpoint import (
+    CHECKPOINT_DIR,
+    EXTRA_KEY,
+    LAST_NAME,
+    AtomicCheckpointIO,
+    resolve_checkpoint,
+    run_dir_of,
+    safe_load,
+)
+from fractalmidi.train.config import TrainConfig, dump_yaml, load_config
+
+CONFIG_NAME = "config.yaml"
+TENSORBOARD_DIR = "tensorboard"
+BEST_NAME = "best"
+RUN_ENTRIES = (CONFIG_NAME, CHECKPOINT_DIR, TENSORBOARD_DIR, "gifs")
+"""What a run folder holds; ``--overwrite`` removes exactly these."""
+QUIET_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*The number of training batches.*",
+    ".*Checkpoint directory .* exists and is not empty.*",
+    ".*on_epoch=True.*",
+)
+
+
+@dataclass
+class Job:
+    """A resolved training job: the config, its run folder and the checkpoint to resume, if any."""
+
+    config: TrainConfig
+    run_dir: Path
+    resume_from: Path | None = None
+
+
+def plan(config_path: str | None, overrides: list[str], *, resume: str | None = None, overwrite: bool = False) -> Job:
+    """Resolve config + overrides (+ the checkpoint's config when resuming) and check the run folder."""
+    if resume is not None:
+        ckpt_path = resolve_checkpoint(resume)
+        saved = safe_load(ckpt_path)[EXTRA_KEY]["config"]
+        run_dir = run_dir_of(ckpt_path)
+        config = load_config(config_path, [*overrides, f"logging.output_dir={run_dir}"], base=saved)
+        return Job(config, run_dir, ckpt_path)
+    if config_path is None:
+        raise UserError("give a CONFIG.yaml (see configs/), or --resume RUN_DIR|CKPT")
+    config = load_config(config_path, overrides)
+    if overwrite:
+        config.logging.overwrite = True
+    run_dir = Path(config.logging.output_dir)
+    if not config.training.fast_dev_run and run_dir.is_dir() and any(run_dir.iterdir()):
+        if not config.logging.overwrite:
+            raise UserError(f"run folder {str(run_dir)!r} exists and is not empty; use --resume {run_dir} to "
+                            f"continue it, --overwrite to replace it, or another logging.output_dir")
+        for name in RUN_ENTRIES:
+            target = run_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    return Job(config, run_dir)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _datasets(config: TrainConfig) -> tuple[Any, Any]:
+    from fractalmidi.data import PianoRollDataset
+
+    d = config.data
+    root = Path(d.root)
+    if not d.root or not (root / "manifest.json").is_file():
+        raise UserError(f"data.root {d.root!r} is not a prepared data folder (run 'fractalmidi prepare' first)")
+    common = {"pitch_shift": tuple(d.pitch_shift), "augment_factor": d.augment_factor, "seed": config.training.seed}
+    train = PianoRollDataset(root, split=d.train_split, crop_length=d.crop_length, train=True, **common)
+    val = PianoRollDataset(root, split=d.val_split, crop_length=d.val_crop_length or d.crop_length,
+                           train=False, **common)
+    if len(train) == 0:
+        raise UserError(f"data.root {d.root!r}: split {d.train_split!r} is empty")
+    return train, val
+
+
+def _callbacks(config: TrainConfig, run_dir: Path, val_dataset: Any, with_validation: bool) -> list[Any]:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from fractalmidi.train.callbacks import FinalCheckpoint, ImageLogger, StepProgressBar, Throughput
+
+    lg, t = config.logging, config.training
+    callbacks: list[Any] = [Throughput(t.batch_size)]
+    if lg.progress_bar:
+        callbacks.append(StepProgressBar())
+    if t.fast_dev_run:
+        return callbacks
+    if lg.log_images_every_n_steps:
+        callbacks.append(ImageLogger(val_dataset, every_n_steps=lg.log_images_every_n_steps,
+                                     num_samples=lg.num_image_samples, sample_length=lg.sample_length or config.data.crop_length,
+                                     run_dir=run_dir, seed=t.seed, frame_ms=lg.gif_frame_ms))
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="step_{step:08d}", auto_insert_metric_name=False,
+                                     every_n_train_steps=lg.checkpoint_every_n_steps, save_top_k=-1, save_last=True,
+                                     save_on_train_epoch_end=False))
+    callbacks.append(FinalCheckpoint(ckpt_dir / LAST_NAME))
+    if with_validation:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename=BEST_NAME, monitor="val/loss", mode="min",
+                                         save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False))
+    return callbacks
+
+
+def train(job: Job) -> Path:
+    """Run ``job`` to ``training.max_steps``; returns the run folder."""
+    import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from fractalmidi.train.data import train_loader, val_loader
+    from fractalmidi.train.module import GeneratorModule
+
+    config, run_dir = job.config, job.run_dir
+    t, h, d = config.training, config.hardware, config.data
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    train_set, val_set = _datasets(config)
+    module = GeneratorModule(config)
+    try:
+        module.model.check_length(d.crop_length)
+    except ValueError as err:
+        raise UserError(f"data.crop_length: {err}") from None
+    with_validation = t.limit_val_batches > 0 and len(val_set) > 0
+    logger: Any = False
+    if not t.fast_dev_run:
+        _write_text_atomic(run_dir / CONFIG_NAME, dump_yaml(config))
+        logger = TensorBoardLogger(save_dir=str(run_dir), name=TENSORBOARD_DIR, version="", default_hp_metric=False)
+    trainer = L.Trainer(
+        max_steps=t.max_steps, max_epochs=-1, accelerator=h.accelerator, devices=h.devices, num_nodes=h.num_nodes,
+        precision=h.precision, strategy=h.strategy, gradient_clip_val=t.grad_clip or None,
+        accumulate_grad_batches=t.accumulate_grad_batches, val_check_interval=t.val_every_n_steps * t.accumulate_grad_batches,
+        check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches if with_validation else 0,
+        num_sanity_val_steps=0, log_every_n_steps=config.logging.log_every_n_steps, logger=logger,
+        callbacks=_callbacks(config, run_dir, val_set, with_validation), enable_progress_bar=config.logging.progress_bar,
+        enable_model_summary=False, fast_dev_run=t.fast_dev_run, plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False, default_root_dir=str(run_dir),
+    )
+    position = module.data_position
+    loaders = {
+        "train_dataloaders": train_loader(train_set, batch_size=t.batch_size, num_workers=d.num_workers,
+                                          position=position, seed=t.seed, rank=trainer.global_rank,
+                                          world_size=trainer.world_size),
+    }
+    if with_validation:
+        loaders["val_dataloaders"] = val_loader(val_set, batch_size=d.val_batch_size or t.batch_size,
+                                                num_workers=d.num_workers, seed=t.seed)
+    trainer.fit(module, ckpt_path=str(job.resume_from) if job.resume_from else None, **loaders)
+    return run_dir
