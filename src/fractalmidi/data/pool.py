@@ -1,0 +1,79 @@
+"""Convert jobs in worker processes, in order, surviving workers that die inside the parser.
+
+A crashing C++ parser (segfault, abort) kills its worker and breaks a
+``ProcessPoolExecutor`` (``BrokenProcessPool``); every job then in flight is re-run alone in
+a fresh pool, and the one that breaks it again is reported as a crash. At most ``window``
+jobs are in flight, so memory stays bounded however long the stream is.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+IN_FLIGHT_PER_WORKER = 8
+CRASH_REASON = "worker process crashed while parsing (segfault/abort in the parser)"
+
+
+class CrashedJob:
+    """Result placeholder for a job whose worker died."""
+
+    reason = CRASH_REASON
+
+
+def run_ordered(
+    func: Callable[..., Any], jobs: Iterable[Any], args: tuple, workers: int
+) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(job, func(job, *args))`` in job order; a crashed job yields a :class:`CrashedJob`.
+
+    ``workers=0`` runs in this process (no crash protection; for debugging).
+    """
+    if workers <= 0:
+        for job in jobs:
+            yield job, func(job, *args)
+        return
+    context = multiprocessing.get_context("spawn")
+    window = workers * IN_FLIGHT_PER_WORKER
+    pool = ProcessPoolExecutor(workers, mp_context=context)
+    pending: deque[tuple[Any, Future]] = deque()
+    try:
+        for job in jobs:
+            pending.append((job, pool.submit(func, job, *args)))
+            while len(pending) >= window:
+                pool = yield from _drain_one(pending, pool, func, args, workers, context)
+        while pending:
+            pool = yield from _drain_one(pending, pool, func, args, workers, context)
+    finally:
+        for _, future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _drain_one(pending, pool, func, args, workers, context):
+    job, future = pending[0]
+    try:
+        result = future.result()
+    except BrokenProcessPool:
+        pool.shutdown(wait=True, cancel_futures=True)
+        suspects = list(pending)
+        pending.clear()
+        for suspect, done in suspects:
+            ok = done.done() and not done.cancelled() and done.exception() is None
+            if ok:
+                yield suspect, done.result()
+                continue
+            solo = ProcessPoolExecutor(1, mp_context=context)
+            try:
+                yield suspect, solo.submit(func, suspect, *args).result()
+            except BrokenProcessPool:
+                yield suspect, CrashedJob()
+            finally:
+                solo.shutdown(wait=True, cancel_futures=True)
+        return ProcessPoolExecutor(workers, mp_context=context)
+    pending.popleft()
+    yield job, result
+    return pool

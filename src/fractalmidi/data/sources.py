@@ -1,0 +1,241 @@
+"""Where pieces come from: folder layouts (midi-dir, POP909, Aria-MIDI, JSB) and Bach from music21.
+
+A source is a *stream* of small picklable :class:`Job` items, so a tree of a million files is
+never listed in memory; :func:`convert_job` turns one job into a roll inside a worker process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from symusic import Note, Score, Tempo, Track
+
+from fractalmidi.data.roll import NUM_PITCHES, BadMidiError, midi_to_roll
+from fractalmidi.errors import UserError
+
+LAYOUTS = ("auto", "midi-dir", "pop909", "jsb", "aria")
+DATASETS = ("bach",)
+SPLITS = ("train", "valid", "test")
+MIDI_SUFFIXES = (".mid", ".midi")
+
+LAYOUT_DEFAULT_GRID = {"midi-dir": "16th", "pop909": "16th", "jsb": "16th", "aria": "fps:16", "bach": "16th"}
+"""Aria-MIDI holds transcribed performances whose beat grid is meaningless: absolute frames."""
+
+JSB_FILE = "Jsb16thSeparated.json"
+"""The JSON copy of the Coconet file (the pickle is never loaded): SATB pitches per 16th, -1 = rest."""
+
+JSB_VELOCITY = 90
+"""JSB chorales carry no dynamics: every sounding pitch gets this velocity."""
+
+CHORALE_TEMPO_BPM = 100.0
+"""Neither JSB nor most corpus chorales state a tempo; a moderate chorale tempo for playback."""
+
+BACH_VELOCITY = 90
+"""Velocity of every note of a music21 Bach chorale (the scores carry no dynamics)."""
+
+BACH_TICKS_PER_QUARTER = 480
+BACH_NAME = re.compile(r"^bwv[\d.]+\.(mxl|xml)$")
+"""Chorale files of music21's bundled Bach corpus (4-part harmonisations, ~410 files)."""
+
+POP909_NAME = re.compile(r"^\d{3}\.midi?$")
+
+CRASH_HOOK_ENV = "FRACTALMIDI_TEST_CRASH_ON"
+"""Test hook: a worker parsing a file of this name aborts, as a crashing parser would."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One piece to convert: ``key`` names it in the manifest (a path, or e.g. ``jsb:train/3``)."""
+
+    key: str
+    kind: str = "midi"
+    payload: Any = None
+    split: str | None = None
+
+
+@dataclass
+class Source:
+    """A stream of jobs plus what the layout implies."""
+
+    layout: str
+    root: str
+    jobs: Iterator[Job]
+    total: int | None = None
+    fixed_splits: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def iter_midi_files(root: Path) -> Iterator[Path]:
+    """Every .mid/.midi under ``root``, streamed directory by directory in sorted order."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.lower().endswith(MIDI_SUFFIXES):
+                yield Path(dirpath) / name
+
+
+def iter_pop909_files(root: Path) -> Iterator[Path]:
+    """POP909 songs: ``NNN/NNN.mid`` (original layout) or a flat ``NNN.mid`` folder; no versions/."""
+    for entry in sorted(os.listdir(root)):
+        path = root / entry
+        if path.is_dir() and entry.isdigit():
+            for suffix in MIDI_SUFFIXES:
+                song = path / f"{entry}{suffix}"
+                if song.is_file():
+                    yield song
+                    break
+        elif POP909_NAME.match(entry) and path.is_file():
+            yield path
+
+
+def detect_layout(root: Path) -> str:
+    """``jsb`` for the JSB folder, ``pop909`` for NNN.mid songs, else ``midi-dir``."""
+    if (root / JSB_FILE).is_file():
+        return "jsb"
+    if root.name.lower() == "pop909" or (root / "001" / "001.mid").is_file():
+        return "pop909"
+    return "midi-dir"
+
+
+def open_source(src: str | os.PathLike | None, *, layout: str = "auto", dataset: str | None = None) -> Source:
+    """Resolve SRC / --layout / --dataset into a :class:`Source`; bad combinations are UserErrors."""
+    if dataset is not None:
+        if dataset not in DATASETS:
+            raise UserError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+        if src is not None:
+            raise UserError("give either SRC or --dataset, not both")
+        paths = bach_chorale_paths()
+        jobs = (Job(key=f"music21:bach/{p.name}", kind="bach", payload=str(p)) for p in paths)
+        return Source(layout="bach", root="music21 corpus", jobs=jobs, total=len(paths))
+    if src is None:
+        raise UserError("give SRC (a folder of MIDI files or a known dataset folder) or --dataset bach")
+    root = Path(src).expanduser()
+    if not root.is_dir():
+        raise UserError(f"SRC must be a folder of MIDI files, got {src!s} (not a folder)")
+    if layout not in LAYOUTS:
+        raise UserError(f"unknown layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    if layout == "auto":
+        layout = detect_layout(root)
+    if layout == "jsb":
+        return _jsb_source(root)
+    if layout == "pop909":
+        files = list(iter_pop909_files(root))
+        if not files:
+            raise UserError(f"no POP909 songs (NNN.mid or NNN/NNN.mid) in {root}")
+        return Source(layout=layout, root=str(root), jobs=(Job(str(p)) for p in files), total=len(files))
+    return Source(layout=layout, root=str(root), jobs=(Job(str(p)) for p in iter_midi_files(root)))
+
+
+def _jsb_source(root: Path) -> Source:
+    data = read_jsb_json(root)
+    jobs = (
+        Job(key=f"jsb:{split}/{i}", kind="jsb", payload=piece, split=split)
+        for split in SPLITS
+        for i, piece in enumerate(data[split])
+    )
+    return Source(layout="jsb", root=str(root), jobs=jobs, total=sum(len(data[s]) for s in SPLITS), fixed_splits=True)
+
+
+def read_jsb_json(root: Path) -> dict[str, list]:
+    path = Path(root) / JSB_FILE
+    if not path.is_file():
+        raise UserError(f"JSB layout needs {JSB_FILE} in {root}")
+    data = json.loads(path.read_text())
+    missing = [s for s in SPLITS if s not in data]
+    if missing:
+        raise UserError(f"{path} lacks the split(s) {', '.join(missing)}")
+    return data
+
+
+def jsb_roll(voices: list[list[float]]) -> np.ndarray:
+    """SATB pitch rows (one per 16th, -1/NaN = rest) -> ``(1, 128, T)`` uint8; held notes join."""
+    rows = np.asarray(voices, dtype=np.float64).reshape(len(voices), -1)
+    roll = np.zeros((1, NUM_PITCHES, rows.shape[0]), dtype=np.uint8)
+    t, v = np.nonzero(np.nan_to_num(rows, nan=-1.0) >= 0)
+    roll[0, rows[t, v].astype(np.int64), t] = JSB_VELOCITY
+    return roll
+
+
+def load_jsb_chorales(root: str | os.PathLike | None = None) -> dict[str, list[np.ndarray]]:
+    """The JSB chorales as ``{"train"|"valid"|"test": [(1, 128, T) uint8 rolls]}`` (229/76/77)."""
+    if root is None:
+        from fractalmidi.settings import shared_data_dir
+
+        root = shared_data_dir() / "jsb_chorales"
+    data = read_jsb_json(Path(root))
+    return {split: [jsb_roll(piece) for piece in data[split]] for split in SPLITS}
+
+
+def bach_chorale_paths() -> list[Path]:
+    """The Bach chorale scores bundled with music21 (no download), sorted by name."""
+    from music21 import corpus
+
+    paths = [Path(p) for p in corpus.getComposer("bach") if BACH_NAME.match(Path(p).name)]
+    return sorted(paths, key=lambda p: p.name)
+
+
+def bach_chorale_score(path: str | os.PathLike) -> Score:
+    """Parse a corpus chorale with music21 into a MIDI-like symusic Score (ties merged)."""
+    from music21 import converter, tempo
+
+    stream = converter.parse(str(path)).stripTies()
+    marks = list(stream.recurse().getElementsByClass(tempo.MetronomeMark))
+    bpm = float(marks[0].getQuarterBPM()) if marks and marks[0].getQuarterBPM() else CHORALE_TEMPO_BPM
+    times, durations, pitches = [], [], []
+    for element in stream.flatten().notes:
+        start = round(float(element.offset) * BACH_TICKS_PER_QUARTER)
+        length = max(1, round(float(element.quarterLength) * BACH_TICKS_PER_QUARTER))
+        for pitch in element.pitches:
+            times.append(start)
+            durations.append(length)
+            pitches.append(pitch.midi)
+    score = Score(BACH_TICKS_PER_QUARTER)
+    score.tempos.append(Tempo(0, bpm))
+    track = Track("chorale", 0, False)
+    if times:
+        track.notes = Note.from_numpy(
+            np.asarray(times, np.int32), np.asarray(durations, np.int32), np.asarray(pitches, np.int8),
+            np.full(len(times), BACH_VELOCITY, np.int8),
+        )
+    score.tracks.append(track)
+    return score
+
+
+def load_bach_chorales(limit: int | None = None, *, grid: str = "16th") -> Iterator[tuple[str, np.ndarray, dict]]:
+    """Yield ``(name, (1, 128, T) uint8 roll, meta)`` for the music21 Bach chorales (parsing is slow:
+    ~0.15 s a piece; ``fractalmidi prepare --dataset bach`` does it once, in parallel)."""
+    for path in bach_chorale_paths()[:limit]:
+        roll, meta = midi_to_roll(bach_chorale_score(path), grid=grid)
+        yield path.name, roll, {**meta, "source": f"music21:bach/{path.name}"}
+
+
+def convert_job(job: Job, grid: str, sustain: bool, max_steps: int) -> tuple[np.ndarray | None, dict | str]:
+    """Worker entry point: ``(roll, meta)`` on success, ``(None, reason)`` for a skipped piece."""
+    crash_on = os.environ.get(CRASH_HOOK_ENV)
+    if crash_on and Path(job.key).name == crash_on:
+        os.abort()
+    try:
+        if job.kind == "jsb":
+            roll = jsb_roll(job.payload)
+            if not roll.any():
+                raise BadMidiError("no notes")
+            if roll.shape[-1] > max_steps:
+                raise BadMidiError(f"too long: {roll.shape[-1]} steps > max {max_steps}")
+            meta = {"grid": "16th", "tempo_bpm": CHORALE_TEMPO_BPM, "steps": int(roll.shape[-1])}
+        elif job.kind == "bach":
+            roll, meta = midi_to_roll(bach_chorale_score(job.payload), grid=grid, sustain=sustain, max_steps=max_steps)
+        else:
+            roll, meta = midi_to_roll(job.key, grid=grid, sustain=sustain, max_steps=max_steps)
+    except UserError as err:
+        return None, str(err)
+    except Exception as err:  # any parser bug must skip the file, never stop the run
+        return None, f"{type(err).__name__}: {err}"
+    meta["source"] = job.key
+    return roll, meta
