@@ -1,1 +1,27 @@
-"""FractalGen family: recursive MAR/AR generators (registers its presets on import)."""
+"""FractalGen family: recursive MAR/AR generators (registers its presets on import).
+
+Default hierarchy ``patch_sizes = (16, 4, 1)`` on 128 x T: level 0 over 16x16 patches,
+level 1 over the 4x4 sub-patches of each, level 2 over the pixels of each 4x4 patch, then
+the pixel head. The seed quotes widths 768/384/192 with 16/4/2/1 blocks and ~30M
+parameters, which disagree (16 blocks at width 768 alone are ~113M): ``fractal-default``
+keeps the widths and the ~30M budget with 4/2/1 blocks on the three levels plus a one-block
+pixel head; ``fractal-large`` uses the seed's 16/4/2 blocks (+ one-block head), ~120M.
+"""
+
+from fractalmidi.models.fractal.fractal import FractalGen
+from fractalmidi.models.registry import register_preset
+
+MAR3 = ("mar", "mar", "mar")
+AR3 = ("ar", "ar", "ar")
+TINY = {"widths": (64, 32, 32), "depths": (2, 1, 1), "heads": (4, 2, 2), "head_width": 64, "num_iter_list": (4, 2, 1)}
+DEFAULT = {"widths": (768, 384, 192), "depths": (4, 2, 1), "heads": (12, 6, 3), "head_width": 192,
+           "num_iter_list": (12, 8, 1), "ema_decays": (0.9999,)}
+LARGE = {**DEFAULT, "depths": (16, 4, 2)}
+
+register_preset("fractal-tiny", FractalGen, generators=MAR3, **TINY)
+register_preset("fractal-ar-tiny", FractalGen, generators=AR3, **TINY)
+register_preset("fractal-default", FractalGen, generators=MAR3, **DEFAULT)
+register_preset("fractal-ar", FractalGen, generators=AR3, **DEFAULT)
+register_preset("fractal-large", FractalGen, generators=MAR3, **LARGE)
+
+__all__ = ["FractalGen"]

@@ -1,0 +1,292 @@
+"""FractalGen on piano-rolls: a hierarchy of MAR/AR levels ending in a per-pixel velocity head.
+
+Level 0 sees the roll as a grid of ``patch_sizes[0]``-square patches; its output for each
+patch conditions level 1 over that patch's sub-patches, and so on down to single pixels,
+whose outputs condition the pixel head (a categorical over velocity bins). The objective is
+the pixels' negative log-likelihood plus a small per-level auxiliary loss (does a patch hold
+any note?) that gives every level a direct signal; it does not change the likelihood.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fractalmidi.models.base import NUM_PITCHES, Generator, keep_known
+from fractalmidi.models.fractal.ar import ARLevel
+from fractalmidi.models.fractal.head import PixelHead, velocity_bins
+from fractalmidi.models.fractal.level import COND_INIT_STD, LevelNet
+from fractalmidi.models.fractal.mar import MARLevel
+from fractalmidi.models.fractal.masking import likelihood_mask, training_mask
+from fractalmidi.models.fractal.patches import grid_shape, patchify, unpatchify
+from fractalmidi.models.fractal.sampling import HierarchySampler, SamplingOptions
+from fractalmidi.models.layers import LabelEmbedder, init_weights
+
+LEVEL_TYPES = {"mar": MARLevel, "ar": ARLevel}
+
+
+class FractalGen(Generator):
+    """Recursive MAR/AR generator of ``(B, 1, num_pitches, T)`` rolls, any T multiple of the top patch."""
+
+    family: ClassVar[str] = "fractal"
+    has_likelihood: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        patch_sizes: Sequence[int] = (16, 4, 1),
+        generators: Sequence[str] = ("mar", "mar", "mar"),
+        widths: Sequence[int] = (768, 384, 192),
+        depths: Sequence[int] = (4, 2, 1),
+        heads: Sequence[int] = (12, 6, 3),
+        mlp_ratio: float = 4.0,
+        scan_order: str = "row_major",
+        head_width: int = 192,
+        head_depth: int = 1,
+        num_bins: int = 128,
+        num_classes: int = 0,
+        label_dropout: float = 0.1,
+        mask_ratio_min: float = 0.7,
+        occupancy_weight: float = 0.1,
+        num_iter_list: Sequence[int] = (8, 4, 1),
+        ema_decays: Sequence[float] = (),
+        num_pitches: int = NUM_PITCHES,
+    ) -> None:
+        super().__init__()
+        self.patch_sizes = tuple(int(s) for s in patch_sizes)
+        self.generators = tuple(generators)
+        self._check_config(widths, depths, heads, num_iter_list, num_pitches, num_bins)
+        self.num_pitches = num_pitches
+        self.num_bins = num_bins
+        self.num_classes = num_classes
+        self.mask_ratio_min = mask_ratio_min
+        self.occupancy_weight = occupancy_weight
+        self.default_num_iter = tuple(int(n) for n in num_iter_list)
+        self._ema_decays = tuple(float(d) for d in ema_decays)
+
+        top = widths[0]
+        self.labels = LabelEmbedder(num_classes, top, label_dropout) if num_classes > 0 else None
+        self.start = None if num_classes > 0 else nn.Parameter(torch.randn(1, top) * COND_INIT_STD)
+        levels: list[LevelNet] = []
+        cond_dim, num_conds = top, 1
+        for i, kind in enumerate(self.generators):
+            extra = {"scan_order": scan_order} if kind == "ar" else {}
+            level = LEVEL_TYPES[kind](patch_size=self.patch_sizes[i], cond_dim=cond_dim, num_conds=num_conds,
+                                      width=widths[i], depth=depths[i], heads=heads[i], mlp_ratio=mlp_ratio, **extra)
+            levels.append(level)
+            cond_dim, num_conds = widths[i], level.child_num_conds
+        self.levels = nn.ModuleList(levels)
+        self.head = PixelHead(cond_dim=cond_dim, num_conds=num_conds, width=head_width, depth=head_depth,
+                              num_bins=num_bins, mlp_ratio=mlp_ratio)
+        self._init_weights()
+
+    def _check_config(self, widths, depths, heads, num_iter_list, num_pitches, num_bins) -> None:
+        sizes = self.patch_sizes
+        n = len(sizes)
+        if not sizes or sizes[-1] != 1:
+            raise ValueError(f"patch_sizes must end with 1 (pixels), got {list(sizes)}")
+        for parent, child in zip(sizes, sizes[1:]):
+            if child >= parent or parent % child:
+                raise ValueError(f"each patch size must be a proper multiple of the next, got {list(sizes)}")
+        if num_pitches % sizes[0]:
+            raise ValueError(f"{num_pitches} pitches are not a multiple of the top patch size {sizes[0]}")
+        for name, values in (("generators", self.generators), ("widths", widths), ("depths", depths),
+                             ("heads", heads), ("num_iter_list", num_iter_list)):
+            if len(values) != n:
+                raise ValueError(f"{name} needs one entry per level ({n}), got {list(values)}")
+        unknown = [g for g in self.generators if g not in LEVEL_TYPES]
+        if unknown:
+            raise ValueError(f"generator types {unknown} are not among {', '.join(LEVEL_TYPES)}")
+        if not 2 <= num_bins <= 128:
+            raise ValueError(f"num_bins must be in 2..128, got {num_bins}")
+
+    def _init_weights(self) -> None:
+        self.apply(init_weights)
+        # a zero last layer starts every pixel at the uniform distribution over bins
+        nn.init.zeros_(self.head.out.weight)
+        nn.init.zeros_(self.head.out.bias)
+
+    # ----- the contract -------------------------------------------------------------------------
+
+    @property
+    def length_multiple(self) -> int:
+        return self.patch_sizes[0]
+
+    @property
+    def ema_decays(self) -> tuple[float, ...]:
+        return self._ema_decays
+
+    @property
+    def exact_likelihood(self) -> bool:
+        """The NLL is exact when every level is autoregressive; MAR levels make it an estimate."""
+        return all(g == "ar" for g in self.generators)
+
+    @property
+    def sample_defaults(self) -> dict[str, Any]:
+        return {"num_iter_list": list(self.default_num_iter), "cfg": 1.0, "temperature": 1.0, "sparsity_bias": 0.0}
+
+    def parameter_table(self) -> list[tuple[str, int]]:
+        rows = []
+        embed = self.labels if self.labels is not None else None
+        rows.append(("class labels" if embed is not None else "start vector",
+                     sum(p.numel() for p in (embed.parameters() if embed is not None else [self.start]))))
+        for i, level in enumerate(self.levels):
+            desc = (f"level{i} ({level.kind}, {level.patch_size}x{level.patch_size} patches, "
+                    f"width {level.width}, depth {len(level.blocks)})")
+            rows.append((desc, sum(p.numel() for p in level.parameters())))
+        rows.append((f"pixel head ({self.num_bins} velocity bins)", sum(p.numel() for p in self.head.parameters())))
+        return rows
+
+    def _check_roll(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != self.num_pitches:
+            raise ValueError(f"expected rolls (B, 1, {self.num_pitches}, T), got {tuple(x.shape)}")
+        self.check_length(x.shape[-1])
+
+    def _top_conds(self, batch: int, labels: torch.Tensor | None, device: torch.device,
+                   drop: bool | None = None) -> torch.Tensor:
+        if self.labels is None:
+            if labels is not None:
+                raise ValueError("this model has no class labels (num_classes=0); pass labels=None")
+            return self.start.expand(batch, -1)
+        if labels is None:
+            labels = torch.full((batch,), self.labels.null_label, dtype=torch.long, device=device)
+        return self.labels(labels, drop=drop)
+
+    # ----- objective and likelihood -------------------------------------------------------------
+
+    def _descend(self, level: int, values: torch.Tensor, bins: torch.Tensor, conds: list[torch.Tensor],
+                 owner: torch.Tensor, weight: torch.Tensor, out: dict[str, Any],
+                 estimate: bool, generator: torch.Generator | None) -> None:
+        """Score regions ``(N, H, W)`` at ``level`` and recurse into the patches it predicts.
+
+        Training (``estimate`` False) masks MAR patches as MAR training does; likelihood mode
+        masks them for an unbiased any-order estimate. ``owner`` maps regions to samples,
+        ``weight`` is each region's estimator weight; results accumulate in ``out``.
+        """
+        net = self.levels[level]
+        size = self.patch_sizes[level]
+        grid = grid_shape(values.shape[1], values.shape[2], size)
+        tokens, token_bins = patchify(values, size), patchify(bins, size)
+        n, length, _ = tokens.shape
+        if isinstance(net, MARLevel):
+            if estimate:
+                chosen, scale = likelihood_mask(n, length, tokens.device, generator)
+            else:
+                chosen = training_mask(n, length, self.mask_ratio_min, tokens.device)
+                scale = torch.ones(n, device=tokens.device)
+            hidden = net(tokens, chosen, conds, grid)
+        else:
+            hidden = net(tokens, conds, grid)
+            chosen = torch.ones(n, length, dtype=torch.bool, device=tokens.device)
+            scale = torch.ones(n, device=tokens.device)
+        index = chosen.reshape(-1).nonzero().squeeze(1)
+        occupied = (token_bins > 0).any(-1).float().reshape(-1)[index]
+        logit = net.occupancy(hidden).reshape(-1)[index]
+        out["occupancy"][level].append(F.binary_cross_entropy_with_logits(logit.float(), occupied, reduction="sum"))
+        out["occupancy_count"][level] += index.numel()
+
+        child = [c.reshape(n * length, -1)[index] for c in net.child_conds(hidden, grid)]
+        owner = owner[:, None].expand(n, length).reshape(-1)[index]
+        weight = (weight * scale)[:, None].expand(n, length).reshape(-1)[index]
+        if size == 1:
+            logits = self.head(child).float()
+            nll = F.cross_entropy(logits, token_bins.reshape(-1)[index], reduction="none")
+            out["pixel_nll"].append(nll)
+            out["pixel_owner"].append(owner)
+            out["pixel_weight"].append(weight)
+            return
+        sub_values = tokens.reshape(n * length, size, size)[index]
+        sub_bins = token_bins.reshape(n * length, size, size)[index]
+        self._descend(level + 1, sub_values, sub_bins, child, owner, weight, out, estimate, generator)
+
+    def _score(self, x: torch.Tensor, labels: torch.Tensor | None, *, estimate: bool,
+               generator: torch.Generator | None = None, drop: bool | None = None) -> dict[str, Any]:
+        self._check_roll(x)
+        batch = x.shape[0]
+        values = x[:, 0]
+        bins = velocity_bins(values, self.num_bins)
+        out: dict[str, Any] = {"occupancy": [[] for _ in self.levels], "occupancy_count": [0] * len(self.levels),
+                               "pixel_nll": [], "pixel_owner": [], "pixel_weight": []}
+        top = self._top_conds(batch, labels, x.device, drop)
+        self._descend(0, values, bins, [top], torch.arange(batch, device=x.device),
+                      torch.ones(batch, device=x.device), out, estimate, generator)
+        return out
+
+    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Pixel NLL (nats per scored pixel) + ``occupancy_weight`` x each level's occupancy BCE."""
+        scored = self._score(x, labels, estimate=False)
+        parts: dict[str, torch.Tensor] = {}
+        for level, (terms, count) in enumerate(zip(scored["occupancy"], scored["occupancy_count"])):
+            parts[f"level{level}"] = torch.stack(terms).sum() / max(count, 1)
+        parts["pixel"] = torch.cat(scored["pixel_nll"]).mean()
+        total = parts["pixel"] + self.occupancy_weight * sum(parts[f"level{i}"] for i in range(len(self.levels)))
+        return total, parts
+
+    @torch.no_grad()
+    def nll(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+            generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Per-sample NLL of the velocity bins: exact for all-AR models, else a one-sample estimate.
+
+        Returns ``bits_per_pixel`` and ``nats_per_step`` ``(B,)``, ``nats`` ``(B,)`` (whole roll)
+        and ``exact`` (bool). Average several calls to tighten a MAR estimate.
+        """
+        scored = self._score(x, labels, estimate=True, generator=generator, drop=False)
+        nll = torch.cat(scored["pixel_nll"]) * torch.cat(scored["pixel_weight"])
+        per_sample = torch.zeros(x.shape[0], device=x.device, dtype=nll.dtype)
+        per_sample.index_add_(0, torch.cat(scored["pixel_owner"]), nll)
+        pixels = x.shape[2] * x.shape[3]
+        return {"bits_per_pixel": per_sample / pixels / math.log(2), "nats_per_step": per_sample / x.shape[3],
+                "nats": per_sample, "exact": self.exact_likelihood}
+
+    # ----- sampling -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(
+        self,
+        canvas: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_steps: bool = False,
+        num_iter_list: Sequence[int] | None = None,
+        cfg: float = 1.0,
+        temperature: float = 1.0,
+        sparsity_bias: float = 0.0,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Generate where ``mask`` is True, coarse to fine; see :mod:`.sampling` for how.
+
+        ``num_iter_list``: MAR iterations per level; ``cfg``: guidance scale (needs labels);
+        ``temperature`` (0 = greedy); ``sparsity_bias``: added to the silence logit.
+        """
+        self._check_roll(canvas)
+        if mask.shape != canvas.shape or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor of the canvas' shape {tuple(canvas.shape)}")
+        iters = tuple(int(n) for n in (num_iter_list if num_iter_list is not None else self.default_num_iter))
+        if len(iters) != len(self.levels) or min(iters) < 1:
+            raise ValueError(f"num_iter_list needs {len(self.levels)} positive entries, got {list(iters)}")
+        guided = cfg != 1.0
+        if guided and (self.labels is None or labels is None):
+            raise ValueError("cfg != 1 needs a class-conditional model (num_classes > 0) and labels")
+        batch = canvas.shape[0]
+        top = self._top_conds(batch, labels, canvas.device, drop=False)
+        if guided:
+            top = torch.cat([top, self._top_conds(batch, None, canvas.device, drop=False)])
+        options = SamplingOptions(num_iter_list=iters, temperature=float(temperature),
+                                  sparsity_bias=float(sparsity_bias), guided=guided, generator=generator)
+        frames: list[torch.Tensor] | None = [] if return_steps else None
+        values = HierarchySampler(self, options).region(0, canvas[:, 0], mask[:, 0], [top], float(cfg), frames)
+        result = keep_known(values[:, None].to(canvas.dtype), canvas, mask)
+        if not return_steps:
+            return result
+        size, (height, width) = self.patch_sizes[0], canvas.shape[2:]
+        steps = [keep_known(torch.zeros_like(canvas), canvas, mask)]
+        steps += [keep_known(unpatchify(f, size, height, width)[:, None].to(canvas.dtype), canvas, mask).clamp(0, 1)
+                  for f in frames]
+        steps.append(result)
+        return result, steps

@@ -1,0 +1,64 @@
+"""What every hierarchy level shares: patch and condition embeddings, positions, a transformer.
+
+A level sees a grid of patches of one region (the whole roll at level 0, a parent patch
+below) plus the condition vectors its parent produced for that region, prepended as tokens.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from fractalmidi.models.layers import Block, KVCache, sincos_2d
+
+COND_INIT_STD = 0.02
+"""Std of the learned condition-slot and mask-token embeddings at initialisation."""
+
+
+class LevelNet(nn.Module):
+    """Transformer over ``num_conds`` condition tokens followed by the patch tokens of a region."""
+
+    kind: ClassVar[str] = ""
+    causal: ClassVar[bool] = False
+    child_num_conds: ClassVar[int] = 1
+    """How many condition vectors each patch hands down to the next level."""
+
+    def __init__(self, *, patch_size: int, cond_dim: int, num_conds: int, width: int, depth: int,
+                 heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.num_conds = num_conds
+        self.width = width
+        self.patch_embed = nn.Linear(patch_size * patch_size, width)
+        self.cond_proj = nn.Linear(cond_dim, width)
+        self.cond_slots = nn.Parameter(torch.randn(num_conds, width) * COND_INIT_STD)
+        self.in_norm = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, qk_norm=True) for _ in range(depth))
+        self.out_norm = nn.LayerNorm(width)
+        self.occupancy = nn.Linear(width, 1)
+        """Auxiliary logit: does this patch hold any note? (a per-level training signal)."""
+        self._positions: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    def positions(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """Sin-cos positions ``(rows * cols, width)`` for this grid, built once per grid shape."""
+        key = (grid[0], grid[1], str(device))
+        if key not in self._positions:
+            self._positions[key] = sincos_2d(grid[0], grid[1], self.width, device=device)
+        return self._positions[key]
+
+    def embed_conds(self, conds: list[torch.Tensor]) -> torch.Tensor:
+        """``num_conds`` tensors ``(N, cond_dim)`` -> condition tokens ``(N, num_conds, width)``."""
+        return self.cond_proj(torch.stack(conds, dim=1)) + self.cond_slots
+
+    def transform(self, h: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
+        """Input norm, the blocks (causal for AR levels), output norm."""
+        h = self.in_norm(h)
+        for i, block in enumerate(self.blocks):
+            h = block(h, causal=self.causal, cache=None if caches is None else caches[i])
+        return self.out_norm(h)
+
+    def child_conds(self, out: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:
+        """Condition vectors ``(N, L, width)`` each patch hands to the next level."""
+        return [out]
