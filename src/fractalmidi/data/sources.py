@@ -182,20 +182,33 @@ def bach_chorale_paths() -> list[Path]:
 
 
 def bach_chorale_score(path: str | os.PathLike) -> Score:
-    """Parse a corpus chorale with music21 into a MIDI-like symusic Score (ties merged)."""
+    """Parse a corpus chorale with music21 into a MIDI-like symusic Score (tied notes joined)."""
     from music21 import converter, tempo
 
-    stream = converter.parse(str(path)).stripTies()
+    stream = converter.parse(str(path))
     marks = list(stream.recurse().getElementsByClass(tempo.MetronomeMark))
     bpm = float(marks[0].getQuarterBPM()) if marks and marks[0].getQuarterBPM() else CHORALE_TEMPO_BPM
-    times, durations, pitches = [], [], []
-    for element in stream.flatten().notes:
-        start = round(float(element.offset) * BACH_TICKS_PER_QUARTER)
-        length = max(1, round(float(element.quarterLength) * BACH_TICKS_PER_QUARTER))
-        for pitch in element.pitches:
-            times.append(start)
-            durations.append(length)
-            pitches.append(pitch.midi)
+    times: list[int] = []
+    durations: list[int] = []
+    pitches: list[int] = []
+    for part_number, part in enumerate(stream.parts or [stream]):
+        tied: dict[int, int] = {}  # pitch -> index of the note a tie continues
+        for element in part.flatten().notes:
+            start = round(float(element.offset) * BACH_TICKS_PER_QUARTER)
+            length = max(1, round(float(element.quarterLength) * BACH_TICKS_PER_QUARTER))
+            for note in element.notes if element.isChord else [element]:
+                midi = note.pitch.midi
+                tie = note.tie.type if note.tie is not None else None
+                if tie in ("stop", "continue") and midi in tied:
+                    i = tied[midi]
+                    durations[i] = start + length - times[i]
+                else:
+                    tied[midi] = len(times)
+                    times.append(start)
+                    durations.append(length)
+                    pitches.append(midi)
+                if tie not in ("start", "continue"):
+                    tied.pop(midi, None)
     score = Score(BACH_TICKS_PER_QUARTER)
     score.tempos.append(Tempo(0, bpm))
     track = Track("chorale", 0, False)
