@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,14 @@ SECTIONS = ("model", "data", "training", "hardware", "logging")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed")
 MODEL_NAME_KEY = "name"
+SEED_NAMES = {
+    "learning_rate": "training.lr", "train_batch_size": "training.batch_size",
+    "val_batch_size": "data.val_batch_size", "val_check_interval_steps": "training.val_every_n_steps",
+    "grad_clip_val": "training.grad_clip", "gradient_clip_val": "training.grad_clip", "epochs": "training.max_steps",
+    "grad_checkpoint": "training.grad_checkpointing", "pitch_shift_min": "data.pitch_shift",
+    "pitch_shift_max": "data.pitch_shift", "gpus": "hardware.devices", "accumulate": "training.accumulate_grad_batches",
+}
+"""Names from the seed projects' configs / flags and the key that replaces each."""
 
 
 @dataclass
@@ -184,17 +193,33 @@ def valid_keys(model_name: str | None = None) -> list[str]:
     return keys
 
 
-def _preset_keys(model_name: str) -> list[str]:
+def _preset_options(model_name: str) -> dict[str, Any]:
+    """Every keyword the preset's factory accepts, with its value in this preset (or the factory default)."""
     from fractalmidi.models import preset_defaults
+    from fractalmidi.models.registry import _lookup  # the registry has no public accessor for the factory
 
     try:
-        return sorted(preset_defaults(model_name))
+        defaults = preset_defaults(model_name)
+        factory = _lookup(model_name)[0]
     except KeyError as err:
         raise UserError(f"model.name: {err.args[0]}") from None
+    options: dict[str, Any] = {}
+    for param in inspect.signature(factory).parameters.values():
+        if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.name != "self":
+            options[param.name] = param.default  # ``param.empty`` when required
+    options.update(defaults)
+    return options
+
+
+def _preset_keys(model_name: str) -> list[str]:
+    return sorted(_preset_options(model_name))
 
 
 def _unknown_key(key: str, model_name: str | None) -> UserError:
     candidates = valid_keys(model_name)
+    renamed = SEED_NAMES.get(key.rsplit(".", 1)[-1])
+    if renamed:
+        return UserError(f"unknown config key {key!r}; did you mean {renamed!r}?")
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
     if not close:  # compare within the section, e.g. training.maxsteps
         section = key.split(".", 1)[0]
@@ -306,10 +331,10 @@ def _build_model(values: Any) -> dict[str, Any]:
 
 def _plain_defaults(model_name: str) -> dict[str, Any]:
     """The preset's own settings, so the saved config pins them (values YAML cannot hold stay implicit)."""
-    from fractalmidi.models import preset_defaults
-
     out = {}
-    for key, value in preset_defaults(model_name).items():
+    for key, value in _preset_options(model_name).items():
+        if value is inspect.Parameter.empty:
+            continue
         try:
             out[key] = _plain(value)
         except UserError:
