@@ -1,0 +1,309 @@
+"""Piano-roll pictures (PNG, animated GIF) and audio (WAV through FluidSynth); ``fractalmidi render``.
+
+Colours follow Logic Pro's velocity scheme: black = silence, blue for soft notes, green around
+velocity 64, yellow, then red at 127. Pictures put high pitches at the top, label the pitch
+axis with note names (C4 = MIDI 60) and the time axis in bars (16 steps of the 16th grid;
+seconds on an ``fps`` grid). matplotlib draws through its Agg canvas (no display needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fractalmidi.errors import UserError
+
+NUM_PITCHES = 128
+MAX_VELOCITY = 127
+NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+VELOCITY_COLOURS = (
+    (1, (40, 70, 255)),
+    (40, (0, 190, 230)),
+    (64, (0, 220, 0)),
+    (96, (255, 220, 0)),
+    (127, (255, 0, 0)),
+)
+"""(velocity, RGB) anchors, linearly interpolated; velocity 0 is black."""
+
+PITCH_PX = 4
+"""Height of one pitch row in a PNG (128 rows -> 512 px)."""
+MAX_STEP_PX = 8
+MAX_IMAGE_WIDTH = 4096
+"""A step gets the largest whole number of pixels (<= MAX_STEP_PX) that keeps the roll this wide."""
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 56, 16, 32, 44
+DPI = 100
+BACKGROUND = "#1e1e1e"
+FOREGROUND = "#d0d0d0"
+BAR_LINE_ALPHA = 0.25
+MAX_TIME_TICKS = 24
+
+GIF_FRAME_MS = 120
+GIF_HOLD_LAST_MS = 1500
+GIF_PITCH_PX = 3
+GIF_MAX_WIDTH = 1024
+GIF_REVEAL_FRAMES = 32
+"""A single roll rendered as GIF is revealed left to right in this many frames."""
+
+SAMPLE_RATE = 44100
+SOUNDFONT_ENV = "FRACTALMIDI_SOUNDFONT"
+SOUNDFONTS = (
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+    "/usr/share/soundfonts/FluidR3_GM.sf2",
+    "/usr/share/soundfonts/default.sf2",
+)
+"""Where Debian's fluid-soundfont-gm (and other distributions) put the General-MIDI soundfont."""
+FLUIDSYNTH_HINT = "install the Debian packages fluidsynth and fluid-soundfont-gm (apt-get install fluidsynth fluid-soundfont-gm)"
+
+
+def _velocity_lut() -> np.ndarray:
+    velocities = np.arange(MAX_VELOCITY + 1)
+    anchors = np.array([v for v, _ in VELOCITY_COLOURS], dtype=np.float64)
+    colours = np.array([c for _, c in VELOCITY_COLOURS], dtype=np.float64)
+    lut = np.stack([np.interp(velocities, anchors, colours[:, ch]) for ch in range(3)], axis=1)
+    lut[0] = 0
+    return np.rint(lut).astype(np.uint8)
+
+
+def as_velocity_roll(roll: Any) -> np.ndarray:
+    """``(128, T)`` uint8 velocities from uint8 / float [0, 1] / torch, (1,128,T) or (128,T)."""
+    from fractalmidi.data.roll import _as_uint8_roll
+
+    return _as_uint8_roll(roll)
+
+
+def note_name(pitch: int) -> str:
+    """MIDI pitch -> scientific name (60 -> 'C4')."""
+    return f"{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def roll_to_rgb(roll: Any) -> np.ndarray:
+    """``(128, T, 3)`` uint8 picture of a roll: row 0 is pitch 127 (high pitches on top)."""
+    return _velocity_lut()[as_velocity_roll(roll)[::-1]]
+
+
+@dataclass(frozen=True)
+class PngLayout:
+    """Where the roll sits in a saved PNG (pixels), so a cell can be found again."""
+
+    left: int
+    top: int
+    step_px: int
+    pitch_px: int
+    steps: int
+
+    def pixel(self, pitch: int, step: int) -> tuple[int, int]:
+        """``(x, y)`` of the centre of the cell of ``pitch`` at ``step``."""
+        x = self.left + step * self.step_px + self.step_px // 2
+        y = self.top + (NUM_PITCHES - 1 - pitch) * self.pitch_px + self.pitch_px // 2
+        return x, y
+
+
+def _atomic_target(path: str | os.PathLike) -> tuple[Path, Path]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
+
+
+def _time_ticks(steps: int, grid: str, tempo_bpm: float | None) -> tuple[np.ndarray, list[str], str]:
+    from fractalmidi.data.grid import STEPS_PER_BAR, parse_grid
+
+    parsed = parse_grid(grid)
+    if parsed.beat_relative:
+        unit, label = STEPS_PER_BAR * parsed.steps_per_quarter // 4, "bar"
+    else:
+        unit, label = max(1, round(parsed.fps)), "seconds"
+    count = steps // unit + 1
+    every = max(1, int(np.ceil(count / MAX_TIME_TICKS)))
+    ticks = np.arange(0, count, every) * unit
+    names = [str(t // unit + (1 if parsed.beat_relative else 0)) for t in ticks]
+    return ticks, names, label
+
+
+def save_png(roll: Any, path: str | os.PathLike, *, title: str | None = None, grid: str = "16th") -> PngLayout:
+    """Draw a roll with note-name and bar axes; returns where its cells landed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rgb = roll_to_rgb(roll)
+    steps = rgb.shape[1]
+    step_px = max(1, min(MAX_STEP_PX, MAX_IMAGE_WIDTH // max(steps, 1)))
+    plot_w, plot_h = max(steps, 1) * step_px, NUM_PITCHES * PITCH_PX
+    width, height = MARGIN_LEFT + plot_w + MARGIN_RIGHT, MARGIN_TOP + plot_h + MARGIN_BOTTOM
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor=BACKGROUND)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((MARGIN_LEFT / width, MARGIN_BOTTOM / height, plot_w / width, plot_h / height))
+    ax.imshow(rgb, aspect="auto", interpolation="nearest", resample=False, extent=(0, max(steps, 1), 0, NUM_PITCHES))
+    pitches = np.arange(0, NUM_PITCHES, 12)
+    ax.set_yticks(pitches + 0.5, [note_name(int(p)) for p in pitches])
+    ticks, names, label = _time_ticks(steps, grid, None)
+    ax.set_xticks(ticks, names)
+    for x in ticks[1:]:
+        ax.axvline(x, color=FOREGROUND, linewidth=0.5, alpha=BAR_LINE_ALPHA)
+    ax.set_xlim(0, max(steps, 1))
+    ax.set_ylim(0, NUM_PITCHES)
+    ax.set_xlabel(label, color=FOREGROUND)
+    ax.tick_params(colors=FOREGROUND, labelsize=8)
+    for spine in ax.spines.values():
+        spine.set_color(FOREGROUND)
+    if title:
+        fig.suptitle(title, color=FOREGROUND, fontsize=10, y=1 - 0.4 * MARGIN_TOP / height)
+    path, tmp = _atomic_target(path)
+    try:
+        fig.savefig(tmp, dpi=DPI, facecolor=BACKGROUND, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return PngLayout(left=MARGIN_LEFT, top=MARGIN_TOP, step_px=step_px, pitch_px=PITCH_PX, steps=steps)
+
+
+def save_gif(frames: Sequence[Any], path: str | os.PathLike, *, frame_ms: int = GIF_FRAME_MS,
+             hold_last_ms: int = GIF_HOLD_LAST_MS) -> None:
+    """Animated GIF of rolls (e.g. generation steps, coarse to fine); shorter rolls are padded."""
+    from PIL import Image
+
+    if not len(frames):
+        raise UserError("save_gif needs at least one frame")
+    rolls = [as_velocity_roll(f) for f in frames]
+    steps = max(r.shape[1] for r in rolls)
+    step_px = max(1, GIF_MAX_WIDTH // max(steps, 1))
+    images = []
+    for roll in rolls:
+        padded = np.zeros((NUM_PITCHES, steps), dtype=np.uint8)
+        padded[:, : roll.shape[1]] = roll
+        rgb = roll_to_rgb(padded).repeat(GIF_PITCH_PX, axis=0).repeat(step_px, axis=1)
+        images.append(Image.fromarray(rgb, mode="RGB"))
+    durations = [int(frame_ms)] * (len(images) - 1) + [int(frame_ms + hold_last_ms)]
+    path, tmp = _atomic_target(path)
+    try:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def find_soundfont() -> Path | None:
+    """``$FRACTALMIDI_SOUNDFONT`` or the first General-MIDI soundfont installed."""
+    env = os.environ.get(SOUNDFONT_ENV)
+    candidates = ([env] if env else []) + list(SOUNDFONTS)
+    return next((Path(c) for c in candidates if Path(c).is_file()), None)
+
+
+def render_wav(midi_path: str | os.PathLike, wav_path: str | os.PathLike, *, sample_rate: int = SAMPLE_RATE) -> None:
+    """Synthesize a MIDI file to WAV with the FluidSynth CLI and the General-MIDI soundfont."""
+    binary = shutil.which("fluidsynth")
+    soundfont = find_soundfont()
+    if binary is None or soundfont is None:
+        missing = "the fluidsynth program" if binary is None else "a General-MIDI soundfont"
+        raise UserError(f"WAV rendering needs {missing}: {FLUIDSYNTH_HINT}")
+    path, tmp = _atomic_target(wav_path)
+    try:
+        done = subprocess.run(
+            [binary, "-ni", "-T", "wav", "-F", str(tmp), "-r", str(sample_rate), str(soundfont), str(midi_path)],
+            capture_output=True, text=True, check=False,
+        )
+        if done.returncode != 0 or tmp.stat().st_size == 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()
+            raise UserError(f"fluidsynth failed on {midi_path}: {detail[-1] if detail else f'exit code {done.returncode}'}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def reveal_frames(roll: np.ndarray, count: int = GIF_REVEAL_FRAMES) -> list[np.ndarray]:
+    """A roll drawn left to right in ``count`` frames (a GIF of a finished piece)."""
+    steps = roll.shape[-1]
+    frames = []
+    for end in np.linspace(0, steps, min(count, steps) + 1)[1:].round().astype(int):
+        frame = np.zeros_like(roll)
+        frame[:, :end] = roll[:, :end]
+        frames.append(frame)
+    return frames
+
+
+# ---------------------------------------------------------------- the `render` command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from fractalmidi.data.grid import DEFAULT_GRID, GRID_HELP
+
+    parser.add_argument("input", metavar="IN.mid|IN.npy",
+                        help="MIDI file, or a .npy roll (128,T)/(1,128,T) or frames (S,1,128,T) of a generation")
+    parser.add_argument("--png", metavar="OUT.png", help="piano-roll picture")
+    parser.add_argument("--wav", metavar="OUT.wav", help="audio through FluidSynth and the General-MIDI soundfont")
+    parser.add_argument("--gif", metavar="OUT.gif", help="animation: the frames of a .npy, or the piece drawn left to right")
+    parser.add_argument("--grid", default=DEFAULT_GRID, help=f"time grid: {GRID_HELP} (default {DEFAULT_GRID})")
+    parser.add_argument("--sustain", action="store_true", help="extend notes held by the sustain pedal (MIDI input)")
+    parser.add_argument("--tempo", type=float, help="tempo in BPM for a .npy's audio (default 120) or to override the MIDI's")
+    parser.add_argument("--title", help="title above the picture (default: the input's name)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def _load_input(path: Path, grid: str, sustain: bool) -> list[np.ndarray]:
+    """Frames of ``(128, T)`` uint8 rolls; the last is the piece."""
+    if not path.is_file():
+        raise UserError(f"no such file: {path}")
+    if path.suffix.lower() == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise UserError(f"{path}: not a readable .npy array ({err})") from None
+        if array.ndim == 4 and array.shape[1] == 1:
+            array = array[:, 0]
+        if array.ndim == 3 and array.shape[0] > 1 and array.shape[1] == NUM_PITCHES:
+            return [as_velocity_roll(a) for a in array]
+        try:
+            return [as_velocity_roll(array)]
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from None
+    from fractalmidi.data.roll import BadMidiError, midi_to_roll
+
+    try:
+        roll, _ = midi_to_roll(path, grid=grid, sustain=sustain)
+    except BadMidiError as err:
+        raise UserError(f"{path}: {err}") from None
+    return [roll[0]]
+
+
+def run(args: argparse.Namespace) -> int:
+    outputs = [p for p in (args.png, args.wav, args.gif) if p]
+    if not outputs:
+        raise UserError("nothing to render: give --png OUT.png, --wav OUT.wav and/or --gif OUT.gif")
+    for out in outputs:
+        if Path(out).exists() and not args.overwrite:
+            raise UserError(f"{out} already exists: pass --overwrite to replace it")
+    source = Path(args.input)
+    frames = _load_input(source, args.grid, args.sustain)
+    roll = frames[-1]
+    if args.png:
+        save_png(roll, args.png, title=args.title or source.name, grid=args.grid)
+    if args.gif:
+        save_gif(frames if len(frames) > 1 else reveal_frames(roll), args.gif)
+    if args.wav:
+        _render_roll_audio(roll, source, Path(args.wav), args.grid, args.tempo)
+    print(f"{source} (1, 128, {roll.shape[-1]}) -> {', '.join(outputs)}")
+    return 0
+
+
+def _render_roll_audio(roll: np.ndarray, source: Path, wav: Path, grid: str, tempo: float | None) -> None:
+    """MIDI input plays as is unless ``--tempo`` is given; otherwise the roll becomes a temporary MIDI."""
+    from fractalmidi.data.roll import DEFAULT_TEMPO_BPM, roll_to_midi
+
+    if source.suffix.lower() != ".npy" and tempo is None:
+        render_wav(source, wav)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        midi = Path(folder) / "roll.mid"
+        roll_to_midi(roll, midi, grid=grid, tempo_bpm=tempo or DEFAULT_TEMPO_BPM)
+        render_wav(midi, wav)
