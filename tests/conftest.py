@@ -43,14 +43,48 @@ def chorale_crop(jsb_dir: Path):
     import numpy as np
     import torch
 
-    piece = json.loads((jsb_dir / "Jsb16thSeparated.json").read_text())["train"][0]
+    from fractalmidi.data import load_jsb_chorales
+
+    piece = load_jsb_chorales(jsb_dir)["train"][0][0]  # (128, T) uint8, velocity CHORALE_VELOCITY
 
     def crop(length: int) -> torch.Tensor:
         roll = np.zeros((128, length), dtype=np.float32)
-        for t, voices in enumerate(piece[:length]):
-            for pitch in voices:
-                if pitch >= 0:
-                    roll[int(pitch), t] = CHORALE_VELOCITY / 127.0
+        steps = min(length, piece.shape[1])
+        roll[:, :steps] = piece[:, :steps] / 127.0
         return torch.from_numpy(roll)[None, None]
 
     return crop
+
+
+@pytest.fixture(scope="session")
+def make_midi():
+    """Factory writing a small MIDI file with symusic (realistic generated fixtures).
+
+    ``make_midi(path, notes, *, tpq=480, tempo=120.0, drum_notes=(), pedals=())`` where notes
+    and drum_notes are ``(pitch, start_tick, duration_ticks, velocity)`` and pedals
+    ``(start_tick, duration_ticks)`` on the first track. Returns the path.
+    """
+    import numpy as np
+    from symusic import ControlChange, Note, Score, Tempo, Track
+
+    def write(path, notes, *, tpq=480, tempo=120.0, drum_notes=(), pedals=()):
+        score = Score(tpq)
+        score.tempos.append(Tempo(0, float(tempo)))
+        for name, items, is_drum in (("piano", notes, False), ("drums", drum_notes, True)):
+            if not len(items) and is_drum:
+                continue
+            track = Track(name, 0, is_drum)
+            if len(items):
+                arr = np.asarray(items, dtype=np.int64).reshape(-1, 4)
+                track.notes = Note.from_numpy(arr[:, 1].astype(np.int32), arr[:, 2].astype(np.int32),
+                                              arr[:, 0].astype(np.int8), arr[:, 3].astype(np.int8))
+            if not is_drum:
+                for start, duration in pedals:  # sustain pedal = CC64 down (127) then up (0)
+                    track.controls.append(ControlChange(int(start), 64, 127))
+                    track.controls.append(ControlChange(int(start + duration), 64, 0))
+            score.tracks.append(track)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        score.dump_midi(str(path))
+        return Path(path)
+
+    return write
