@@ -88,3 +88,14 @@ def make_midi():
         return Path(path)
 
     return write
+
+
+@pytest.fixture
+def torch_single_thread():
+    """Run tiny models on one intra-op thread (faster than contended OpenMP threads); restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
