@@ -99,3 +99,13 @@ def torch_single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def prepared_jsb(jsb_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All JSB chorales prepared by ``fractalmidi prepare`` (about a second): a real prepared data folder."""
+    from fractalmidi.cli import main
+
+    out = tmp_path_factory.mktemp("prepared") / "jsb"
+    assert main(["prepare", str(jsb_dir), "--out", str(out), "--workers", "0"]) == 0
+    return out
