@@ -47,7 +47,9 @@ BACH_NAME = re.compile(r"^bwv[\d.]+\.(mxl|xml)$")
 POP909_NAME = re.compile(r"^\d{3}\.midi?$")
 
 CRASH_HOOK_ENV = "FRACTALMIDI_TEST_CRASH_ON"
-"""Test hook: a worker parsing a file of this name aborts, as a crashing parser would."""
+"""Test hook: a worker parsing a file of this name dies on the spot, as a crashing parser would."""
+CRASH_HOOK_EXIT_CODE = 134
+"""Exit status of the simulated crash (that of SIGABRT), without leaving a core dump."""
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,7 @@ def convert_job(job: Job, grid: str, sustain: bool, max_steps: int) -> tuple[np.
     """Worker entry point: ``(roll, meta)`` on success, ``(None, reason)`` for a skipped piece."""
     crash_on = os.environ.get(CRASH_HOOK_ENV)
     if crash_on and Path(job.key).name == crash_on:
-        os.abort()
+        os._exit(CRASH_HOOK_EXIT_CODE)
     try:
         if job.kind == "jsb":
             roll = jsb_roll(job.payload)

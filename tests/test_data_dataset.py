@@ -1,0 +1,120 @@
+"""PianoRollDataset / PianoRollDataModule: crops, padding, pitch-shift bounds, determinism, workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from fractalmidi.cli import main
+from fractalmidi.data import PianoRollDataModule, PianoRollDataset, PreparedData
+from fractalmidi.data.dataset import EpochSampler
+
+SIXTEENTH = 120
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, make_midi):
+    """Six pieces: long ones with notes at the extreme pitches 0 and 127, and one short piece."""
+    root = tmp_path_factory.mktemp("songs")
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        notes = [(int(rng.integers(30, 90)), t * SIXTEENTH, 2 * SIXTEENTH, int(rng.integers(20, 127)))
+                 for t in range(0, 200, 2)]
+        notes += [(0, 0, 400 * SIXTEENTH, 50), (127, 0, 400 * SIXTEENTH, 60)] if i == 0 else []
+        notes += [(20, 0, 400 * SIXTEENTH, 50)] if i == 1 else []
+        make_midi(root / f"long{i}.mid", notes)
+    make_midi(root / "short.mid", [(60, 0, 10 * SIXTEENTH, 100)])
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    assert main(["prepare", str(root), "--out", str(out), "--workers", "0", "--split", "1,0,0"]) == 0
+    return out
+
+
+def test_crops_have_the_right_shape_range_and_padding(prepared):
+    data = PreparedData(prepared)
+    ds = PianoRollDataset(prepared, crop_length=64, pitch_shift=(0, 0))
+    assert len(ds) == 6
+    for i in range(len(ds)):
+        x = ds[i]
+        assert x.shape == (1, 128, 64) and x.dtype == torch.float32
+        assert 0 <= x.min() and x.max() <= 1
+    short = next(i for i in range(len(data)) if data.info(i)["path"].endswith("short.mid"))
+    x = ds[ds.pieces.index(short)]
+    assert torch.all(x[0, 60, :10] == 100 / 127) and torch.all(x[0, :, 10:] == 0)
+
+
+def test_crops_are_windows_of_the_piece(prepared):
+    data = PreparedData(prepared)
+    ds = PianoRollDataset(prepared, crop_length=32, pitch_shift=(0, 0))
+    for i in range(len(ds)):
+        crop = (ds[i][0].numpy() * 127).round().astype(np.uint8)
+        piece = data.piece(ds.pieces[i])[0]
+        starts = [s for s in range(max(piece.shape[1] - 32, 0) + 1) if np.array_equal(
+            crop[:, : min(32, piece.shape[1])], piece[:, s : s + 32])]
+        assert starts, f"crop {i} is not a window of its piece"
+
+
+def test_pitch_shift_stays_in_range_and_uses_the_range(prepared):
+    ds = PianoRollDataset(prepared, crop_length=48, pitch_shift=(-5, 5), augment_factor=8, seed=1)
+    assert len(ds) == 48
+    data = ds.data
+    shifts = set()
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            x = ds[i][0]
+            piece = ds.pieces[i % len(ds.pieces)]
+            # the amount of music is preserved: nothing fell off the top or bottom
+            active = torch.nonzero(x.any(dim=1)).flatten()
+            raw = PianoRollDataset(data, crop_length=48, pitch_shift=(0, 0), augment_factor=8, seed=1)
+            raw.set_epoch(epoch)
+            y = raw[i][0]
+            assert torch.isclose(x.sum(), y.sum())
+            y_active = torch.nonzero(y.any(dim=1)).flatten()
+            if len(active):
+                shift = int(active[0] - y_active[0])
+                assert torch.equal(torch.roll(y, shift, dims=0), x)
+                assert -5 <= shift <= 5
+                shifts.add(shift)
+            if data.info(piece)["path"].endswith("long0.mid"):
+                assert x[0].any() and x[127].any()  # pitches 0 and 127 sound: never shifted
+            if data.info(piece)["path"].endswith("long1.mid") and active.numel():
+                assert active[0] >= 15  # pitch 20 may move down by at most 5
+    assert len(shifts) >= 8  # the whole range is drawn
+
+
+def test_items_are_deterministic_given_seed_epoch_and_index(prepared):
+    a = PianoRollDataset(prepared, crop_length=40, seed=7)
+    b = PianoRollDataset(prepared, crop_length=40, seed=7)
+    c = PianoRollDataset(prepared, crop_length=40, seed=8)
+    b.set_epoch(2)
+    assert torch.equal(a[(2, 3)], b[3])
+    assert not torch.equal(a[(0, 3)], a[(1, 3)]) or not torch.equal(a[(0, 3)], a[(2, 3)])
+    assert any(not torch.equal(a[i], c[i]) for i in range(len(a)))
+    val = PianoRollDataset(prepared, crop_length=40, train=False, augment_factor=4, seed=7)
+    assert len(val) == 6
+    first = [val[i] for i in range(len(val))]
+    val.set_epoch(5)
+    assert all(torch.equal(x, val[i]) for i, x in enumerate(first))
+
+
+def test_dataloader_workers_give_the_same_batches(prepared):
+    ds = PianoRollDataset(prepared, crop_length=32, augment_factor=2, seed=3)
+    sampler = EpochSampler(ds, shuffle=True, seed=3)
+    sampler.set_epoch(1)
+    single = torch.cat(list(DataLoader(ds, batch_size=4, sampler=sampler, num_workers=0)))
+    multi = torch.cat(list(DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2)))
+    assert single.shape == (12, 1, 128, 32) and torch.equal(single, multi)
+    sampler.set_epoch(2)
+    assert not torch.equal(single, torch.cat(list(DataLoader(ds, batch_size=4, sampler=sampler))))
+
+
+def test_data_module_builds_the_three_loaders(prepared):
+    dm = PianoRollDataModule(prepared, crop_length=16, batch_size=3, val_batch_size=2, num_workers=0,
+                             pitch_shift=(-2, 2), augment_factor=2, seed=0)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.shape == (3, 1, 128, 16)
+    assert len(dm.train_dataloader()) == 4
+    assert len(dm.val_dataloader()) == 0  # the split "1,0,0" left validation empty
