@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+SUMMARY_METRICS = ("train/loss", "val/loss")
 EPILOG = """\
 examples:
   fractalmidi train configs/fractal_tiny.yaml data.root=data/jsb logging.output_dir=runs/tiny
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fractalmidi.train.config import dump_yaml
-    from fractalmidi.train.runner import plan, train
+    from fractalmidi.train.runner import launcher_rank_zero, plan, train
 
     config_path, overrides = args.config, list(args.overrides)
     if config_path is not None and "=" in config_path:  # `--resume RUN key=value`: no config file given
@@ -41,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_yaml(job.config), end="")
         return 0
-    run_dir = train(job)
-    if not job.config.training.fast_dev_run:
-        print(f"run folder: {run_dir}")
+    result = train(job)
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics.items()) if k in SUMMARY_METRICS)
+    where = "" if job.config.training.fast_dev_run else f"; run folder: {result.run_dir}"
+    if launcher_rank_zero():  # one summary line, not one per DDP process
+        print(f"trained to step {result.global_step} ({summary}){where}")
     return 0

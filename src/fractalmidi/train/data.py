@@ -2,7 +2,8 @@
 
 Lightning does not restore the sampler position in the middle of an epoch, so training reads
 one endless, seeded stream of ``(epoch, index)`` keys: epoch ``e`` is a permutation seeded by
-``(seed, e)``, dealt round-robin to the ranks, and the dataset is deterministic given
+``(seed, e)``, dealt round-robin to the ranks, and the dataset
+(:class:`fractalmidi.data.PianoRollDataset`, which takes such keys) is deterministic given
 ``(seed, epoch, index)``. The number of batches consumed is saved in every checkpoint, and a
 resumed run starts the stream exactly there.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 EPOCH_SEED_STRIDE = 1_000_003
 """Mixes the epoch into the permutation seed (a prime, so (seed, epoch) pairs do not collide)."""
@@ -31,24 +32,6 @@ class DataPosition:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.batches = int(state["batches"])
-
-
-class EpochDataset(Dataset):
-    """Wraps a dataset with ``set_epoch``: key ``(epoch, index)`` -> that item in that epoch.
-
-    Carrying the epoch in the key keeps worker processes right without any shared state.
-    """
-
-    def __init__(self, base: Any) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
-        self.base.set_epoch(epoch)
-        return self.base[index]
 
 
 class ResumableSampler(Sampler):
@@ -95,7 +78,7 @@ def train_loader(dataset: Any, *, batch_size: int, num_workers: int, position: D
     """The endless training loader (Lightning counts steps, not epochs)."""
     sampler = ResumableSampler(len(dataset), batch_size=batch_size, position=position, seed=seed,
                                rank=rank, world_size=world_size)
-    return DataLoader(EpochDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       generator=_loader_generator(seed), persistent_workers=num_workers > 0, drop_last=True)
 
 

@@ -171,6 +171,7 @@ class GeneratorModule(L.LightningModule):
             "ema_decays": list(self.ema_decays),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "data_position": self.data_position.state_dict(),
+            "world_size": self.trainer.world_size,
             "rng": rng_state(),
         }
 
@@ -178,12 +179,9 @@ class GeneratorModule(L.LightningModule):
         extra = checkpoint.get(EXTRA_KEY)
         if extra is None:
             raise UserError("the checkpoint is not a FractalMIDI training checkpoint")
-        saved = extra["config"]["model"]
-        now = self.config.to_dict()["model"]
-        if saved != now:
-            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-            detail = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs config {now.get(k)!r}" for k in diff)
-            raise UserError(f"the checkpoint was trained with a different model ({detail})")
+        from fractalmidi.train.runner import check_same_model
+
+        check_same_model(extra["config"]["model"], self.config.to_dict()["model"])
         self.data_position.load_state_dict(extra["data_position"])
         self._pending_ema = extra.get("ema")
         self._pending_rng = extra.get("rng")

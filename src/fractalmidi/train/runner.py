@@ -27,12 +27,22 @@ TENSORBOARD_DIR = "tensorboard"
 BEST_NAME = "best"
 RUN_ENTRIES = (CONFIG_NAME, CHECKPOINT_DIR, TENSORBOARD_DIR, "gifs")
 """What a run folder holds; ``--overwrite`` removes exactly these."""
+LAUNCH_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK")
 QUIET_WARNINGS = (
     ".*does not have many workers.*",
     ".*The number of training batches.*",
     ".*Checkpoint directory .* exists and is not empty.*",
     ".*on_epoch=True.*",
 )
+
+
+@dataclass
+class Result:
+    """What a finished run reports: its folder, the step reached and the last logged metrics."""
+
+    run_dir: Path
+    global_step: int
+    metrics: dict[str, float]
 
 
 @dataclass
@@ -51,6 +61,7 @@ def plan(config_path: str | None, overrides: list[str], *, resume: str | None = 
         saved = safe_load(ckpt_path)[EXTRA_KEY]["config"]
         run_dir = run_dir_of(ckpt_path)
         config = load_config(config_path, [*overrides, f"logging.output_dir={run_dir}"], base=saved)
+        check_same_model(saved["model"], config.to_dict()["model"])
         return Job(config, run_dir, ckpt_path)
     if config_path is None:
         raise UserError("give a CONFIG.yaml (see configs/), or --resume RUN_DIR|CKPT")
@@ -58,7 +69,9 @@ def plan(config_path: str | None, overrides: list[str], *, resume: str | None = 
     if overwrite:
         config.logging.overwrite = True
     run_dir = Path(config.logging.output_dir)
-    if not config.training.fast_dev_run and run_dir.is_dir() and any(run_dir.iterdir()):
+    if config.training.fast_dev_run or not launcher_rank_zero():
+        return Job(config, run_dir)  # only the first process of a multi-process launch owns the folder
+    if run_dir.is_dir() and any(run_dir.iterdir()):
         if not config.logging.overwrite:
             raise UserError(f"run folder {str(run_dir)!r} exists and is not empty; use --resume {run_dir} to "
                             f"continue it, --overwrite to replace it, or another logging.output_dir")
@@ -71,6 +84,19 @@ def plan(config_path: str | None, overrides: list[str], *, resume: str | None = 
     return Job(config, run_dir)
 
 
+def launcher_rank_zero() -> bool:
+    """False in the extra processes that Lightning / torchrun start for DDP (they re-run this command)."""
+    return all(int(os.environ.get(name, "0") or 0) == 0 for name in LAUNCH_RANK_VARIABLES)
+
+
+def check_same_model(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """A resumed run must build the model it saved: name every setting that differs."""
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        detail = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
+        raise UserError(f"cannot resume: the checkpoint was trained with a different model ({detail})")
+
+
 def _write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -80,18 +106,19 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def _datasets(config: TrainConfig) -> tuple[Any, Any]:
-    from fractalmidi.data import PianoRollDataset
+    from fractalmidi.data import PianoRollDataset, PreparedData
 
     d = config.data
-    root = Path(d.root)
-    if not d.root or not (root / "manifest.json").is_file():
-        raise UserError(f"data.root {d.root!r} is not a prepared data folder (run 'fractalmidi prepare' first)")
+    if not d.root:
+        raise UserError("data.root is not set: give data.root=DATA_DIR (a folder made by 'fractalmidi prepare')")
+    data = PreparedData(d.root)
     common = {"pitch_shift": tuple(d.pitch_shift), "augment_factor": d.augment_factor, "seed": config.training.seed}
-    train = PianoRollDataset(root, split=d.train_split, crop_length=d.crop_length, train=True, **common)
-    val = PianoRollDataset(root, split=d.val_split, crop_length=d.val_crop_length or d.crop_length,
+    train = PianoRollDataset(data, split=d.train_split, crop_length=d.crop_length, train=True, **common)
+    val = PianoRollDataset(data, split=d.val_split, crop_length=d.val_crop_length or d.crop_length,
                            train=False, **common)
-    if len(train) == 0:
-        raise UserError(f"data.root {d.root!r}: split {d.train_split!r} is empty")
+    if len(train) < config.training.batch_size:
+        raise UserError(f"data.root {d.root!r}: split {d.train_split!r} has {len(train)} items, fewer than "
+                        f"training.batch_size={config.training.batch_size}")
     return train, val
 
 
@@ -121,8 +148,8 @@ def _callbacks(config: TrainConfig, run_dir: Path, val_dataset: Any, with_valida
     return callbacks
 
 
-def train(job: Job) -> Path:
-    """Run ``job`` to ``training.max_steps``; returns the run folder."""
+def train(job: Job) -> Result:
+    """Run ``job`` to ``training.max_steps``."""
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -143,7 +170,6 @@ def train(job: Job) -> Path:
     with_validation = t.limit_val_batches > 0 and len(val_set) > 0
     logger: Any = False
     if not t.fast_dev_run:
-        _write_text_atomic(run_dir / CONFIG_NAME, dump_yaml(config))
         logger = TensorBoardLogger(save_dir=str(run_dir), name=TENSORBOARD_DIR, version="", default_hp_metric=False)
     trainer = L.Trainer(
         max_steps=t.max_steps, max_epochs=-1, accelerator=h.accelerator, devices=h.devices, num_nodes=h.num_nodes,
@@ -155,6 +181,8 @@ def train(job: Job) -> Path:
         enable_model_summary=False, fast_dev_run=t.fast_dev_run, plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False, default_root_dir=str(run_dir),
     )
+    if not t.fast_dev_run and trainer.is_global_zero:
+        _write_text_atomic(run_dir / CONFIG_NAME, dump_yaml(config))
     position = module.data_position
     loaders = {
         "train_dataloaders": train_loader(train_set, batch_size=t.batch_size, num_workers=d.num_workers,
@@ -165,4 +193,5 @@ def train(job: Job) -> Path:
         loaders["val_dataloaders"] = val_loader(val_set, batch_size=d.val_batch_size or t.batch_size,
                                                 num_workers=d.num_workers, seed=t.seed)
     trainer.fit(module, ckpt_path=str(job.resume_from) if job.resume_from else None, **loaders)
-    return run_dir
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    return Result(run_dir, trainer.global_step, metrics)

@@ -1,0 +1,190 @@
+"""Training end to end on real prepared JSB chorales: both families, the run folder, TensorBoard,
+safe checkpoints, exact resume after SIGKILL, and two-process DDP on CPU."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fractalmidi.cli import main
+from fractalmidi.errors import UserError
+from fractalmidi.train.checkpoint import load_generator, resolve_checkpoint
+from fractalmidi.train.runner import plan, train
+
+pytestmark = pytest.mark.data
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+STEPS = 3
+"""N: checkpoints every N steps; runs go to 2N."""
+KILL_TIMEOUT_S = 300
+SMALL = [
+    "data.crop_length=32", "training.batch_size=2", "data.num_workers=0", "training.warmup_steps=2",
+    f"training.val_every_n_steps={STEPS}", "training.limit_val_batches=2", f"logging.checkpoint_every_n_steps={STEPS}",
+    "logging.log_every_n_steps=1", "logging.progress_bar=false", "logging.num_image_samples=1",
+]
+JIT_SMALL = [*SMALL, "model.steps=3", f"logging.log_images_every_n_steps={STEPS}"]
+FRACTAL_SMALL = [*SMALL, "model.num_iter_list=[2, 1, 1]", "logging.log_images_every_n_steps=0"]
+
+
+def _subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"  # two cores shared by several processes: no oversubscription
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    return env
+
+
+def _train(config: str, overrides: list[str]) -> object:
+    return train(plan(str(CONFIGS / config), overrides))
+
+
+@pytest.fixture(scope="module")
+def straight_run(prepared_jsb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """jit-tiny trained 2N steps in one go, with validation, images and GIFs every N steps."""
+    run = tmp_path_factory.mktemp("train") / "straight"
+    torch.set_num_threads(1)
+    result = _train("jit_tiny.yaml", [*JIT_SMALL, f"data.root={prepared_jsb}", f"logging.output_dir={run}",
+                                      f"training.max_steps={2 * STEPS}"])
+    assert result.global_step == 2 * STEPS
+    return run
+
+
+@pytest.mark.parametrize(("config", "overrides"), [("fractal_tiny.yaml", FRACTAL_SMALL), ("jit_tiny.yaml", JIT_SMALL)])
+def test_fast_dev_run_each_family(prepared_jsb: Path, tmp_path: Path, config: str, overrides: list[str]) -> None:
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    result = _train(config, [*overrides, f"data.root={prepared_jsb}", f"logging.output_dir={run}",
+                             "training.fast_dev_run=true"])
+    assert result.global_step == 1
+    assert math.isfinite(result.metrics["train/loss"]) and result.metrics["train/loss"] > 0
+    assert math.isfinite(result.metrics["val/loss"]) and result.metrics["val/loss"] > 0
+    assert not run.exists()  # a smoke test writes nothing
+
+
+def test_run_folder_contents(straight_run: Path) -> None:
+    ckpts = sorted(p.name for p in (straight_run / "checkpoints").iterdir())
+    assert ckpts == ["best.ckpt", "last.ckpt", "step_00000003.ckpt", "step_00000006.ckpt"]
+    assert (straight_run / "config.yaml").read_text().startswith("model:\n  name: jit-tiny\n")
+    gifs = sorted(p.name for p in (straight_run / "gifs").iterdir())
+    assert gifs == ["step_00000003_sample_0.gif", "step_00000006_sample_0.gif"]
+    from PIL import Image
+
+    with Image.open(straight_run / "gifs" / gifs[-1]) as gif:  # (identical frames are merged by the encoder)
+        assert gif.format == "GIF" and gif.size[1] >= 128 and gif.n_frames >= 1
+
+
+def test_tensorboard_holds_scalars_and_images(straight_run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(straight_run / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in ("train/loss", "train/v_loss", "train/x_mse", "val/loss", "lr", "samples/s"):
+        assert tag in tags["scalars"], tag
+    for tag in ("images/ground_truth", "images/generated", "images/generation_preview"):
+        assert tag in tags["images"], tag
+        assert [e.step for e in events.Images(tag)] == [STEPS, 2 * STEPS]
+    lrs = [e.value for e in events.Scalars("lr")]
+    assert max(lrs) == pytest.approx(1e-3)  # warmup reaches training.lr ...
+    assert lrs[0] == pytest.approx(0.5e-3) and lrs[-1] < 0.3e-3  # ... from half of it, then cosine decay
+    assert len(events.Scalars("val/loss")) == 2
+    image = events.Images("images/generated")[0]
+    assert image.height == 128 and image.width == 32
+
+
+def test_checkpoints_load_weights_only_with_config_and_versions(straight_run: Path) -> None:
+    for path in sorted((straight_run / "checkpoints").glob("*.ckpt")):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        extra = ckpt["fractalmidi"]
+        assert extra["config"]["model"]["name"] == "jit-tiny"
+        assert extra["config"]["training"]["max_steps"] == 2 * STEPS
+        assert {"fractalmidi", "torch", "lightning"} <= set(extra["versions"])
+        assert all(type(v) is str for v in extra["versions"].values())
+        assert extra["ema"]["num_updates"] == ckpt["global_step"]
+        assert extra["data_position"]["batches"] == ckpt["global_step"]
+
+
+def test_load_generator_uses_ema_weights(straight_run: Path) -> None:
+    last = straight_run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    model, config = load_generator(straight_run)  # a run folder means its last.ckpt
+    raw, _ = load_generator(last, use_ema=False)
+    assert config["model"]["name"] == "jit-tiny" and not model.training
+    ema = ckpt["fractalmidi"]["ema"]["shadows"][0]
+    for name, param in model.named_parameters():
+        assert torch.equal(param, ema[name])
+    for name, param in raw.named_parameters():
+        assert torch.equal(param, ckpt["state_dict"][f"model.{name}"])
+    assert any(not torch.equal(ema[n], ckpt["state_dict"][f"model.{n}"]) for n in ema)
+    canvas = torch.zeros(1, 1, 128, 32)
+    out = model.sample(canvas, torch.ones_like(canvas, dtype=torch.bool), generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 1, 128, 32) and 0 <= out.min() and out.max() <= 1
+
+
+def test_resume_refuses_a_different_model(straight_run: Path) -> None:
+    with pytest.raises(UserError, match=r"different model \(model.depth: checkpoint 2 vs now 3\)"):
+        plan(None, ["model.depth=3"], resume=str(straight_run))
+    with pytest.raises(UserError, match="not a FractalMIDI training checkpoint|cannot load checkpoint"):
+        bogus = straight_run.parent / "bogus.ckpt"
+        torch.save({"state_dict": {}}, bogus)
+        load_generator(bogus)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_straight_run(straight_run: Path, prepared_jsb: Path, tmp_path: Path) -> None:
+    """2N steps straight == N steps, SIGKILL, resume to 2N: weights, EMA, optimizer, schedule, data."""
+    run = tmp_path / "killed"
+    # same schedule (decay over 2N steps) but asked to go on for long: the kill surely lands mid-run
+    cmd = [sys.executable, "-m", "fractalmidi", "train", str(CONFIGS / "jit_tiny.yaml"), *JIT_SMALL,
+           f"data.root={prepared_jsb}", f"logging.output_dir={run}", "training.max_steps=1000",
+           f"training.decay_steps={2 * STEPS}"]
+    proc = subprocess.Popen(cmd, env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + KILL_TIMEOUT_S
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    killed_at = torch.load(resolve_checkpoint(run), map_location="cpu", weights_only=True)["global_step"]
+    assert STEPS <= killed_at < 2 * STEPS
+
+    assert main(["train", "--resume", str(run), f"training.max_steps={2 * STEPS}"]) == 0
+
+    a = torch.load(straight_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(last, map_location="cpu", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 2 * STEPS
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for name, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][name]), name
+    for shadow_a, shadow_b in zip(a["fractalmidi"]["ema"]["shadows"], b["fractalmidi"]["ema"]["shadows"]):
+        for name, value in shadow_a.items():
+            assert torch.equal(value, shadow_b[name]), f"ema {name}"
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+    assert a["fractalmidi"]["data_position"] == b["fractalmidi"]["data_position"] == {"batches": 2 * STEPS}
+    assert torch.equal(a["fractalmidi"]["rng"]["torch"], b["fractalmidi"]["rng"]["torch"])
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(prepared_jsb: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "fractalmidi", "train", str(CONFIGS / "jit_tiny.yaml"), *JIT_SMALL,
+           f"data.root={prepared_jsb}", f"logging.output_dir={run}", f"training.max_steps={STEPS}",
+           "logging.log_images_every_n_steps=0", "hardware.accelerator=cpu", "hardware.devices=2",
+           "hardware.strategy=ddp"]
+    proc = subprocess.run(cmd, env=_subprocess_env(), capture_output=True, text=True, timeout=KILL_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt", "step_00000003.ckpt"]
+    ckpt = torch.load(run / "checkpoints" / "step_00000003.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == STEPS
+    assert ckpt["fractalmidi"]["world_size"] == 2
+    assert ckpt["fractalmidi"]["data_position"] == {"batches": STEPS}
