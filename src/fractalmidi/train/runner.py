@@ -33,6 +33,7 @@ QUIET_WARNINGS = (
     ".*The number of training batches.*",
     ".*Checkpoint directory .* exists and is not empty.*",
     ".*on_epoch=True.*",
+    ".*but have no `val_dataloader`.*",
 )
 
 
