@@ -211,8 +211,13 @@ def test_bach_chorales_come_from_the_music21_corpus():
     (["prepare", ".", "--out", "x", "--grid", "8th"], "unknown grid"),
     (["prepare", ".", "--out", "x", "--split", "0.8,0.2"], "--split"),
     (["prepare", ".", "--dataset", "bach", "--out", "x"], "not both"),
+    (["prepare", "empty", "--out", "x", "--workers", "0"], "no MIDI files"),
+    (["prepare", "empty", "--out", "x", "--workers", "-1"], "--workers"),
 ])
-def test_prepare_errors_are_one_line(argv, message, capsys):
+def test_prepare_errors_are_one_line(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
     assert main(argv) == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].startswith("fractalmidi prepare: error:")

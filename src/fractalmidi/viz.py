@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from fractalmidi.data.roll import MAX_VELOCITY, NUM_PITCHES, as_uint8_roll
 from fractalmidi.errors import UserError
 
-NUM_PITCHES = 128
-MAX_VELOCITY = 127
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 VELOCITY_COLOURS = (
@@ -76,13 +75,6 @@ def _velocity_lut() -> np.ndarray:
     return np.rint(lut).astype(np.uint8)
 
 
-def as_velocity_roll(roll: Any) -> np.ndarray:
-    """``(128, T)`` uint8 velocities from uint8 / float [0, 1] / torch, (1,128,T) or (128,T)."""
-    from fractalmidi.data.roll import _as_uint8_roll
-
-    return _as_uint8_roll(roll)
-
-
 def note_name(pitch: int) -> str:
     """MIDI pitch -> scientific name (60 -> 'C4')."""
     return f"{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
@@ -90,7 +82,7 @@ def note_name(pitch: int) -> str:
 
 def roll_to_rgb(roll: Any) -> np.ndarray:
     """``(128, T, 3)`` uint8 picture of a roll: row 0 is pitch 127 (high pitches on top)."""
-    return _velocity_lut()[as_velocity_roll(roll)[::-1]]
+    return _velocity_lut()[as_uint8_roll(roll)[::-1]]
 
 
 @dataclass(frozen=True)
@@ -175,7 +167,7 @@ def save_gif(frames: Sequence[Any], path: str | os.PathLike, *, frame_ms: int = 
 
     if not len(frames):
         raise UserError("save_gif needs at least one frame")
-    rolls = [as_velocity_roll(f) for f in frames]
+    rolls = [as_uint8_roll(f) for f in frames]
     steps = max(r.shape[1] for r in rolls)
     step_px = max(1, GIF_MAX_WIDTH // max(steps, 1))
     images = []
@@ -262,9 +254,9 @@ def _load_input(path: Path, grid: str, sustain: bool) -> list[np.ndarray]:
         if array.ndim == 4 and array.shape[1] == 1:
             array = array[:, 0]
         if array.ndim == 3 and array.shape[0] > 1 and array.shape[1] == NUM_PITCHES:
-            return [as_velocity_roll(a) for a in array]
+            return [as_uint8_roll(a) for a in array]
         try:
-            return [as_velocity_roll(array)]
+            return [as_uint8_roll(array)]
         except UserError as err:
             raise UserError(f"{path}: {err}") from None
     from fractalmidi.data.roll import BadMidiError, midi_to_roll

@@ -121,6 +121,8 @@ class CacheWriter:
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
+        if self._rolls.closed:
+            return
         self.flush()
         self._rolls.close()
         self._journal.close()

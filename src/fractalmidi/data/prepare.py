@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     if args.max_steps_per_piece < 1:
         raise UserError(f"--max-steps-per-piece must be a positive number of steps, got {args.max_steps_per_piece}")
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0 (0 = parse in this process), got {args.workers}")
     if args.min_split_count < 0:
         raise UserError(f"--min-split-count must be >= 0, got {args.min_split_count}")
     ratios = parse_ratios(args.split)
@@ -94,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(pieces=writer.pieces, skipped=writer.failed, refresh=False)
     finally:
         bar.close()
-    writer.close()
+        writer.close()  # flushed, so that --resume continues after an interrupt too
+    if writer.pieces + writer.failed == 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise UserError(f"no MIDI files (.mid/.midi) found in {source.root}")
     manifest = _finish(writer, source.fixed_splits, ratios, args, settings)
     _publish(partial, out)
     print(f"prepared {manifest['pieces']} pieces ({manifest['total_steps']} steps, splits "

@@ -244,7 +244,7 @@ def midi_to_roll(
     return roll[None], meta
 
 
-def _as_uint8_roll(roll: Any) -> np.ndarray:
+def as_uint8_roll(roll: Any) -> np.ndarray:
     """Accept uint8 velocities or floats in [0, 1] (numpy or torch), (1,128,T) or (128,T)."""
     if hasattr(roll, "detach"):
         roll = roll.detach().cpu().numpy()
@@ -262,7 +262,7 @@ def _as_uint8_roll(roll: Any) -> np.ndarray:
 
 def roll_to_notes(roll: Any) -> NoteArrays:
     """Notes of a roll: runs of non-zero frames per pitch, split where the velocity changes."""
-    arr = np.minimum(_as_uint8_roll(roll), MAX_VELOCITY).astype(np.int16)
+    arr = np.minimum(as_uint8_roll(roll), MAX_VELOCITY).astype(np.int16)
     padded = np.zeros((arr.shape[0], arr.shape[1] + 2), dtype=np.int16)
     padded[:, 1:-1] = arr
     prev, cur = padded[:, :-1], padded[:, 1:]
