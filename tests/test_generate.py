@@ -68,3 +68,167 @@ def test_inpaint_plan_pads_with_known_silence_and_hides_the_region() -> None:
     ]:
         with pytest.raises(UserError, match=message):
             inpaint_plan(roll, *args, MULTIPLE)
+
+
+# ----------------------------------------------------------------- end to end on a real tiny checkpoint
+
+INPUT_STEPS = 40
+"""Not a multiple of 16: inpainting pads with known silence and crops back."""
+INPUT_TEMPO = 87.0
+FAST = ["--num-iter-list", "2", "1", "1"]
+
+
+@pytest.fixture(scope="module")
+def chorale_midi(prepared_jsb: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """A held-out JSB chorale cut to INPUT_STEPS, as MIDI, and its quantised roll as read back."""
+    from fractalmidi.data import PreparedData, midi_to_roll, roll_to_midi
+
+    data = PreparedData(prepared_jsb)
+    roll = data.piece(data.split("test")[0])[..., :INPUT_STEPS]
+    path = tmp_path_factory.mktemp("input") / "chorale.mid"
+    roll_to_midi(roll, path, tempo_bpm=INPUT_TEMPO)
+    read, _ = midi_to_roll(path)
+    return path, read
+
+
+def _generate(checkpoint: Path, out: Path, *argv: str) -> dict:
+    code = main(["generate", "--checkpoint", str(checkpoint), "--out", str(out), "--device", "cpu", *FAST, *argv])
+    assert code == 0
+    return json.loads((out / "samples.json").read_text())
+
+
+def _roll_of(path: Path, steps: int) -> np.ndarray:
+    """The written MIDI re-read (symusic, through midi_to_roll), padded to ``steps``."""
+    from fractalmidi.data import midi_to_roll
+
+    roll = midi_to_roll(path)[0][0] if symusic.Score(str(path)).note_num() else np.zeros((128, 0), np.uint8)
+    out = np.zeros((128, steps), dtype=np.uint8)
+    out[:, : roll.shape[1]] = roll[:, :steps]
+    return out
+
+
+def _notes_away_from(path: Path, keep) -> set[tuple[int, int, int, int]]:
+    """(pitch, onset, end, velocity) in 16th steps of the notes for which ``keep(pitch, onset, end)``."""
+    score = symusic.Score(str(path))
+    assert len(score.tempos) and score.tempos[0].qpm == pytest.approx(INPUT_TEMPO, rel=1e-3)
+    step = score.ticks_per_quarter / 4
+    notes = set()
+    for track in score.tracks:
+        for n in track.notes:
+            onset, end = round(n.time / step), round(n.end / step)
+            if keep(n.pitch, onset, end):
+                notes.add((n.pitch, onset, end, n.velocity))
+    return notes
+
+
+@pytest.mark.data
+def test_unconditional_writes_every_file_and_is_reproducible(tiny_fractal_checkpoint: Path, tmp_path: Path) -> None:
+    args = ["--mode", "unconditional", "--length", "16", "--num-samples", "2", "--batch-size", "2", "--seed", "5"]
+    record = _generate(tiny_fractal_checkpoint, tmp_path / "a", *args, "--gif")
+    assert record["mode"] == "unconditional" and record["seed"] == 5 and record["family"] == "fractal"
+    assert record["checkpoint"] == str(tiny_fractal_checkpoint.resolve())
+    assert record["sample_options"]["num_iter_list"] == [2, 1, 1]
+    assert record["steps"] == 16 and record["config_file"].endswith("inference_default.yaml")
+    assert [s["mid"] for s in record["samples"]] == ["sample_000.mid", "sample_001.mid"]
+    for sample in record["samples"]:
+        assert (tmp_path / "a" / sample["png"]).read_bytes()[:4] == b"\x89PNG"
+        from PIL import Image
+
+        with Image.open(tmp_path / "a" / sample["gif"]) as gif:
+            assert gif.n_frames > 1  # generation steps, coarse to fine, then the result
+        assert symusic.Score(str(tmp_path / "a" / sample["mid"])).note_num() == sample["notes"]
+    again = _generate(tiny_fractal_checkpoint, tmp_path / "b", *args)
+    for first, second in zip(record["samples"], again["samples"]):
+        assert (tmp_path / "a" / first["mid"]).read_bytes() == (tmp_path / "b" / second["mid"]).read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no staging folders left
+
+
+@pytest.mark.data
+def test_continue_keeps_the_opening_notes(tiny_fractal_checkpoint: Path, chorale_midi, tmp_path: Path) -> None:
+    path, source = chorale_midi
+    kept = 20
+    record = _generate(tiny_fractal_checkpoint, tmp_path / "out", "--mode", "continue", "--input", str(path),
+                       "--condition-length", str(kept), "--length", "12", "--num-samples", "1")
+    assert record["steps"] == kept + 12 and record["padded_steps"] == 32 and record["tempo_bpm"] == pytest.approx(INPUT_TEMPO)
+    written = tmp_path / "out" / record["samples"][0]["mid"]
+    assert np.array_equal(_roll_of(written, kept + 12)[:, :kept], source[0, :, :kept])
+    before = lambda pitch, onset, end: end < kept  # noqa: E731  (notes that cannot touch the new part)
+    assert _notes_away_from(written, before) == _notes_away_from(path, before)
+    assert _notes_away_from(written, before)  # the opening really has notes
+
+
+@pytest.mark.data
+def test_inpaint_changes_nothing_outside_the_region(tiny_fractal_checkpoint: Path, chorale_midi, tmp_path: Path) -> None:
+    path, source = chorale_midi
+    steps = source.shape[-1]
+    start, end, low, high = 8, 24, 40, 70
+    record = _generate(tiny_fractal_checkpoint, tmp_path / "out", "--mode", "inpaint", "--input", str(path),
+                       "--start", str(start), "--end", str(end), "--pitch-low", str(low), "--pitch-high", str(high),
+                       "--num-samples", "2", "--temperature", "1.5")
+    assert record["steps"] == steps and record["padded_steps"] == 48
+    assert record["region"] == {"start": start, "end": end, "pitch_low": low, "pitch_high": high}
+    region = np.zeros((128, steps), dtype=bool)
+    region[low : high + 1, start:end] = True
+    changed = False
+    for sample in record["samples"]:
+        written = tmp_path / "out" / sample["mid"]
+        roll = _roll_of(written, steps)
+        assert np.array_equal(roll[~region], source[0][~region])
+        changed |= not np.array_equal(roll[region], source[0][region])
+        away = lambda pitch, onset, e: e < start or onset > end or not low <= pitch <= high  # noqa: E731
+        assert _notes_away_from(written, away) == _notes_away_from(path, away)
+    assert changed  # the model did write into the region
+    assert _roll_of(tmp_path / "out" / "input.mid", steps).tolist() == source[0].tolist()
+
+
+@pytest.fixture(scope="module")
+def mismatched_checkpoint(tiny_fractal_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint with a config that no longer matches its weights (wider level 0)."""
+    ckpt = torch.load(tiny_fractal_checkpoint, map_location="cpu", weights_only=True)
+    ckpt["fractalmidi"]["config"]["model"]["widths"] = [96, 32, 32]
+    path = tmp_path_factory.mktemp("mismatch") / "other.ckpt"
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.mark.data
+def test_bad_requests_fail_in_one_line_and_write_nothing(
+    tiny_fractal_checkpoint: Path, mismatched_checkpoint: Path, chorale_midi, tmp_path: Path, capsys
+) -> None:
+    path, source = chorale_midi
+    steps = source.shape[-1]
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    inp = ["--mode", "inpaint", "--input", str(path)]
+    cases = [
+        ([*inp, "--start", "8", "--end", "999"], f"need 0 <= start < end <= {steps}"),
+        ([*inp, "--start", "10", "--end", "10"], f"need 0 <= start < end <= {steps}"),
+        ([*inp, "--start", "0", "--end", "8", "--pitch-low", "80", "--pitch-high", "70"], "need 0 <= low <= high <= 127"),
+        ([*inp, "--start", "0"], "needs --start STEP and --end STEP"),
+        (["--mode", "inpaint", "--input", str(tmp_path / "nope.mid"), "--start", "0", "--end", "8"], "nope.mid not found"),
+        (["--mode", "continue", "--input", str(path), "--condition-length", "999", "--length", "16"], f"accepted: 1..{steps}"),
+        (["--mode", "unconditional", "--length", "20"], "multiple of 16 (nearest: 16, 32)"),
+        (["--mode", "unconditional", "--length", "16", "--steps", "4"], "--steps not used by the fractal family"),
+        (["--mode", "unconditional", "--length", "16", "--start", "3"], "--start not used by --mode unconditional"),
+        (["--mode", "unconditional", "--length", "16", "--num-samples", "0"], "--num-samples must be at least 1"),
+        (["--checkpoint", str(mismatched_checkpoint), "--mode", "unconditional", "--length", "16"], "does not match the model"),
+        (["--checkpoint", str(junk), "--mode", "unconditional", "--length", "16"], "junk.ckpt"),
+        (["--checkpoint", str(tmp_path / "missing.ckpt"), "--mode", "unconditional", "--length", "16"], "not found"),
+        (["--config", str(tmp_path / "none.yaml"), "--mode", "unconditional", "--length", "16"], "none.yaml not found"),
+    ]
+    out = tmp_path / "out"
+    for argv, expected in cases:
+        full = ["generate", "--checkpoint", str(tiny_fractal_checkpoint), "--out", str(out), *FAST, *argv]
+        assert main(full) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and expected in err, (argv, err)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.ckpt"], argv  # nothing half-written
+
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    argv = ["generate", "--checkpoint", str(tiny_fractal_checkpoint), "--out", str(out), *FAST,
+            "--mode", "unconditional", "--length", "16", "--num-samples", "1"]
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    assert main([*argv, "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["sample_000.mid", "sample_000.png", "samples.json"]

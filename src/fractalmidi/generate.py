@@ -212,6 +212,13 @@ def _check_request(req: Request) -> None:
         raise UserError(f"--condition-length must be a positive number of steps, got {req.condition_length}")
     if req.mode == "inpaint" and (req.start is None or req.end is None):
         raise UserError("--mode inpaint needs --start STEP and --end STEP (the region [start, end) to rewrite)")
+    if req.wav:
+        import shutil
+
+        from fractalmidi.viz import FLUIDSYNTH_HINT, find_soundfont
+
+        if shutil.which("fluidsynth") is None or find_soundfont() is None:
+            raise UserError(f"--wav needs the fluidsynth program and a General-MIDI soundfont: {FLUIDSYNTH_HINT}")
     check_out_dir(Path(req.out), req.overwrite)
 
 

@@ -40,11 +40,19 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint(path: str | Path, *, use_ema: bool = True) -> LoadedCheckpoint:
-    """Load ``path`` (EMA weights by default); any mismatch becomes a one-line ``UserError``."""
+    """Load a ``.ckpt`` or a run folder's last one (EMA weights by default).
+
+    Any mismatch with this version becomes a one-line ``UserError``.
+    """
+    from fractalmidi.train.checkpoint import CHECKPOINT_DIR, LAST_NAME, load_generator
+
     path = Path(path)
+    if path.is_dir():  # a run folder: its last checkpoint
+        if not (path / CHECKPOINT_DIR / LAST_NAME).is_file():
+            raise UserError(f"run folder {path} has no {CHECKPOINT_DIR}/{LAST_NAME}; pass a .ckpt file")
+        path = path / CHECKPOINT_DIR / LAST_NAME
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found")
-    from fractalmidi.train.checkpoint import load_generator
 
     try:
         model, config = load_generator(path, use_ema=use_ema, map_location="cpu")
