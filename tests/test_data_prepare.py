@@ -219,5 +219,5 @@ def test_prepare_errors_are_one_line(argv, message, tmp_path, monkeypatch, capsy
     (tmp_path / "empty").mkdir()
     assert main(argv) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
-    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("prepare:")]  # no bar
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("prepare:")]  # no bar
     assert len(err) == 1 and message in err[0] and err[0].startswith("fractalmidi prepare: error:")
