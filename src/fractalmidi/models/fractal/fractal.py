@@ -76,6 +76,9 @@ class FractalGen(Generator):
         cond_dim, num_conds = top, 1
         for i, kind in enumerate(self.generators):
             extra = {"scan_order": scan_order} if kind == "ar" else {}
+            if i > 0:
+                side = self.patch_sizes[i - 1] // self.patch_sizes[i]
+                extra["fixed_grid"] = (side, side)
             level = LEVEL_TYPES[kind](patch_size=self.patch_sizes[i], cond_dim=cond_dim, num_conds=num_conds,
                                       width=widths[i], depth=depths[i], heads=heads[i], mlp_ratio=mlp_ratio, **extra)
             levels.append(level)

@@ -26,8 +26,12 @@ class LevelNet(nn.Module):
     """How many condition vectors each patch hands down to the next level."""
 
     def __init__(self, *, patch_size: int, cond_dim: int, num_conds: int, width: int, depth: int,
-                 heads: int, mlp_ratio: float = 4.0) -> None:
+                 heads: int, mlp_ratio: float = 4.0, fixed_grid: tuple[int, int] | None = None) -> None:
         super().__init__()
+        self.fixed_grid = fixed_grid
+        # below the top, every region has the same grid, so positions can also be learned
+        self.learned_positions = (nn.Parameter(torch.randn(fixed_grid[0] * fixed_grid[1], width) * COND_INIT_STD)
+                                  if fixed_grid is not None else None)
         self.patch_size = patch_size
         self.num_conds = num_conds
         self.width = width
@@ -42,11 +46,14 @@ class LevelNet(nn.Module):
         self._positions: dict[tuple[int, int, str], torch.Tensor] = {}
 
     def positions(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """Sin-cos positions ``(rows * cols, width)`` for this grid, built once per grid shape."""
+        """Positions ``(rows * cols, width)``: sin-cos (built once per grid shape), plus learned ones
+        on a fixed grid."""
         key = (grid[0], grid[1], str(device))
         if key not in self._positions:
             self._positions[key] = sincos_2d(grid[0], grid[1], self.width, device=device)
-        return self._positions[key]
+        if self.learned_positions is None:
+            return self._positions[key]
+        return self._positions[key] + self.learned_positions
 
     def embed_conds(self, conds: list[torch.Tensor]) -> torch.Tensor:
         """``num_conds`` tensors ``(N, cond_dim)`` -> condition tokens ``(N, num_conds, width)``."""

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 MAX_AR_FRAMES = 32
 """An AR top level records at most about this many intermediate canvases."""
+MAX_REGIONS = 4096
+"""Lower levels sample at most this many patches per call, which bounds memory for long rolls."""
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,16 @@ class HierarchySampler:
                   cfg: float) -> torch.Tensor:
         """Content ``(n, p*p)`` of level-``level`` patches from their conditions (known pixels kept)."""
         size = self.model.patch_sizes[level]
+        n = tokens.shape[0]
+        if n > MAX_REGIONS:
+            chunks = []
+            for begin in range(0, n, MAX_REGIONS):
+                end = min(begin + MAX_REGIONS, n)
+                part = [c.reshape(self.halves, n, -1)[:, begin:end].reshape(-1, c.shape[-1]) for c in conds]
+                chunks.append(self._generate(level, tokens[begin:end], gen[begin:end], part, cfg))
+            return torch.cat(chunks)
         if size == 1:
             return self._pixels(conds, cfg)[:, None].to(tokens.dtype)
-        n = tokens.shape[0]
         region = self.region(level + 1, tokens.reshape(n, size, size), gen.reshape(n, size, size), conds, cfg)
         return region.reshape(n, size * size)
 

@@ -1,0 +1,112 @@
+"""FractalGen sampling: known pixels come back bit-identical; any length; guidance; steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fractalmidi.models import build
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+FAST = {"num_iter_list": [2, 1, 1]}
+
+
+def _mask(kind: str, length: int) -> torch.Tensor:
+    mask = torch.zeros(2, 1, 128, length, dtype=torch.bool)
+    if kind == "prefix":  # continue after the first half
+        mask[..., length // 2:] = True
+    elif kind == "time_span":  # rewrite bars in the middle
+        mask[..., length // 4: 3 * length // 4] = True
+    elif kind == "pitch_band":  # keep the melody, rewrite what lies below it (in a time range)
+        mask[:, :, :60, 8: length - 8] = True
+    else:  # scattered pixels
+        mask = torch.rand(mask.shape, generator=torch.Generator().manual_seed(5)) < 0.3
+    return mask
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("kind", ["prefix", "time_span", "pitch_band", "random"])
+def test_known_pixels_are_bit_identical(kind: str, chorale_crop) -> None:
+    torch.manual_seed(0)
+    model = build("fractal-tiny").eval()
+    # an off-grid value (not a multiple of 1/127) must survive too
+    canvas = torch.cat([chorale_crop(64), chorale_crop(64) * 0.7731]).contiguous()
+    mask = _mask(kind, 64)
+    out, steps = model.sample(canvas, mask, generator=torch.Generator().manual_seed(1), return_steps=True, **FAST)
+    assert out.shape == canvas.shape and out.dtype == canvas.dtype
+    assert torch.equal(out[~mask], canvas[~mask])
+    # the untrained head is uniform over velocities, so generated pixels are mostly notes
+    assert (out[mask] > 0).float().mean() > 0.9
+    assert all(torch.equal(s[~mask], canvas[~mask]) for s in steps)
+    assert len(steps) >= 3 and all(s.shape == canvas.shape and 0 <= s.min() and s.max() <= 1 for s in steps)
+    # coarse to fine: each intermediate canvas fills in more of the masked area
+    filled = [(s[mask] > 0).float().mean().item() for s in steps]
+    assert filled == sorted(filled) and filled[0] == 0.0
+
+
+@pytest.mark.data
+def test_ar_sampling_keeps_known_pixels_and_uses_the_cache(chorale_crop) -> None:
+    torch.manual_seed(0)
+    model = build("fractal-ar-tiny", scan_order="column_major").eval()
+    canvas = chorale_crop(16)
+    mask = torch.zeros_like(canvas, dtype=torch.bool)
+    mask[:, :, 48:80, 4:12] = True  # a pitch band x time span hole: 256 pixels, sampled one by one
+    out = model.sample(canvas, mask, generator=torch.Generator().manual_seed(0), temperature=0.0)
+    assert torch.equal(out[~mask], canvas[~mask])
+    again = model.sample(canvas, mask, generator=torch.Generator().manual_seed(7), temperature=0.0)
+    assert torch.equal(out, again)  # greedy decoding does not depend on the random stream
+
+
+@pytest.mark.parametrize("length", [64, 256, 1024, 4096])
+def test_any_length_trains_and_samples(length: int) -> None:
+    """No maximum length: positions are built per grid; T only needs to be a multiple of 16."""
+    torch.manual_seed(0)
+    model = build("fractal-tiny")
+    assert model.length_multiple == 16
+    x = (torch.rand(1, 1, 128, length) < 0.03).float() * 80 / 127
+    total, parts = model.loss(x)
+    total.backward()
+    assert torch.isfinite(total) and set(parts) == {"level0", "level1", "level2", "pixel"}
+    assert model.levels[0].patch_embed.weight.grad.abs().sum() > 0
+    out = model.eval().sample(torch.zeros_like(x), torch.ones_like(x, dtype=torch.bool),
+                              generator=torch.Generator().manual_seed(0), num_iter_list=[1, 1, 1])
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="multiple of 16"):
+        model.loss(x[..., :length - 8])
+
+
+def test_class_labels_and_guidance() -> None:
+    torch.manual_seed(0)
+    model = build("fractal-tiny", num_classes=3).eval()
+    torch.nn.init.normal_(model.head.out.weight, std=1.0)
+    x = torch.zeros(2, 1, 128, 16)
+    mask = torch.ones_like(x, dtype=torch.bool)
+    labels = torch.tensor([0, 2])
+    total, _ = model.train().loss(x, labels)
+    assert torch.isfinite(total)
+    model.eval()
+    kwargs = {"generator": torch.Generator().manual_seed(0), "num_iter_list": [2, 1, 1], "temperature": 0.0}
+    plain = model.sample(x, mask, labels=labels, **kwargs)
+    guided = model.sample(x, mask, labels=labels, cfg=3.0, **{**kwargs, "generator": torch.Generator().manual_seed(0)})
+    assert plain.shape == guided.shape == x.shape
+    assert not torch.equal(plain, guided)  # guidance changes the greedy choices
+    with pytest.raises(ValueError, match="labels"):
+        model.sample(x, mask, cfg=3.0)
+    with pytest.raises(ValueError, match="no class labels"):
+        build("fractal-tiny").loss(x, labels)
+
+
+def test_sparsity_bias_on_untrained_head() -> None:
+    """A uniform head (untrained) puts 127/128 of the mass on notes; the bias moves it to silence."""
+    torch.manual_seed(0)
+    model = build("fractal-tiny").eval()
+    x = torch.zeros(2, 1, 128, 16)
+    mask = torch.ones_like(x, dtype=torch.bool)
+    density = []
+    for bias in (0.0, 4.0, 8.0):
+        out = model.sample(x, mask, generator=torch.Generator().manual_seed(0), sparsity_bias=bias, **FAST)
+        density.append((out > 0).float().mean().item())
+    expected = [127 / (127 + torch.exp(torch.tensor(b)).item()) for b in (0.0, 4.0, 8.0)]
+    assert density == sorted(density, reverse=True)
+    assert all(abs(d - e) < 0.03 for d, e in zip(density, expected))
