@@ -150,3 +150,48 @@ def test_evaluate_bad_requests(tmp_path: Path, capsys) -> None:
     assert "--overwrite" in capsys.readouterr().err
     assert [p.name for p in taken.iterdir()] == ["keep.txt"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.data
+def test_evaluate_generated_set_against_prepared_data_with_nll(
+    tiny_fractal_checkpoint: Path, prepared_jsb: Path, tmp_path: Path
+) -> None:
+    gen = tmp_path / "gen"
+    argv = ["generate", "--checkpoint", str(tiny_fractal_checkpoint), "--out", str(gen), "--mode", "unconditional",
+            "--length", "16", "--num-samples", "3", "--num-iter-list", "2", "1", "1", "--seed", "1"]
+    assert main(argv) == 0
+    (gen / "stray.mid").write_bytes((gen / "sample_000.mid").read_bytes())  # not listed in samples.json: ignored
+    report = evaluate(gen, prepared_jsb, tmp_path / "report", checkpoint=tiny_fractal_checkpoint, nll_steps=32,
+                      max_pieces=8, progress=False)
+    assert report["generated"]["pieces"] + len(report["generated"]["skipped"]) == 3
+    assert report["reference"]["kind"] == "prepared" and report["reference"]["pieces"] == 8
+    assert report["ceiling"]["kind"] == "train-vs-test" and report["ceiling"]["pieces"] == [8, 8]
+    nll = report["nll"]
+    assert nll["family"] == "fractal"
+    for name in ("reference", "generated"):
+        assert nll[name]["pieces"] >= 1 and 0 < nll[name]["bits_per_pixel"] < 8  # 2 training steps: near uniform
+        assert nll[name]["nats_per_step"] == pytest.approx(nll[name]["bits_per_pixel"] * 128 * np.log(2), rel=1e-3)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Likelihood" in md and "bits per pixel" in md
+
+
+def test_nll_is_skipped_with_a_note_for_a_family_without_likelihood(tmp_path: Path, monkeypatch) -> None:
+    import fractalmidi.inference as inference
+    from fractalmidi.models.base import Generator
+
+    class NoLikelihood(Generator):
+        family = "stand-in"
+
+    model = NoLikelihood()
+    monkeypatch.setattr(inference, "load_checkpoint", lambda path, use_ema=True: inference.LoadedCheckpoint(Path(path), model, {}))
+    roll = np.zeros((128, 32), dtype=np.uint8)
+    roll[[60, 64], :16] = 80
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for k in range(3):
+        write_midi(np.roll(roll, k, axis=0), folder / f"{k}.mid")
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"stand-in")
+    report = evaluate(folder, folder, tmp_path / "report", checkpoint=ckpt, progress=False)
+    assert report["nll"]["note"] == "NLL skipped: the stand-in family has no tractable likelihood."
+    assert "NLL skipped" in (tmp_path / "report" / "report.md").read_text()

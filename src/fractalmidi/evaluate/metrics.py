@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import linalg
-from scipy.integrate import trapezoid
 
 from fractalmidi.evaluate.features import (
     FRECHET_DIMENSIONS,
@@ -106,6 +105,12 @@ def kde_overlap(a: np.ndarray, b: np.ndarray) -> float:
     grid = np.linspace(pooled.min() - margin, pooled.max() + margin, KDE_GRID_POINTS)
     overlap = np.minimum(kde_density(a, grid, bw_a), kde_density(b, grid, bw_b))
     return float(np.clip(trapezoid(overlap, grid), 0.0, 1.0))
+
+
+def trapezoid(y: np.ndarray, grid: np.ndarray) -> float:
+    """Trapezoid rule on an evenly spaced grid (no scipy.integrate import: it is slow to load)."""
+    step = grid[1] - grid[0]
+    return float(step * (y.sum() - 0.5 * (y[0] + y[-1])))
 
 
 def kde_density(values: np.ndarray, grid: np.ndarray, bw: float) -> np.ndarray:

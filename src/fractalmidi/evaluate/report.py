@@ -16,6 +16,8 @@ SCALAR_PLOT = "scalar_features.png"
 HISTOGRAM_PLOT = "histogram_features.png"
 PLOT_GRID_POINTS = 256
 PLOT_COLUMNS = 4
+PLOT_DPI = 80
+SUBPLOT_SPACING = {"left": 0.05, "right": 0.98, "bottom": 0.08, "top": 0.94, "wspace": 0.25, "hspace": 0.45}
 HISTOGRAM_AXES: dict[str, tuple[int, int, str]] = {
     "pitch": (0, 1, "MIDI pitch"),
     "pitch_class": (0, 1, "pitch class (0 = C)"),
@@ -103,15 +105,13 @@ def markdown(report: dict) -> str:
 
 def plot_distributions(sets: list[FeatureSet], out_dir: Path) -> list[str]:
     """One PNG of KDE curves (scalar features) and one of mean histograms; returns their names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, faster import
 
     out_dir.mkdir(parents=True, exist_ok=True)
     names = list(SCALAR_FEATURES)
     rows = -(-len(names) // PLOT_COLUMNS)
-    fig, axes = plt.subplots(rows, PLOT_COLUMNS, figsize=(4 * PLOT_COLUMNS, 2.8 * rows))
+    fig = Figure(figsize=(4 * PLOT_COLUMNS, 2.8 * rows))
+    axes = fig.subplots(rows, PLOT_COLUMNS)
     for k, (name, ax) in enumerate(zip(names, axes.flat)):
         columns = [s.scalars[:, k] for s in sets if len(s)]
         pooled = np.concatenate(columns) if columns else np.zeros(0)
@@ -130,13 +130,13 @@ def plot_distributions(sets: list[FeatureSet], out_dir: Path) -> list[str]:
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / SCALAR_PLOT, dpi=90)
-    plt.close(fig)
+    fig.subplots_adjust(**SUBPLOT_SPACING)
+    fig.savefig(out_dir / SCALAR_PLOT, dpi=PLOT_DPI)
 
     hist_names = list(HISTOGRAM_FEATURES)
     cols = 3
-    fig, axes = plt.subplots(-(-len(hist_names) // cols), cols, figsize=(5 * cols, 5.6))
+    fig = Figure(figsize=(5 * cols, 5.6))
+    axes = fig.subplots(-(-len(hist_names) // cols), cols)
     for name, ax in zip(hist_names, axes.flat):
         first, width, xlabel = HISTOGRAM_AXES[name]
         for s, (color, style) in zip(sets, SET_STYLES):
@@ -147,7 +147,6 @@ def plot_distributions(sets: list[FeatureSet], out_dir: Path) -> list[str]:
         ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelsize=7)
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / HISTOGRAM_PLOT, dpi=90)
-    plt.close(fig)
+    fig.subplots_adjust(**SUBPLOT_SPACING)
+    fig.savefig(out_dir / HISTOGRAM_PLOT, dpi=PLOT_DPI)
     return [f"{PLOT_DIR}/{SCALAR_PLOT}", f"{PLOT_DIR}/{HISTOGRAM_PLOT}"]
