@@ -61,18 +61,20 @@ def _drain_one(pending, pool, func, args, workers, context):
         pool.shutdown(wait=True, cancel_futures=True)
         suspects = list(pending)
         pending.clear()
-        for suspect, done in suspects:
-            ok = done.done() and not done.cancelled() and done.exception() is None
-            if ok:
-                yield suspect, done.result()
-                continue
-            solo = ProcessPoolExecutor(1, mp_context=context)
-            try:
-                yield suspect, solo.submit(func, suspect, *args).result()
-            except BrokenProcessPool:
-                yield suspect, CrashedJob()
-            finally:
-                solo.shutdown(wait=True, cancel_futures=True)
+        solo = ProcessPoolExecutor(1, mp_context=context)  # one suspect at a time names the culprit
+        try:
+            for suspect, done in suspects:
+                if done.done() and not done.cancelled() and done.exception() is None:
+                    yield suspect, done.result()
+                    continue
+                try:
+                    yield suspect, solo.submit(func, suspect, *args).result()
+                except BrokenProcessPool:
+                    yield suspect, CrashedJob()
+                    solo.shutdown(wait=True, cancel_futures=True)
+                    solo = ProcessPoolExecutor(1, mp_context=context)
+        finally:
+            solo.shutdown(wait=True, cancel_futures=True)
         return ProcessPoolExecutor(workers, mp_context=context)
     pending.popleft()
     yield job, result
