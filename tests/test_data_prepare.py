@@ -221,3 +221,19 @@ def test_prepare_errors_are_one_line(argv, message, tmp_path, monkeypatch, capsy
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("prepare:")]  # no bar
     assert len(err) == 1 and message in err[0] and err[0].startswith("fractalmidi prepare: error:")
+
+
+def test_aria_layout_defaults_to_frames_per_second(midi_dir, tmp_path, capsys):
+    out = tmp_path / "aria"
+    good = midi_dir / "set0"
+    assert main(["prepare", str(good), "--out", str(out), "--layout", "aria", "--workers", "0"]) == 0
+    data = PreparedData(out)
+    assert data.grid == "fps:16" and data.manifest["settings"]["layout"] == "aria"
+    expected, _ = midi_to_roll(data.info(0)["path"], grid="fps:16")
+    assert np.array_equal(data.piece(0), expected)
+    # a resumed run must use the same settings
+    (tmp_path / "aria2.partial").mkdir()
+    (tmp_path / "aria2.partial" / "settings.json").write_text(json.dumps(data.manifest["settings"]))
+    capsys.readouterr()
+    assert main(["prepare", str(good), "--out", str(tmp_path / "aria2"), "--layout", "aria", "--grid", "16th", "--resume"]) == 2
+    assert "different settings (grid)" in capsys.readouterr().err
