@@ -128,3 +128,19 @@ def tiny_fractal_checkpoint(prepared_jsb: Path, tmp_path_factory: pytest.TempPat
         "logging.log_images_every_n_steps=0", "logging.progress_bar=false",
     ]))
     return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def huge_note_midi():
+    """Factory for the 37-byte MIDI whose one note lasts 0x0FFFFFFF ticks at 1 tick per quarter
+    (a ~137 GB roll if its length were trusted): ``huge_note_midi(path) -> path``."""
+    import struct
+
+    def write(path):
+        events = bytes([0, 0x90, 60, 64, 0xFF, 0xFF, 0xFF, 0x7F, 0x80, 60, 0, 0, 0xFF, 0x2F, 0])
+        data = b"MThd" + struct.pack(">IHHH", 6, 0, 1, 1) + b"MTrk" + struct.pack(">I", len(events)) + events
+        assert len(data) == 37
+        Path(path).write_bytes(data)
+        return Path(path)
+
+    return write

@@ -48,10 +48,8 @@ def prepare(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def midi_dir(tmp_path_factory, make_midi) -> Path:
+def midi_dir(tmp_path_factory, make_midi, huge_note_midi) -> Path:
     """Eight good songs in nested folders plus every kind of bad file."""
-    from test_data_roll import huge_note_midi
-
     root = tmp_path_factory.mktemp("midi")
     for i in range(8):
         make_midi(root / f"set{i % 2}" / f"song{i}.mid", melody(i), tempo=80 + 5 * i)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import tracemalloc
 
 import numpy as np
@@ -21,15 +20,6 @@ from fractalmidi.data import (
 
 TPQ = 480
 SIXTEENTH = TPQ // 4
-
-
-def huge_note_midi(path):
-    """The 37-byte file: tpq 1, one note lasting 0x0FFFFFFF ticks (a ~137 GB roll if trusted)."""
-    events = bytes([0, 0x90, 60, 64, 0xFF, 0xFF, 0xFF, 0x7F, 0x80, 60, 0, 0, 0xFF, 0x2F, 0])
-    data = b"MThd" + struct.pack(">IHHH", 6, 0, 1, 1) + b"MTrk" + struct.pack(">I", len(events)) + events
-    assert len(data) == 37
-    path.write_bytes(data)
-    return path
 
 
 def test_notes_land_on_their_16th_cells(tmp_path, make_midi):
@@ -148,7 +138,7 @@ def test_no_notes_is_a_bad_midi(tmp_path, make_midi):
         midi_to_roll(make_midi(tmp_path / "silent.mid", []))
 
 
-def test_huge_note_is_refused_before_allocating(tmp_path):
+def test_huge_note_is_refused_before_allocating(tmp_path, huge_note_midi):
     path = huge_note_midi(tmp_path / "huge.mid")
     tracemalloc.start()
     with pytest.raises(PieceTooLongError, match="too long: 1073741820 steps"):
