@@ -1,0 +1,272 @@
+"""``fractalmidi demo``: the whole loop on the Bach chorales bundled with music21, on a CPU.
+
+prepare -> train the tiny FractalGen preset for a bounded time -> compose, continue and
+inpaint a held-out chorale -> evaluate against the test split -> a summary table. It calls
+the real commands' Python functions, so it exercises exactly what users run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fractalmidi.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TRAIN_CONFIG = REPO_ROOT / "configs" / "fractal_tiny.yaml"
+DEFAULT_OUT = Path("demo_out")
+DEFAULT_MINUTES = 6.0
+"""Training budget; preparing, generating and evaluating take about 3-4 more minutes on 2 cores."""
+MARKER = "demo.json"
+"""A folder holding this file was written by the demo and may be replaced by the next demo."""
+
+CALIBRATION_STEPS = 5
+"""First training chunk: its wall time (startup included, so pessimistic) sets the next chunk."""
+BUDGET_SAFETY = 0.95
+"""Share of the remaining training time a chunk plans to use (at the last chunk's speed)."""
+MAX_RESUMES = 2
+MIN_CHUNK_STEPS = 5
+TRAIN_OVERRIDES = (
+    "logging.log_images_every_n_steps=0",  # sampling previews would eat the small budget
+    "logging.checkpoint_every_n_steps=1000000",  # last.ckpt is written at every stop anyway
+)
+EVAL_NLL_STEPS = 64
+EVAL_MAX_PIECES = 40
+"""Bach has 38 test chorales; bounds the NLL time on bigger ``--data``."""
+
+UNCONDITIONAL_LENGTH = 128
+"""Steps of each composed piece, of the kept opening and of the continuation (8 bars of 16ths)."""
+NUM_UNCONDITIONAL = 4
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, help=f"training time budget in minutes (default {DEFAULT_MINUTES:g})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}/; a previous demo there is replaced)")
+    parser.add_argument("--data", type=Path, help="use this prepared data folder instead of preparing the Bach chorales")
+    parser.add_argument("--length", type=int, default=UNCONDITIONAL_LENGTH,
+                        help=f"steps of each composed piece, of the kept opening and of the continuation (default {UNCONDITIONAL_LENGTH})")
+    parser.add_argument("--num-samples", type=int, default=NUM_UNCONDITIONAL, help=f"composed pieces, evaluated against the test split (default {NUM_UNCONDITIONAL})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of training and sampling (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out that is not a previous demo")
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float
+    output: str
+    detail: str = ""
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    stages: list[Stage] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _invoke(module_name: str, argv: list[str]) -> int:
+    """Run a command module exactly as the CLI does, but in-process (UserErrors propagate)."""
+    import importlib
+
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"fractalmidi {module_name}")
+    parser.add_argument("--debug", action="store_true")
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(argv)) or 0)
+
+
+def _claim(out: Path, overwrite: bool) -> None:
+    """Replace a previous demo in ``out``; refuse any other non-empty folder unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file() and not overwrite:
+            raise UserError(f"--out {out} is not empty and holds no previous demo; pass --overwrite or choose another folder")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+
+def _prepare(out: Path) -> Path:
+    data = out / "data"
+    _invoke("fractalmidi.data.prepare", ["--dataset", "bach", "--out", str(data)])
+    return data
+
+
+def _train(data: Path, run_dir: Path, minutes: float, seed: int) -> tuple[Path, int]:
+    """Train fractal_tiny for about ``minutes``: a short chunk measures the speed, resumed chunks
+    (exact resume: same result as one run) fill the rest of the budget."""
+    from fractalmidi.train.checkpoint import CHECKPOINT_DIR, LAST_NAME
+    from fractalmidi.train.runner import plan, train
+
+    if not TRAIN_CONFIG.is_file():
+        raise UserError(f"the demo needs {TRAIN_CONFIG} (run it from a source checkout)")
+    budget = minutes * 60.0
+    last = run_dir / CHECKPOINT_DIR / LAST_NAME
+    started = time.perf_counter()
+    total = CALIBRATION_STEPS
+    train(plan(str(TRAIN_CONFIG), [f"data.root={data}", f"training.seed={seed}", f"training.max_steps={total}",
+                                   f"logging.output_dir={run_dir}", *TRAIN_OVERRIDES]))
+    chunk_steps, chunk_seconds = total, time.perf_counter() - started
+    for _ in range(MAX_RESUMES):
+        remaining = budget - (time.perf_counter() - started)
+        extra = int(remaining * BUDGET_SAFETY * chunk_steps / chunk_seconds)
+        if extra < MIN_CHUNK_STEPS:
+            break
+        chunk_start = time.perf_counter()
+        total += extra
+        train(plan(None, [f"training.max_steps={total}"], resume=str(last)))
+        chunk_steps, chunk_seconds = extra, time.perf_counter() - chunk_start
+    return last, total
+
+
+def _held_out_chorale(data: Path, folder: Path, min_steps: int) -> tuple[Path, int]:
+    """The first test-split chorale of at least ``min_steps`` (else the longest), as MIDI."""
+    from fractalmidi.data import PreparedData, roll_to_midi
+
+    prepared = PreparedData(data)
+    test = prepared.split("test")
+    if not test:
+        raise UserError(f"prepared data {data} has no test split")
+    index = next((i for i in test if prepared.steps(i) >= min_steps), max(test, key=prepared.steps))
+    info = prepared.info(index)
+    name = Path(str(info.get("path") or index)).stem
+    path = folder / f"heldout_{name}.mid"
+    roll_to_midi(prepared.piece(index), path, grid=prepared.grid, tempo_bpm=float(info.get("tempo_bpm") or 100.0))
+    return path, prepared.steps(index)
+
+
+def _generate(checkpoint: Path, out: Path, mode: str, seed: int, **fields: Any) -> dict:
+    from fractalmidi.generate import BUILTIN_DEFAULTS, Request, generate
+
+    request = Request(
+        checkpoint=checkpoint, out=out, config_file=None, mode=mode, num_samples=fields.pop("num_samples", 1),
+        batch_size=int(BUILTIN_DEFAULTS["batch_size"]), seed=seed, tempo_bpm=fields.pop("tempo_bpm", None),
+        device="cpu", gif=True, wav=False, **fields,
+    )
+    return generate(request, progress=False)
+
+
+def _render_wavs(folders: list[Path], notes: list[str]) -> int:
+    """WAV of every sample when FluidSynth is installed; otherwise one note saying how to get it."""
+    from fractalmidi.viz import render_wav
+
+    count = 0
+    for folder in folders:
+        for mid in sorted(folder.glob("sample_*.mid")):
+            try:
+                render_wav(mid, mid.with_suffix(".wav"))
+            except UserError as err:
+                notes.append(f"WAV skipped: {err}")
+                return count
+            count += 1
+    return count
+
+
+def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int = UNCONDITIONAL_LENGTH,
+             num_samples: int = NUM_UNCONDITIONAL, seed: int = 0, overwrite: bool = False) -> DemoResult:
+    """The whole loop; returns the stages with their wall times and the evaluation report."""
+    from fractalmidi.evaluate import evaluate
+
+    if minutes < 0:
+        raise UserError(f"--minutes must be >= 0, got {minutes}")
+    if num_samples < 2:
+        raise UserError(f"--num-samples must be at least 2 (a set to evaluate), got {num_samples}")
+    if data is not None and not (data / "manifest.json").is_file():
+        raise UserError(f"--data {data} is not a prepared data folder (no manifest.json)")
+    if data is not None and data.resolve().is_relative_to(out.resolve()):
+        raise UserError(f"--data {data} lies inside --out {out}, which the demo replaces; copy it elsewhere first")
+    _claim(out, overwrite)
+    result = DemoResult(out=out)
+    clock = time.perf_counter()
+
+    def stage(name: str, output: Path | str, detail: str = "") -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        result.stages.append(Stage(name, now - clock, str(output), detail))
+        clock = now
+
+    if data is None:
+        data = _prepare(out)
+        stage("prepare", data, "Bach chorales from music21")
+    else:
+        stage("data", data, "given with --data")
+    manifest = json.loads((data / "manifest.json").read_text())
+
+    checkpoint, steps = _train(data, out / "run", minutes, seed)
+    stage("train", checkpoint, f"{steps} steps of fractal_tiny")
+
+    composed = out / "unconditional"
+    _generate(checkpoint, composed, "unconditional", seed, length=length, num_samples=num_samples, tempo_bpm=100.0)
+    stage("compose", composed, f"{num_samples} x {length} steps")
+
+    inputs = out / "input"
+    inputs.mkdir()
+    chorale, chorale_steps = _held_out_chorale(data, inputs, length)
+    cont = out / "continue"
+    condition = min(length, chorale_steps)
+    _generate(checkpoint, cont, "continue", seed, input=chorale, condition_length=condition, length=length)
+    stage("continue", cont, f"{chorale.name}: {condition} steps kept + {length} new")
+
+    inpaint = out / "inpaint"
+    span = min(length, chorale_steps)
+    start, end = span // 4, span - span // 4  # the middle half of the opening
+    _generate(checkpoint, inpaint, "inpaint", seed, input=chorale, start=start, end=max(end, start + 1))
+    stage("inpaint", inpaint, f"{chorale.name}: steps {start}..{end} rewritten")
+
+    wavs = _render_wavs([composed, cont, inpaint], result.notes)
+    if wavs:
+        stage("render", out, f"{wavs} WAV files (FluidSynth)")
+
+    report_dir = out / "report"
+    result.report = evaluate(composed, data, report_dir, checkpoint=checkpoint, nll_steps=EVAL_NLL_STEPS,
+                             max_pieces=EVAL_MAX_PIECES, progress=False)
+    stage("evaluate", report_dir / "report.md", "composed pieces vs the test split")
+
+    record = {
+        "minutes": minutes,
+        "data": str(data),
+        "data_splits": manifest.get("splits"),
+        "train_steps": steps,
+        "stages": [vars(s) for s in result.stages],
+        "total_seconds": sum(s.seconds for s in result.stages),
+        "notes": result.notes,
+    }
+    (out / MARKER).write_text(json.dumps(record, indent=2) + "\n")
+    return result
+
+
+def summary(result: DemoResult) -> str:
+    """The table printed at the end: what each stage made, where, and how long it took."""
+    rows = [(s.name, f"{s.seconds:6.1f} s", s.output, s.detail) for s in result.stages]
+    rows.append(("total", f"{sum(s.seconds for s in result.stages):6.1f} s", str(result.out), ""))
+    widths = [max(len(r[k]) for r in rows) for k in range(3)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows]
+    metrics = result.report.get("metrics", {})
+    ceiling = result.report.get("ceiling", {}).get("metrics", {})
+    lines.append("")
+    lines.append(f"evaluation (composed vs test split; ceiling = train vs test): mean OA {_num(metrics.get('oa_mean'))} "
+                 f"(ceiling {_num(ceiling.get('oa_mean'))}), Frechet {_num(metrics.get('frechet'))} "
+                 f"(ceiling {_num(ceiling.get('frechet'))})")
+    nll = result.report.get("nll", {}).get("reference")
+    if nll and nll.get("bits_per_pixel") is not None:
+        lines.append(f"test-split likelihood: {nll['bits_per_pixel']:.4f} bits/pixel, {nll['nats_per_step']:.2f} nats/step")
+    lines += result.notes
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    result = run_demo(args.out, args.minutes, data=args.data, length=args.length, num_samples=args.num_samples,
+                      seed=args.seed, overwrite=args.overwrite)
+    print(summary(result))
+    return 0
