@@ -128,22 +128,25 @@ def save_png(roll: Any, path: str | os.PathLike, *, title: str | None = None, gr
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rgb = roll_to_rgb(roll)
+    velocities = as_uint8_roll(roll)
+    if velocities.shape[1] == 0:  # an empty roll is drawn as one silent step
+        velocities = np.zeros((NUM_PITCHES, 1), dtype=np.uint8)
+    rgb = roll_to_rgb(velocities)
     steps = rgb.shape[1]
-    step_px = max(1, min(MAX_STEP_PX, MAX_IMAGE_WIDTH // max(steps, 1)))
-    plot_w, plot_h = max(steps, 1) * step_px, NUM_PITCHES * PITCH_PX
+    step_px = max(1, min(MAX_STEP_PX, MAX_IMAGE_WIDTH // steps))
+    plot_w, plot_h = steps * step_px, NUM_PITCHES * PITCH_PX
     width, height = MARGIN_LEFT + plot_w + MARGIN_RIGHT, MARGIN_TOP + plot_h + MARGIN_BOTTOM
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor=BACKGROUND)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((MARGIN_LEFT / width, MARGIN_BOTTOM / height, plot_w / width, plot_h / height))
-    ax.imshow(rgb, aspect="auto", interpolation="nearest", resample=False, extent=(0, max(steps, 1), 0, NUM_PITCHES))
+    ax.imshow(rgb, aspect="auto", interpolation="nearest", resample=False, extent=(0, steps, 0, NUM_PITCHES))
     pitches = np.arange(0, NUM_PITCHES, 12)
     ax.set_yticks(pitches + 0.5, [note_name(int(p)) for p in pitches])
     ticks, names, label = _time_ticks(steps, grid, None)
     ax.set_xticks(ticks, names)
     for x in ticks[1:]:
         ax.axvline(x, color=FOREGROUND, linewidth=0.5, alpha=BAR_LINE_ALPHA)
-    ax.set_xlim(0, max(steps, 1))
+    ax.set_xlim(0, steps)
     ax.set_ylim(0, NUM_PITCHES)
     ax.set_xlabel(label, color=FOREGROUND)
     ax.tick_params(colors=FOREGROUND, labelsize=8)
@@ -168,8 +171,8 @@ def save_gif(frames: Sequence[Any], path: str | os.PathLike, *, frame_ms: int = 
     if not len(frames):
         raise UserError("save_gif needs at least one frame")
     rolls = [as_uint8_roll(f) for f in frames]
-    steps = max(r.shape[1] for r in rolls)
-    step_px = max(1, GIF_MAX_WIDTH // max(steps, 1))
+    steps = max(1, max(r.shape[1] for r in rolls))
+    step_px = max(1, GIF_MAX_WIDTH // steps)
     images = []
     for roll in rolls:
         padded = np.zeros((NUM_PITCHES, steps), dtype=np.uint8)

@@ -245,7 +245,8 @@ def midi_to_roll(
 
 
 def as_uint8_roll(roll: Any) -> np.ndarray:
-    """Accept uint8 velocities or floats in [0, 1] (numpy or torch), (1,128,T) or (128,T)."""
+    """``(128, T)`` uint8 velocities 0..127 from uint8 velocities or floats in [0, 1] (numpy or
+    torch), shaped (1,128,T) or (128,T)."""
     if hasattr(roll, "detach"):
         roll = roll.detach().cpu().numpy()
     arr = np.asarray(roll)
@@ -254,7 +255,7 @@ def as_uint8_roll(roll: Any) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[0] != NUM_PITCHES:
         raise UserError(f"a piano-roll must have shape (1, 128, T) or (128, T), got {tuple(np.shape(roll))}")
     if arr.dtype == np.uint8:
-        return arr
+        return arr if arr.size == 0 or arr.max() <= MAX_VELOCITY else np.minimum(arr, MAX_VELOCITY)
     if np.issubdtype(arr.dtype, np.floating):
         return np.clip(np.rint(np.nan_to_num(arr) * MAX_VELOCITY), 0, MAX_VELOCITY).astype(np.uint8)
     return np.clip(arr, 0, MAX_VELOCITY).astype(np.uint8)
@@ -262,7 +263,7 @@ def as_uint8_roll(roll: Any) -> np.ndarray:
 
 def roll_to_notes(roll: Any) -> NoteArrays:
     """Notes of a roll: runs of non-zero frames per pitch, split where the velocity changes."""
-    arr = np.minimum(as_uint8_roll(roll), MAX_VELOCITY).astype(np.int16)
+    arr = as_uint8_roll(roll).astype(np.int16)
     padded = np.zeros((arr.shape[0], arr.shape[1] + 2), dtype=np.int16)
     padded[:, 1:-1] = arr
     prev, cur = padded[:, :-1], padded[:, 1:]
