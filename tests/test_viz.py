@@ -137,3 +137,10 @@ def test_convert_round_trip_command(tmp_path, make_midi, capsys):
     from fractalmidi.data import midi_to_roll
 
     assert np.array_equal(midi_to_roll(tmp_path / "out.mid")[0], midi_to_roll(src)[0])
+
+
+def test_out_of_range_velocities_and_empty_rolls(tmp_path):
+    roll = np.full((128, 2), 255, dtype=np.uint8)
+    assert np.array_equal(roll_to_rgb(roll), roll_to_rgb(np.full((128, 2), 127, dtype=np.uint8)))
+    layout = save_png(np.zeros((1, 128, 0)), tmp_path / "empty.png")
+    assert layout.steps == 1 and (tmp_path / "empty.png").stat().st_size > 0
