@@ -1,0 +1,273 @@
+"""JiT objective and sampler: flow matching with x-prediction and the v-loss, Euler/Heun ODE steps.
+
+Rolls in [0, 1] are scaled to ``x`` in [-1, 1]. Training draws ``t = sigmoid(N(P_mean, P_std))``
+and noise ``e ~ noise_scale * N(0, 1)``, forms ``z = t x + (1 - t) e`` and asks the network
+for ``x``; the loss compares velocities ``v = (x - z) / (1 - t)`` with ``1 - t`` clamped at
+``t_eps``. Sampling integrates ``dz/dt = v`` from pure noise at ``t = 0`` to ``t = 1``.
+
+Conditioning on known pixels: the network sees three channels, the noisy roll ``z``, the
+known canvas (scaled to [-1, 1], 0 where unknown) and the generation mask. Training masks
+are drawn from :mod:`~fractalmidi.models.jit.masks`; the loss covers only the pixels to
+generate (``loss_on="unknown"``, each sample weighted equally) or every pixel
+(``loss_on="all"``). While sampling, the x-prediction at known pixels is replaced by the
+known value, so ``z`` there follows the exact straight path to it, and the result copies
+known pixels bit-identically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from fractalmidi.errors import UserError
+from fractalmidi.models.base import NUM_PITCHES, Generator, keep_known
+from fractalmidi.models.jit.masks import DEFAULT_MASK_PROBS, check_mask_probs, draw_masks
+from fractalmidi.models.jit.network import JiTNet
+
+SAMPLERS = ("euler", "heun")
+LOSS_ON = ("unknown", "all")
+IN_CHANNELS = 3
+"""Noisy roll, known canvas, generation mask."""
+DEFAULT_EMA_DECAYS = (0.9996, 0.9998)
+
+
+def to_signed(roll: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> [-1, 1]."""
+    return roll * 2 - 1
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1], clamped (predictions can overshoot)."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Switch dropout off for the ``with`` body and restore the previous mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+class JiT(Generator):
+    """Just image Transformer on piano-rolls (see the module docstring).
+
+    The named options set the objective, the training masks, the EMA decays and the sampling
+    defaults; every other keyword (``patch_size``, ``dim``, ``depth``, ``num_heads``,
+    ``mlp_ratio``, ``bottleneck_dim``, ``num_classes``, ``label_dropout``, ``in_context_len``,
+    ``in_context_start``, ``attn_drop``, ``proj_drop``) goes to
+    :class:`~fractalmidi.models.jit.network.JiTNet`.
+    """
+
+    family = "jit"
+    has_likelihood = False
+
+    def __init__(
+        self,
+        *,
+        P_mean: float = -0.8,  # noqa: N803 (the paper's names)
+        P_std: float = 0.8,  # noqa: N803
+        noise_scale: float = 1.0,
+        t_eps: float = 0.05,
+        mask_probs: Mapping[str, float] | None = None,
+        loss_on: str = "unknown",
+        ema_decays: Sequence[float] = DEFAULT_EMA_DECAYS,
+        steps: int = 50,
+        sampler: str = "heun",
+        cfg: float = 1.0,
+        cfg_interval: Sequence[float] = (0.1, 1.0),
+        temperature: float = 1.0,
+        **net_options: Any,
+    ) -> None:
+        super().__init__()
+        if loss_on not in LOSS_ON:
+            raise ValueError(f"loss_on {loss_on!r} is not one of {', '.join(LOSS_ON)}")
+        if P_std <= 0 or noise_scale <= 0 or not 0 < t_eps < 1:
+            raise ValueError(f"need P_std > 0, noise_scale > 0, 0 < t_eps < 1; got {P_std}, {noise_scale}, {t_eps}")
+        self.net = JiTNet(in_channels=IN_CHANNELS, out_channels=1, **net_options)
+        self.patch_size = self.net.patch_size
+        self.num_classes = self.net.y_embedder.num_classes
+        self.P_mean = P_mean
+        self.P_std = P_std
+        self.noise_scale = noise_scale
+        self.t_eps = t_eps
+        self.mask_probs = check_mask_probs(DEFAULT_MASK_PROBS if mask_probs is None else mask_probs)
+        self.loss_on = loss_on
+        self._ema_decays = tuple(float(d) for d in ema_decays)
+        self._sample_defaults = self._check_opts(
+            {"steps": steps, "sampler": sampler, "cfg": cfg, "cfg_interval": cfg_interval,
+             "temperature": temperature}, error=ValueError)
+
+    # -- contract properties ------------------------------------------------------------
+
+    @property
+    def length_multiple(self) -> int:
+        return self.patch_size
+
+    @property
+    def ema_decays(self) -> tuple[float, ...]:
+        return self._ema_decays
+
+    @property
+    def sample_defaults(self) -> dict[str, Any]:
+        """``steps`` ODE steps, ``sampler`` "euler" | "heun", ``cfg`` guidance scale (1 = off),
+        ``cfg_interval`` (low, high) times where guidance applies, ``temperature`` scale of the
+        starting noise."""
+        return dict(self._sample_defaults)
+
+    def parameter_table(self) -> list[tuple[str, int]]:
+        rows = [(name, sum(p.numel() for p in child.parameters())) for name, child in self.net.named_children()]
+        if self.net.in_context_pos is not None:
+            rows.append(("in_context_pos", self.net.in_context_pos.numel()))
+        return rows
+
+    # -- training -----------------------------------------------------------------------
+
+    def sample_t(self, n: int, device: torch.device | None = None) -> torch.Tensor:
+        """Training times ``sigmoid(N(P_mean, P_std))``: mostly noisy, rarely near clean."""
+        return torch.sigmoid(torch.randn(n, device=device) * self.P_std + self.P_mean)
+
+    def velocity(self, x: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``(x - z) / max(1 - t, t_eps)``: the velocity implied by clean ``x`` at ``z``, time ``t``."""
+        return (x - z) / (1 - t).clamp_min(self.t_eps)
+
+    def _labels(self, labels: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        if labels is None:
+            return torch.zeros(batch, dtype=torch.long, device=device)
+        if labels.shape != (batch,):
+            raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), got {labels.tolist()}")
+        return labels.long()
+
+    @staticmethod
+    def _inputs(z: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Stack the noisy roll, the known canvas (0 where unknown) and the mask as channels."""
+        return torch.cat([z, torch.where(mask, torch.zeros_like(known), known), mask.to(z.dtype)], dim=1)
+
+    def _check_rolls(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != NUM_PITCHES:
+            raise ValueError(f"expected rolls (B, 1, {NUM_PITCHES}, T), got {tuple(x.shape)}")
+        self.check_length(x.shape[-1])
+
+    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """v-loss on a batch of rolls in [0, 1] under random generation masks.
+
+        Parts: ``v_loss`` (= total) and ``x_mse`` (squared error of the x-prediction, same pixels).
+        """
+        self._check_rolls(x)
+        b = x.shape[0]
+        data = to_signed(x)
+        labels = self._labels(labels, b, x.device)
+        mask = draw_masks(b, x.shape[-1], self.mask_probs, patch_size=self.patch_size).to(x.device)
+        t = self.sample_t(b, x.device).view(b, 1, 1, 1)
+        z = t * data + (1 - t) * torch.randn_like(data) * self.noise_scale
+        x_pred = self.net(self._inputs(z, data, mask), t.flatten(), labels)
+        weight = mask.to(x.dtype) if self.loss_on == "unknown" else torch.ones_like(x)
+        count = weight.sum(dim=(1, 2, 3)).clamp_min(1)
+
+        def masked_mean(err: torch.Tensor) -> torch.Tensor:
+            return ((err * weight).sum(dim=(1, 2, 3)) / count).mean()
+
+        v_loss = masked_mean((self.velocity(data, z, t) - self.velocity(x_pred, z, t)) ** 2)
+        x_mse = masked_mean((x_pred - data) ** 2).detach()
+        return v_loss, {"v_loss": v_loss.detach(), "x_mse": x_mse}
+
+    # -- sampling -----------------------------------------------------------------------
+
+    def _check_opts(self, opts: Mapping[str, Any], error: type[Exception] = UserError) -> dict[str, Any]:
+        defaults = getattr(self, "_sample_defaults", opts)
+        unknown = sorted(set(opts) - set(defaults))
+        if unknown:
+            raise error(f"unknown JiT sample options {unknown}; accepted: {', '.join(sorted(defaults))}")
+        merged = {**defaults, **opts}
+        steps, sampler = int(merged["steps"]), str(merged["sampler"])
+        low, high = (float(v) for v in merged["cfg_interval"])
+        if steps < 1:
+            raise error(f"steps must be >= 1, got {steps}")
+        if sampler not in SAMPLERS:
+            raise error(f"sampler {sampler!r} is not one of {', '.join(SAMPLERS)}")
+        if not 0 <= low <= high <= 1:
+            raise error(f"cfg_interval must be (low, high) with 0 <= low <= high <= 1, got {(low, high)}")
+        if float(merged["temperature"]) < 0:
+            raise error(f"temperature must be >= 0, got {merged['temperature']}")
+        return {"steps": steps, "sampler": sampler, "cfg": float(merged["cfg"]), "cfg_interval": (low, high),
+                "temperature": float(merged["temperature"])}
+
+    def predict_x(self, z: torch.Tensor, t: float, known: torch.Tensor, mask: torch.Tensor,
+                  labels: torch.Tensor, cfg: float, cfg_interval: tuple[float, float]) -> torch.Tensor:
+        """Guided x-prediction at time ``t``; known pixels are replaced by their values.
+
+        Guidance in x-space equals guidance on velocities (v is affine in x at fixed z, t).
+        It applies when ``low < t < high`` (``low == 0`` includes t = 0), as in JiT.
+        """
+        b = z.shape[0]
+        low, high = cfg_interval
+        guided = cfg != 1.0 and t < high and (low == 0 or t > low)
+        inputs = self._inputs(z, known, mask)
+        times = torch.full((b,), t, device=z.device, dtype=z.dtype)
+        if guided:
+            null = torch.full_like(labels, self.net.null_label)
+            cond, uncond = self.net(inputs.repeat(2, 1, 1, 1), times.repeat(2), torch.cat([labels, null]),
+                                    drop_labels=False).chunk(2)
+            x_pred = uncond + cfg * (cond - uncond)
+        else:
+            x_pred = self.net(inputs, times, labels, drop_labels=False)
+        return torch.where(mask, x_pred, known)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        canvas: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_steps: bool = False,
+        **opts: Any,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Integrate from noise (t = 0) to the roll (t = 1); see :attr:`sample_defaults` for ``opts``.
+
+        Each step is Euler or Heun on ``dz/dt = v``; the final step lands on t = 1 exactly,
+        i.e. returns the last x-prediction. ``return_steps`` also gives each step's
+        x-prediction in [0, 1] (noisy guess first, final roll last).
+        """
+        o = self._check_opts(opts)
+        self._check_rolls(canvas)
+        if mask.shape != canvas.shape or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be bool with the canvas shape {tuple(canvas.shape)}")
+        b = canvas.shape[0]
+        labels = self._labels(labels, b, canvas.device)
+        known = to_signed(canvas)
+        noise = torch.randn(canvas.shape, generator=generator, device=canvas.device, dtype=canvas.dtype)
+        z = noise * self.noise_scale * o["temperature"]
+        times = torch.linspace(0.0, 1.0, o["steps"] + 1).tolist()
+        frames: list[torch.Tensor] = []
+
+        def predict(state: torch.Tensor, t: float) -> torch.Tensor:
+            return self.predict_x(state, t, known, mask, labels, o["cfg"], o["cfg_interval"])
+
+        with eval_mode(self):
+            for i, (t, t_next) in enumerate(zip(times[:-1], times[1:])):
+                x_pred = predict(z, t)
+                if return_steps:
+                    frames.append(keep_known(to_unit(x_pred), canvas, mask))
+                if i == o["steps"] - 1:
+                    z = x_pred  # the step to t = 1: z + (1 - t) * (x - z) / (1 - t) = x
+                    break
+                v = self.velocity(x_pred, z, torch.tensor(t))
+                z_euler = z + (t_next - t) * v
+                if o["sampler"] == "euler":
+                    z = z_euler
+                else:
+                    v_next = self.velocity(predict(z_euler, t_next), z_euler, torch.tensor(t_next))
+                    z = z + (t_next - t) * (v + v_next) / 2
+        result = keep_known(to_unit(z), canvas, mask)
+        return (result, frames) if return_steps else result

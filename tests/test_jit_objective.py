@@ -1,0 +1,100 @@
+"""JiT objective: the t distribution, the masks and the v-loss match their formulas."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fractalmidi.models import build
+from fractalmidi.models.jit.masks import MASK_KINDS, check_mask_probs, draw_masks, make_mask
+
+T = 64
+
+
+def test_t_is_a_logit_normal_with_the_configured_moments() -> None:
+    model = build("jit-tiny", P_mean=-0.8, P_std=0.8)
+    torch.manual_seed(0)
+    t = model.sample_t(200_000)
+    assert 0 < t.min() and t.max() < 1
+    logit = torch.logit(t.double())
+    assert logit.mean().item() == pytest.approx(-0.8, abs=0.01)
+    assert logit.std().item() == pytest.approx(0.8, abs=0.01)
+    # P_mean < 0: most training times are noisy (t < 1/2)
+    assert (t < 0.5).float().mean().item() == pytest.approx(0.8413, abs=0.01)  # Phi(0.8 / 0.8)
+
+
+@pytest.mark.parametrize(("probs", "loss_on"), [({"none": 1.0}, "all"), ({"prefix": 1.0}, "unknown"),
+                                                ({"patches": 1.0}, "all")])
+def test_loss_is_the_v_loss_by_hand(chorale_crop, probs: dict[str, float], loss_on: str) -> None:
+    model = build("jit-tiny", mask_probs=probs, loss_on=loss_on, t_eps=0.05).eval()  # eval: no label dropout
+    with torch.no_grad():
+        model.net.final_layer.linear.weight.normal_(std=0.3)
+    x = torch.cat([chorale_crop(T), chorale_crop(2 * T)[..., T:], chorale_crop(T).flip(-1)])
+    torch.manual_seed(7)
+    total, parts = model.loss(x)
+
+    # redo the same random draws in the same order, then apply the formulas
+    torch.manual_seed(7)
+    mask = draw_masks(3, T, model.mask_probs, patch_size=model.patch_size)
+    t = torch.sigmoid(torch.randn(3) * 0.8 - 0.8).view(3, 1, 1, 1)
+    data = 2 * x - 1
+    z = t * data + (1 - t) * torch.randn_like(data) * model.noise_scale
+    known = torch.where(mask, torch.zeros_like(data), data)
+    with torch.no_grad():
+        x_pred = model.net(torch.cat([z, known, mask.float()], 1), t.flatten(), torch.zeros(3, dtype=torch.long))
+    one_minus_t = torch.maximum(1 - t, torch.tensor(0.05))
+    v, v_pred = (data - z) / one_minus_t, (x_pred - z) / one_minus_t
+    weight = mask.float() if loss_on == "unknown" else torch.ones_like(data)
+    per_sample = ((v - v_pred) ** 2 * weight).sum((1, 2, 3)) / weight.sum((1, 2, 3))
+    assert total.item() == pytest.approx(per_sample.mean().item(), rel=1e-5)
+    assert parts["v_loss"].item() == pytest.approx(total.item())
+    # v-loss = x-error / (1 - t)^2
+    x_err = ((x_pred - data) ** 2 * weight).sum((1, 2, 3)) / weight.sum((1, 2, 3))
+    torch.testing.assert_close(per_sample, x_err / one_minus_t.flatten() ** 2, rtol=1e-4, atol=1e-6)
+
+
+def test_loss_backpropagates_into_every_parameter(chorale_crop) -> None:
+    torch.manual_seed(0)
+    model = build("jit-tiny", num_classes=3, in_context_len=4, in_context_start=1)
+    # AdaLN-Zero: step 1 moves the output layer, step 2 the modulations, step 3 reaches the rest
+    for _ in range(3):
+        total, _ = model.loss(chorale_crop(T).repeat(2, 1, 1, 1), labels=torch.tensor([0, 2]))
+        model.zero_grad()
+        total.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.01 * p.grad.sign()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_mask_kinds_have_their_shape(kind: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        mask = make_mask(kind, T, patch_size=16, generator=gen)[0]
+        assert mask.shape == (128, T) and mask.any()
+        columns, rows = mask.any(0), mask.any(1)
+        if kind == "none":
+            assert mask.all()
+        elif kind == "prefix":  # known prefix, then everything
+            first = int(columns.float().argmax())
+            assert first >= 1 and mask[:, first:].all() and not mask[:, :first].any()
+        elif kind == "span":  # whole columns in one contiguous span, some known
+            idx = columns.nonzero().flatten()
+            assert mask[:, columns].all() and len(idx) == idx[-1] - idx[0] + 1 < T
+        elif kind == "band":  # a rectangle of pitches x steps
+            assert mask[rows][:, columns].all() and mask.sum() == rows.sum() * columns.sum() and not mask.all()
+        else:  # whole 16 x 16 cells
+            cells = mask.view(8, 16, T // 16, 16)
+            assert (cells.all(1).all(-1) == cells.any(1).any(-1)).all()
+
+
+def test_mask_kinds_are_drawn_with_their_probabilities() -> None:
+    probs = check_mask_probs({"none": 3, "prefix": 1})
+    assert probs == {"none": 0.75, "prefix": 0.25, "span": 0.0, "band": 0.0, "patches": 0.0}
+    masks = draw_masks(400, T, probs, generator=torch.Generator().manual_seed(0))
+    share_full = masks.flatten(1).all(1).float().mean().item()
+    assert share_full == pytest.approx(0.75, abs=0.07)
+    with pytest.raises(ValueError, match="unknown mask kinds"):
+        check_mask_probs({"holes": 1.0})
