@@ -56,7 +56,11 @@ def straight_run(prepared_jsb: Path, tmp_path_factory: pytest.TempPathFactory) -
     return run
 
 
-@pytest.mark.parametrize(("config", "overrides"), [("fractal_tiny.yaml", FRACTAL_SMALL), ("jit_tiny.yaml", JIT_SMALL)])
+@pytest.mark.parametrize(("config", "overrides"), [
+    ("fractal_tiny.yaml", FRACTAL_SMALL),
+    ("jit_tiny.yaml", JIT_SMALL),
+    ("jit_tiny.yaml", [*JIT_SMALL, "hardware.precision=bf16-mixed", "training.accumulate_grad_batches=2"]),
+])
 def test_fast_dev_run_each_family(prepared_jsb: Path, tmp_path: Path, config: str, overrides: list[str]) -> None:
     torch.set_num_threads(1)
     run = tmp_path / "run"

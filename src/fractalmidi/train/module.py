@@ -124,7 +124,6 @@ class GeneratorModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, labels = split_batch(batch)
         loss, parts = self._loss_fn(x, labels)
-        self.data_position.batches += 1
         size = x.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         for name, value in parts.items():
@@ -163,6 +162,9 @@ class GeneratorModule(L.LightningModule):
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # batches this rank has consumed: every optimizer step takes accumulate_grad_batches of the endless
+        # stream (an interrupted, half-accumulated step is redone on resume)
+        self.data_position.batches = self.global_step * self.trainer.accumulate_grad_batches
         checkpoint[EXTRA_KEY] = {
             "format": FORMAT_VERSION,
             "config": self.config.to_dict(),

@@ -34,6 +34,7 @@ QUIET_WARNINGS = (
     ".*Checkpoint directory .* exists and is not empty.*",
     ".*on_epoch=True.*",
     ".*but have no `val_dataloader`.*",
+    ".*treespec, LeafSpec.*",
 )
 
 
@@ -141,7 +142,7 @@ def _callbacks(config: TrainConfig, run_dir: Path, val_dataset: Any, with_valida
     ckpt_dir = run_dir / CHECKPOINT_DIR
     callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="step_{step:08d}", auto_insert_metric_name=False,
                                      every_n_train_steps=lg.checkpoint_every_n_steps, save_top_k=-1, save_last=True,
-                                     save_on_train_epoch_end=False))
+                                     save_on_train_epoch_end=False, save_on_exception=True))  # Ctrl-C: resumable
     callbacks.append(FinalCheckpoint(ckpt_dir / LAST_NAME))
     if with_validation:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename=BEST_NAME, monitor="val/loss", mode="min",
