@@ -13,7 +13,7 @@ from fractalmidi.models.registry import register_preset
 
 MAR3 = ("mar", "mar", "mar")
 AR3 = ("ar", "ar", "ar")
-TINY = {"widths": (64, 32, 32), "depths": (2, 1, 1), "heads": (4, 2, 2), "head_width": 64, "num_iter_list": (4, 2, 1)}
+TINY = {"widths": (64, 32, 32), "depths": (2, 1, 1), "heads": (4, 2, 2), "head_width": 32, "num_iter_list": (4, 2, 1)}
 DEFAULT = {"widths": (768, 384, 192), "depths": (4, 2, 1), "heads": (12, 6, 3), "head_width": 192,
            "num_iter_list": (12, 8, 1), "ema_decays": (0.9999,)}
 LARGE = {**DEFAULT, "depths": (16, 4, 2)}

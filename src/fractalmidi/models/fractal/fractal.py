@@ -52,7 +52,7 @@ class FractalGen(Generator):
         num_classes: int = 0,
         label_dropout: float = 0.1,
         mask_ratio_min: float = 0.7,
-        occupancy_weight: float = 0.1,
+        occupancy_weight: float = 1.0,
         num_iter_list: Sequence[int] = (8, 4, 1),
         ema_decays: Sequence[float] = (),
         num_pitches: int = NUM_PITCHES,
