@@ -214,7 +214,7 @@ def test_bad_requests_fail_in_one_line_and_write_nothing(
         (["--checkpoint", str(mismatched_checkpoint), "--mode", "unconditional", "--length", "16"], "does not match the model"),
         (["--checkpoint", str(junk), "--mode", "unconditional", "--length", "16"], "junk.ckpt"),
         (["--checkpoint", str(tmp_path / "missing.ckpt"), "--mode", "unconditional", "--length", "16"], "not found"),
-        (["--config", str(tmp_path / "none.yaml"), "--mode", "unconditional", "--length", "16"], "none.yaml not found"),
+        (["--config", str(tmp_path / "none.yaml"), "--mode", "unconditional", "--length", "16"], "none.yaml' not found"),
     ]
     out = tmp_path / "out"
     for argv, expected in cases:

@@ -82,7 +82,7 @@ def _invoke(module_name: str, argv: list[str]) -> int:
     return int(module.run(parser.parse_args(argv)) or 0)
 
 
-def _claim(out: Path, overwrite: bool) -> None:
+def claim_out_dir(out: Path, overwrite: bool) -> None:
     """Replace a previous demo in ``out``; refuse any other non-empty folder unless ``overwrite``."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
@@ -182,7 +182,7 @@ def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int
         raise UserError(f"--data {data} is not a prepared data folder (no manifest.json)")
     if data is not None and data.resolve().is_relative_to(out.resolve()):
         raise UserError(f"--data {data} lies inside --out {out}, which the demo replaces; copy it elsewhere first")
-    _claim(out, overwrite)
+    claim_out_dir(out, overwrite)
     result = DemoResult(out=out)
     clock = time.perf_counter()
 

@@ -126,20 +126,13 @@ class Request:
 
 def load_inference_config(path: Path | None) -> tuple[dict[str, Any], Path | None]:
     """The YAML defaults (``{}`` when no file); unknown keys are a ``UserError``."""
-    import yaml
+    from fractalmidi.train.config import load_yaml
 
     if path is None:
         path = DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
         if path is None:
             return {}, None
-    elif not path.is_file():
-        raise UserError(f"--config {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UserError(f"--config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"--config {path} must be a mapping of settings")
+    data = load_yaml(path)
     known = set(BUILTIN_DEFAULTS) | set(MODE_ONLY_FIELDS) | {"label"}
     unknown = sorted(set(data) - known)
     if unknown:

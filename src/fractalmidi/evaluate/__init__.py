@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of MIDI files, or a prepared data folder (its test split; train-vs-test is the ceiling)",
     )
     parser.add_argument("--out", required=True, type=Path, help="report folder: report.json, report.md, plots/")
-    parser.add_argument("--checkpoint", type=Path, help="also report NLL (bits/pixel, nats/step) when the model's family has a likelihood")
+    parser.add_argument("--checkpoint", type=Path, help="checkpoint (.ckpt or run folder): also report NLL (bits/pixel, nats/step) when its family has a likelihood")
     parser.add_argument("--max-pieces", type=int, help="evaluate at most this many pieces per set (seeded subsample)")
     parser.add_argument("--nll-steps", type=int, default=DEFAULT_NLL_STEPS, help=f"NLL on the first N steps of each piece (default {DEFAULT_NLL_STEPS})")
     parser.add_argument("--nll-batch-size", type=int, default=DEFAULT_NLL_BATCH, help=f"pieces per NLL batch (default {DEFAULT_NLL_BATCH})")
@@ -110,7 +110,7 @@ def evaluate(
         raise UserError(f"--max-pieces must be at least 2, got {max_pieces}")
     if nll_steps < 1 or nll_batch_size < 1:
         raise UserError("--nll-steps and --nll-batch-size must be positive")
-    if checkpoint is not None and not Path(checkpoint).is_file():
+    if checkpoint is not None and not Path(checkpoint).exists():
         raise UserError(f"checkpoint {checkpoint} not found")
     check_out_dir(out, overwrite)
     started = time.perf_counter()

@@ -134,10 +134,10 @@ class FractalGen(Generator):
         return {"num_iter_list": list(self.default_num_iter), "cfg": 1.0, "temperature": 1.0, "sparsity_bias": 0.0}
 
     def parameter_table(self) -> list[tuple[str, int]]:
-        rows = []
-        embed = self.labels if self.labels is not None else None
-        rows.append(("class labels" if embed is not None else "start vector",
-                     sum(p.numel() for p in (embed.parameters() if embed is not None else [self.start]))))
+        if self.labels is not None:
+            rows = [(f"class labels ({self.num_classes} + null)", sum(p.numel() for p in self.labels.parameters()))]
+        else:
+            rows = [("start vector", self.start.numel())]
         for i, level in enumerate(self.levels):
             desc = (f"level{i} ({level.kind}, {level.patch_size}x{level.patch_size} patches, "
                     f"width {level.width}, depth {len(level.blocks)})")
