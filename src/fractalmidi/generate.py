@@ -275,8 +275,8 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
     generator = torch.Generator(device=device).manual_seed(req.seed)
     results: list = []
     frames: list[list] = []
-    batches = [(i, min(req.batch_size, req.num_samples - i)) for i in range(0, req.num_samples, req.batch_size)]
-    for first, size in tqdm(batches, desc=f"generate ({req.mode})", unit="batch", disable=not progress):
+    sizes = [min(req.batch_size, req.num_samples - i) for i in range(0, req.num_samples, req.batch_size)]
+    for size in tqdm(sizes, desc=f"generate ({req.mode})", unit="batch", disable=not progress):
         canvas = plan.canvas.to(device).expand(size, -1, -1, -1).contiguous()
         mask = plan.mask.to(device).expand(size, -1, -1, -1).contiguous()
         if req.label is not None:
@@ -288,9 +288,10 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
             raise UserError(f"sampling options rejected by the {model.family} family: {str(err).splitlines()[0]}") from None
         result, steps = out if req.gif else (out, [])
         result = torch.where(mask, result, canvas)  # known pixels exactly as given, whatever the model did
-        results.extend(result[..., : plan.length].cpu())
-        for k in range(size):
-            frames.append([step[k, ..., : plan.length].cpu() for step in steps] + [result[k, ..., : plan.length].cpu()])
+        batch = list(result[..., : plan.length].cpu())
+        results.extend(batch)
+        if req.gif:  # per sample: the intermediate canvases, coarse to fine, then the result
+            frames.extend([step[k, ..., : plan.length].cpu() for step in steps] + [batch[k]] for k in range(size))
 
     record = {
         "fractalmidi_version": __version__,

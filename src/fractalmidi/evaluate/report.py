@@ -70,6 +70,8 @@ def markdown(report: dict) -> str:
         f"- generated: `{gen['path']}` ({gen['pieces']} pieces, {len(gen['skipped'])} skipped)",
         f"- reference: `{ref['path']}` ({ref['kind']}, {ref['pieces']} pieces, {len(ref['skipped'])} skipped)",
         f"- ceiling: {ceil['kind']} of the reference ({ceil['pieces'][0]} vs {ceil['pieces'][1]} pieces)",
+        *_skipped_lines(gen, "generated"),
+        *_skipped_lines(ref, "reference"),
         "",
         "| feature | OA generated | OA ceiling | generated mean | reference mean |",
         "|---|---:|---:|---:|---:|",
@@ -101,6 +103,16 @@ def markdown(report: dict) -> str:
         lines.append("")
     lines += ["## Method", "", report["method"]["oa"], "", report["method"]["frechet"], ""]
     return "\n".join(lines)
+
+
+def _skipped_lines(summary: dict, name: str) -> list[str]:
+    """``- generated skipped: 2 x no notes`` (reasons counted), or nothing."""
+    from collections import Counter
+
+    counts = Counter(item["reason"] for item in summary["skipped"])
+    if not counts:
+        return []
+    return [f"- {name} skipped: " + "; ".join(f"{n} x {reason}" for reason, n in counts.most_common())]
 
 
 def plot_distributions(sets: list[FeatureSet], out_dir: Path) -> list[str]:
