@@ -12,6 +12,7 @@ benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import platform
 import resource
 import sys
@@ -65,7 +66,7 @@ def _devices() -> list[torch.device]:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"CPU ({platform.processor() or platform.machine()}, torch threads={torch.get_num_threads()})"
 
 
 def _sync(device: torch.device) -> None:
@@ -76,8 +77,16 @@ def _sync(device: torch.device) -> None:
 def _peak_memory_mb(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} (GPU)"
-    # ru_maxrss is KiB on Linux: the peak of the whole process so far (monotone over rows)
+    # ru_maxrss (KiB on Linux) of the forked process that ran only this row
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} (RSS)"
+
+
+def _isolated(fn, *args: Any) -> Any:
+    """Run a CPU row in a forked child so its peak RSS is its own (CUDA rows run in-process)."""
+    if any(isinstance(a, torch.device) and a.type == "cuda" for a in args):
+        return fn(*args)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(fn, args)
 
 
 def time_sampling(case: Case, device: torch.device, length: int, batch: int) -> dict[str, Any]:
@@ -172,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for length in case.lengths:
                 for batch in case.batches:
-                    rows.append(time_sampling(case, device, length, batch))
+                    rows.append(_isolated(time_sampling, case, device, length, batch))
                     print(_table(rows[-1:], SAMPLE_COLUMNS).splitlines()[-1], flush=True)
         kv_cases = [("fractal-ar-tiny", 256)] if args.quick else [("fractal-ar-tiny", 256), ("fractal-ar", 256),
                                                                   ("fractal-ar-tiny", 1024)]
@@ -185,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         f"## sampling ({stamp})", "",
         f"Machine: {machine}. Devices: {'; '.join(names)}. torch {torch.__version__}. Command: `{command}`",
         "One `sample` call per row on an empty canvas (everything generated), untrained weights (speed does not"
-        " depend on them); s / sample = wall time / batch. CPU peak memory is the process' peak RSS so far.", "",
+        " depend on them); s / sample = wall time / batch. CPU peak memory: peak RSS of a fresh process per row"
+        " (torch itself included).", "",
         _table(rows, SAMPLE_COLUMNS), "",
         "KV cache: the top AR level generating its outputs one patch at a time (cached) vs re-running the full"
         " causal pass at every step (no cache).", "",
