@@ -1,0 +1,82 @@
+"""JiT model contract: any length, presets, and overfitting one real chorale crop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fractalmidi.models import available, build, preset_defaults
+
+OVERFIT_LENGTH = 128
+OVERFIT_BATCH = 8
+OVERFIT_MAX_STEPS = 1000
+OVERFIT_LR = 3e-3
+NOTE_THRESHOLD = 0.35
+"""Chorale notes have value 90/127 ~ 0.71 and silence 0: threshold between the two."""
+
+
+def _f1(pred: torch.Tensor, true: torch.Tensor) -> float:
+    hits = (pred & true).sum().item()
+    return 2 * hits / (pred.sum().item() + true.sum().item())
+
+
+@pytest.mark.parametrize("length", [128, 256, 1024])
+def test_tiny_runs_at_any_multiple_of_the_patch(chorale_crop, length: int) -> None:
+    torch.manual_seed(0)
+    model = build("jit-tiny")
+    x = chorale_crop(length)
+    total, parts = model.loss(x.repeat(2, 1, 1, 1))
+    total.backward()
+    assert torch.isfinite(total) and set(parts) == {"v_loss", "x_mse"}
+    mask = torch.zeros_like(x, dtype=torch.bool)
+    mask[..., length // 2 :] = True  # continue the first half
+    out = model.sample(x, mask, steps=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 1, 128, length)
+    assert torch.equal(out[..., : length // 2], x[..., : length // 2])
+    assert 0 <= out.min() and out.max() <= 1
+
+
+def test_contract_properties_and_presets() -> None:
+    assert {"jit-tiny", "jit-128x128", "jit-B", "jit-L"} <= set(available())
+    assert preset_defaults("jit-B")["depth"] == 12 and preset_defaults("jit-B")["dim"] == 768
+    assert preset_defaults("jit-128x128")["patch_size"] == 16
+    model = build("jit-tiny", patch_size=8, ema_decays=(0.9,))
+    assert model.family == "jit" and not model.has_likelihood
+    assert model.length_multiple == 8 and model.ema_decays == (0.9,)
+    assert set(model.sample_defaults) == {"steps", "sampler", "cfg", "cfg_interval", "temperature"}
+    with pytest.raises(NotImplementedError):
+        model.nll(torch.zeros(1, 1, 128, 16))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        model.check_length(20)
+    assert sum(count for _, count in model.parameter_table()) == sum(p.numel() for p in model.parameters())
+    # zero-initialised output layer: a fresh network predicts 0 (mid-grey in [-1, 1]) everywhere
+    out = model.net(torch.randn(2, 3, 128, 32), torch.rand(2), torch.zeros(2, dtype=torch.long))
+    assert out.shape == (2, 1, 128, 32) and not out.any()
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_overfits_one_chorale_crop_and_samples_it_back(chorale_crop) -> None:
+    torch.manual_seed(0)
+    x = chorale_crop(OVERFIT_LENGTH)
+    model = build("jit-tiny", mask_probs={"none": 1.0})
+    opt = torch.optim.AdamW(model.parameters(), lr=OVERFIT_LR, betas=(0.9, 0.95), weight_decay=0.0)
+    losses = []
+    for _ in range(OVERFIT_MAX_STEPS):
+        total, _ = model.loss(x.expand(OVERFIT_BATCH, -1, -1, -1))
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        losses.append(total.item())
+        if len(losses) >= 100 and sum(losses[-20:]) / 20 < 0.01 * sum(losses[:10]) / 10:
+            break
+    first, last = sum(losses[:10]) / 10, sum(losses[-20:]) / 20
+    assert last <= 0.1 * first, f"loss fell from {first:.3f} to {last:.3f} in {len(losses)} steps"
+
+    canvas = torch.zeros(2, 1, 128, OVERFIT_LENGTH)
+    mask = torch.ones_like(canvas, dtype=torch.bool)
+    notes = x[0] > 0
+    for sampler in ("euler", "heun"):
+        out = model.sample(canvas, mask, sampler=sampler, steps=10, generator=torch.Generator().manual_seed(1))
+        for roll in out:
+            assert _f1(roll > NOTE_THRESHOLD, notes) >= 0.9
