@@ -52,8 +52,21 @@ FRACTAL_CASES = [
     Case("fractal-ar-tiny", {}, lengths=(32,), batches=(1, 16)),
 ]
 
-# ----- JiT cases go here (JiT engineer): e.g. Case("jit-tiny", {"steps": 10, "method": "heun"}) -----
-JIT_CASES: list[Case] = []
+# ----- JiT cases: seconds per sample against the number of ODE steps, Euler vs Heun -----
+# (Heun costs 2 * steps - 1 network calls, Euler steps; jit-B/L are 130M/457M parameters, so the
+# CPU gets jit-B only at few steps, the GPU the full grid.)
+JIT_CASES = [
+    Case("jit-tiny", {"steps": steps, "sampler": sampler}, lengths=(256,))
+    for sampler in ("euler", "heun") for steps in (10, 25, 50)
+] + [
+    Case("jit-tiny", {"steps": 25, "sampler": "heun"}, lengths=(1024,)),
+    Case("jit-B", {"steps": 10, "sampler": "euler"}, lengths=(256,)),
+    Case("jit-B", {"steps": 10, "sampler": "heun"}, lengths=(256,), batches=(1,)),
+    Case("jit-128x128", {"steps": 50, "sampler": "heun"}, lengths=(128,), devices=("cuda",)),
+] + [
+    Case(preset, {"steps": steps, "sampler": sampler}, lengths=(256, 1024), devices=("cuda",))
+    for preset in ("jit-B", "jit-L") for sampler in ("euler", "heun") for steps in (25, 50)
+]
 
 CASES = FRACTAL_CASES + JIT_CASES
 QUICK_CASES = [Case("fractal-tiny", {"num_iter_list": [2, 1, 1]}, lengths=(256,), batches=(1,))]
