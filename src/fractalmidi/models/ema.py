@@ -46,7 +46,7 @@ class EMA:
         for decay, shadow in zip(self.decays, self.shadows):
             for name, target in shadow.items():
                 # lerp: target + (1 - d) * (p - target) = d * target + (1 - d) * p
-                target.lerp_(params[name].detach().to(target.dtype), 1.0 - decay)
+                target.lerp_(params[name].detach().to(target), 1.0 - decay)
         self.num_updates += 1
 
     @torch.no_grad()

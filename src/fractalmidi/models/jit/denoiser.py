@@ -246,7 +246,8 @@ class JiT(Generator):
         b = canvas.shape[0]
         labels = self._labels(labels, b, canvas.device)
         known = to_signed(canvas)
-        noise = torch.randn(canvas.shape, generator=generator, device=canvas.device, dtype=canvas.dtype)
+        noise_device = generator.device if generator is not None else canvas.device  # a CPU generator works too
+        noise = torch.randn(canvas.shape, generator=generator, device=noise_device).to(canvas)
         z = noise * self.noise_scale * o["temperature"]
         times = torch.linspace(0.0, 1.0, o["steps"] + 1).tolist()
         frames: list[torch.Tensor] = []
