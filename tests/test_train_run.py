@@ -100,7 +100,7 @@ def test_tensorboard_holds_scalars_and_images(straight_run: Path) -> None:
     assert lrs[0] == pytest.approx(0.5e-3) and lrs[-1] < 0.3e-3  # ... from half of it, then cosine decay
     assert len(events.Scalars("val/loss")) == 2
     image = events.Images("images/generated")[0]
-    assert image.height == 128 and image.width == 32
+    assert image.height == 128 and image.width == 512  # 32 steps, each 16 pixels wide
 
 
 def test_checkpoints_load_weights_only_with_config_and_versions(straight_run: Path) -> None:

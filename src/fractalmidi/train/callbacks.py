@@ -12,7 +12,6 @@ import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 from fractalmidi.models import NUM_PITCHES
-from fractalmidi.train.data import split_batch
 from fractalmidi.train.module import GeneratorModule, private_rng
 
 GIF_DIR = "gifs"
@@ -21,6 +20,8 @@ SEPARATOR_ROWS = 2
 SEPARATOR_GREY = 96
 PREVIEW_FRAMES = 4
 """Generation frames (coarse to fine) side by side in the logged preview."""
+IMAGE_MIN_WIDTH = 512
+"""Short rolls are widened (each step repeated) to at least this many pixels, to be readable."""
 SAMPLE_SEED_OFFSET = 31_337
 THROUGHPUT_SMOOTHING = 0.9
 
@@ -30,6 +31,8 @@ def _stack_rolls(rolls: list[np.ndarray], axis: int) -> np.ndarray:
     from fractalmidi.viz import roll_to_rgb
 
     images = [roll_to_rgb(r) for r in rolls]
+    widen = max(1, IMAGE_MIN_WIDTH // images[0].shape[1])
+    images = [image.repeat(widen, axis=1) for image in images]
     shape = list(images[0].shape)
     shape[axis] = SEPARATOR_ROWS
     gap = np.full(shape, SEPARATOR_GREY, dtype=np.uint8)
@@ -58,9 +61,8 @@ class ImageLogger(Callback):
         self._last_step = -1
 
     def _ground_truth(self) -> list[np.ndarray]:
-        count = min(self.num_samples, len(self.val_dataset))
-        return [split_batch(self.val_dataset[i][None] if isinstance(self.val_dataset[i], torch.Tensor)
-                            else self.val_dataset[i])[0].squeeze(0).numpy() for i in range(count)]
+        items = [self.val_dataset[i] for i in range(min(self.num_samples, len(self.val_dataset)))]
+        return [(item if isinstance(item, torch.Tensor) else item[0]).numpy() for item in items]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -91,7 +93,9 @@ class ImageLogger(Callback):
                      frame_ms=self.frame_ms)
         if experiment is None:
             return
-        experiment.add_image("images/ground_truth", _stack_rolls(self._ground_truth(), 0), step, dataformats="HWC")
+        truth = self._ground_truth()
+        if truth:
+            experiment.add_image("images/ground_truth", _stack_rolls(truth, 0), step, dataformats="HWC")
         experiment.add_image("images/generated", _stack_rolls([r.numpy() for r in result], 0), step,
                              dataformats="HWC")
         picks = np.linspace(0, len(frames) - 1, min(PREVIEW_FRAMES, len(frames))).round().astype(int)
