@@ -23,7 +23,7 @@ from fractalmidi.errors import UserError
 
 SECTIONS = ("model", "data", "training", "hardware", "logging")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
-STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "deepspeed")
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "fsdp")
 MODEL_NAME_KEY = "name"
 SEED_NAMES = {
     "learning_rate": "training.lr", "train_batch_size": "training.batch_size",
@@ -262,14 +262,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         options = typing.get_args(tp)
         if value is None and type(None) in options:
             return None
-        errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
                 return _coerce(value, option, key)
-            except UserError as err:
-                errors.append(err)
+            except UserError:
+                continue
         raise UserError(f"{key}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
     if origin is list:
         (item_type,) = typing.get_args(tp)

@@ -150,30 +150,11 @@ def _callbacks(config: TrainConfig, run_dir: Path, val_dataset: Any, with_valida
     return callbacks
 
 
-def train(job: Job) -> Result:
-    """Run ``job`` to ``training.max_steps``."""
+def _trainer(config: TrainConfig, run_dir: Path, val_set: Any, with_validation: bool, logger: Any) -> Any:
     import lightning as L
-    from lightning.pytorch.loggers import TensorBoardLogger
 
-    from fractalmidi.train.data import train_loader, val_loader
-    from fractalmidi.train.module import GeneratorModule
-
-    config, run_dir = job.config, job.run_dir
-    t, h, d = config.training, config.hardware, config.data
-    for pattern in QUIET_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-    L.seed_everything(t.seed, workers=True, verbose=False)
-    train_set, val_set = _datasets(config)
-    module = GeneratorModule(config)
-    try:
-        module.model.check_length(d.crop_length)
-    except ValueError as err:
-        raise UserError(f"data.crop_length: {err}") from None
-    with_validation = t.limit_val_batches > 0 and len(val_set) > 0
-    logger: Any = False
-    if not t.fast_dev_run:
-        logger = TensorBoardLogger(save_dir=str(run_dir), name=TENSORBOARD_DIR, version="", default_hp_metric=False)
-    trainer = L.Trainer(
+    t, h = config.training, config.hardware
+    return L.Trainer(
         max_steps=t.max_steps, max_epochs=-1, accelerator=h.accelerator, devices=h.devices, num_nodes=h.num_nodes,
         precision=h.precision, strategy=h.strategy, gradient_clip_val=t.grad_clip or None,
         accumulate_grad_batches=t.accumulate_grad_batches, val_check_interval=t.val_every_n_steps * t.accumulate_grad_batches,
@@ -183,6 +164,40 @@ def train(job: Job) -> Result:
         enable_model_summary=False, fast_dev_run=t.fast_dev_run, plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False, default_root_dir=str(run_dir),
     )
+
+
+def train(job: Job) -> Result:
+    """Run ``job`` to ``training.max_steps``."""
+    import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from fractalmidi.train.data import train_loader, val_loader
+    from fractalmidi.train.module import GeneratorModule
+
+    config, run_dir = job.config, job.run_dir
+    t, d = config.training, config.data
+    for pattern in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    train_set, val_set = _datasets(config)
+    module = GeneratorModule(config)
+    lengths = {"data.crop_length": d.crop_length, "data.val_crop_length": d.val_crop_length,
+               "logging.sample_length": config.logging.sample_length}
+    for key, length in lengths.items():
+        try:
+            if length is not None:
+                module.model.check_length(length)
+        except ValueError as err:
+            raise UserError(f"{key}: {err}") from None
+    with_validation = t.limit_val_batches > 0 and len(val_set) > 0
+    logger: Any = False
+    if not t.fast_dev_run:
+        logger = TensorBoardLogger(save_dir=str(run_dir), name=TENSORBOARD_DIR, version="", default_hp_metric=False)
+    try:
+        trainer = _trainer(config, run_dir, val_set, with_validation, logger)
+    except (MisconfigurationException, ValueError, RuntimeError) as err:
+        raise UserError(f"hardware: {str(err).strip().splitlines()[0]}") from None
     if not t.fast_dev_run and trainer.is_global_zero:
         _write_text_atomic(run_dir / CONFIG_NAME, dump_yaml(config))
     position = module.data_position
