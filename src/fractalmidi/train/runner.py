@@ -135,7 +135,10 @@ def _callbacks(config: TrainConfig, run_dir: Path, val_dataset: Any, with_valida
         callbacks.append(StepProgressBar())
     if t.fast_dev_run:
         return callbacks
-    if lg.log_images_every_n_steps:
+    sharded = config.hardware.strategy == "fsdp"  # sampling on one rank would need every rank's shards
+    if sharded and lg.log_images_every_n_steps:
+        warnings.warn("logging.log_images_every_n_steps is ignored with hardware.strategy=fsdp", stacklevel=2)
+    if lg.log_images_every_n_steps and not sharded:
         callbacks.append(ImageLogger(val_dataset, every_n_steps=lg.log_images_every_n_steps,
                                      num_samples=lg.num_image_samples, sample_length=lg.sample_length or config.data.crop_length,
                                      run_dir=run_dir, seed=t.seed, frame_ms=lg.gif_frame_ms))
