@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fractalmidi.models import build
+from fractalmidi.models.fractal.head import bin_values, velocity_bins
 from fractalmidi.models.fractal.patches import patchify
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -103,3 +104,15 @@ def test_ar_kv_cache_matches_full_pass(scan_order: str) -> None:
     cached_logits = model.head([outs.reshape(-1, pixel_level.width)])
     assert torch.allclose(cached_logits, full_logits, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("num_bins", [2, 8, 128])
+def test_velocity_bins_round_trip(num_bins: int) -> None:
+    """Bin 0 is exactly silence, every velocity 1..127 lands in a note bin, decoding is stable."""
+    velocities = torch.arange(128) / 127
+    bins = velocity_bins(velocities, num_bins)
+    assert bins[0] == 0 and (bins[1:] >= 1).all() and bins.max() == num_bins - 1
+    assert (bins.diff() >= 0).all()
+    assert torch.equal(velocity_bins(bin_values(torch.arange(num_bins), num_bins), num_bins), torch.arange(num_bins))
+    if num_bins == 128:
+        assert torch.equal(bin_values(bins, num_bins), velocities)
