@@ -69,8 +69,8 @@ class HierarchySampler:
     def _double(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, x]) if self.options.guided else x
 
-    def _take(self, conds: list[torch.Tensor], index: torch.Tensor) -> list[torch.Tensor]:
-        """Rows ``index`` of flattened ``(halves * N, L, w)`` conditions, in both halves."""
+    def _take(self, conds: list[torch.Tensor], index: torch.Tensor | slice) -> list[torch.Tensor]:
+        """Rows ``index`` of conditions ``(halves * N, [L,] w)`` flattened per half, in both halves."""
         taken = []
         for c in conds:
             flat = c.reshape(self.halves, -1, c.shape[-1])
@@ -126,8 +126,8 @@ class HierarchySampler:
                 current[:, pos] = self._generate(level, tokens[:, pos], gen[:, pos], [out], cfg)
             elif any_need[i]:
                 index = todo[:, pos].nonzero().squeeze(1)
-                sub_conds = [out.reshape(self.halves, n, -1)[:, index].reshape(-1, out.shape[-1])]
-                current[index, pos] = self._generate(level, tokens[index, pos], gen[index, pos], sub_conds, cfg)
+                current[index, pos] = self._generate(level, tokens[index, pos], gen[index, pos],
+                                                     self._take([out], index), cfg)
             if i < last:
                 out = net.step(self._double(current[:, pos]), pos, grid, caches)
             if frames is not None and (i % every == every - 1 or i == last):
@@ -143,8 +143,8 @@ class HierarchySampler:
             chunks = []
             for begin in range(0, n, MAX_REGIONS):
                 end = min(begin + MAX_REGIONS, n)
-                part = [c.reshape(self.halves, n, -1)[:, begin:end].reshape(-1, c.shape[-1]) for c in conds]
-                chunks.append(self._generate(level, tokens[begin:end], gen[begin:end], part, cfg))
+                chunks.append(self._generate(level, tokens[begin:end], gen[begin:end],
+                                             self._take(conds, slice(begin, end)), cfg))
             return torch.cat(chunks)
         if size == 1:
             return self._pixels(conds, cfg)[:, None].to(tokens.dtype)
