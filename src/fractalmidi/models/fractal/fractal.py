@@ -3,8 +3,10 @@
 Level 0 sees the roll as a grid of ``patch_sizes[0]``-square patches; its output for each
 patch conditions level 1 over that patch's sub-patches, and so on down to single pixels,
 whose outputs condition the pixel head (a categorical over velocity bins). The objective is
-the pixels' negative log-likelihood plus a small per-level auxiliary loss (does a patch hold
-any note?) that gives every level a direct signal; it does not change the likelihood.
+the pixels' negative log-likelihood plus a per-level auxiliary loss (does a patch hold any
+note?, weight ``occupancy_weight``): rolls are ~97% silence, and this direct signal lets every
+level learn where the notes are much sooner (a tiny model memorises a chorale bar in ~2x fewer
+steps). It is read from the same outputs but is not part of the likelihood.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class FractalGen(Generator):
         ema_decays: Sequence[float] = (),
         num_pitches: int = NUM_PITCHES,
     ) -> None:
+        """One entry per level in ``generators`` (``mar`` | ``ar``), ``widths``, ``depths``, ``heads``
+        and ``num_iter_list`` (default MAR iterations); ``patch_sizes`` must end with 1 (pixels).
+        ``num_pitches`` below 128 only serves micro configurations in tests."""
         super().__init__()
         self.patch_sizes = tuple(int(s) for s in patch_sizes)
         self.generators = tuple(generators)
