@@ -5,8 +5,8 @@ patch conditions level 1 over that patch's sub-patches, and so on down to single
 whose outputs condition the pixel head (a categorical over velocity bins). The objective is
 the pixels' negative log-likelihood plus a per-level auxiliary loss (does a patch hold any
 note?, weight ``occupancy_weight``): rolls are ~97% silence, and this direct signal lets every
-level learn where the notes are much sooner (a tiny model memorises a chorale bar in ~2x fewer
-steps). It is read from the same outputs but is not part of the likelihood.
+level learn where the notes are sooner. It is read from the same outputs but is not part of
+the likelihood.
 """
 
 from __future__ import annotations
