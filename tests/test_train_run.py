@@ -139,6 +139,12 @@ def test_resume_refuses_a_different_model(straight_run: Path) -> None:
         bogus = straight_run.parent / "bogus.ckpt"
         torch.save({"state_dict": {}}, bogus)
         load_generator(bogus)
+    ckpt = torch.load(straight_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt["fractalmidi"]["config"]["model"]["depth"] = 3  # a config that no longer matches the weights
+    edited = straight_run.parent / "edited.ckpt"
+    torch.save(ckpt, edited)
+    with pytest.raises(UserError, match=r"does not match the model: missing \d+ \(e.g. .*blocks\.2\."):
+        load_generator(edited, use_ema=False)
 
 
 @pytest.mark.slow
