@@ -12,7 +12,7 @@ from fractalmidi.cli import main
 from fractalmidi.data import roll_to_midi
 from fractalmidi.evaluate import evaluate
 from fractalmidi.evaluate.features import SCALAR_FEATURES, notes_from_midi, notes_from_roll, piece_features
-from fractalmidi.evaluate.metrics import feature_set, frechet_distance, histogram_overlap, kde_overlap
+from fractalmidi.evaluate.metrics import frechet_distance, histogram_overlap, kde_overlap
 
 CHORALE_VELOCITY = 90
 NUM_CHORALES = 6
