@@ -14,7 +14,6 @@ from fractalmidi.errors import UserError
 STAGES = ["data", "train", "compose", "continue", "inpaint", "evaluate"]
 
 
-@pytest.mark.slow
 @pytest.mark.data
 def test_demo_runs_the_whole_loop(prepared_jsb: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     import fractalmidi.demo as demo
