@@ -10,7 +10,9 @@ from fractalmidi.models import available, build, preset_defaults
 OVERFIT_LENGTH = 128
 OVERFIT_BATCH = 8
 OVERFIT_MAX_STEPS = 1000
+CONTINUE_MAX_STEPS = 1200
 OVERFIT_LR = 3e-3
+STOP_RATIO = 0.005
 NOTE_THRESHOLD = 0.35
 """Chorale notes have value 90/127 ~ 0.71 and silence 0: threshold between the two."""
 
@@ -63,22 +65,28 @@ def test_contract_properties_and_presets() -> None:
     assert out.shape == (2, 1, 128, 32) and not out.any()
 
 
+def _overfit(model: torch.nn.Module, batch: torch.Tensor, max_steps: int = OVERFIT_MAX_STEPS) -> list[float]:
+    """AdamW on one fixed batch until the loss is under STOP_RATIO of its start (or ``max_steps``)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=OVERFIT_LR, betas=(0.9, 0.95), weight_decay=0.0)
+    losses: list[float] = []
+    for _ in range(max_steps):
+        total, _ = model.loss(batch)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        losses.append(total.item())
+        if len(losses) >= 100 and sum(losses[-20:]) / 20 < STOP_RATIO * sum(losses[:10]) / 10:
+            break
+    return losses
+
+
 @pytest.mark.slow
 @pytest.mark.data
 def test_overfits_one_chorale_crop_and_samples_it_back(chorale_crop, one_thread) -> None:
     torch.manual_seed(0)
     x = chorale_crop(OVERFIT_LENGTH)
     model = build("jit-tiny", mask_probs={"none": 1.0})
-    opt = torch.optim.AdamW(model.parameters(), lr=OVERFIT_LR, betas=(0.9, 0.95), weight_decay=0.0)
-    losses = []
-    for _ in range(OVERFIT_MAX_STEPS):
-        total, _ = model.loss(x.expand(OVERFIT_BATCH, -1, -1, -1))
-        opt.zero_grad()
-        total.backward()
-        opt.step()
-        losses.append(total.item())
-        if len(losses) >= 100 and sum(losses[-20:]) / 20 < 0.01 * sum(losses[:10]) / 10:
-            break
+    losses = _overfit(model, x.expand(OVERFIT_BATCH, -1, -1, -1))
     first, last = sum(losses[:10]) / 10, sum(losses[-20:]) / 20
     assert last <= 0.1 * first, f"loss fell from {first:.3f} to {last:.3f} in {len(losses)} steps"
 
@@ -89,3 +97,24 @@ def test_overfits_one_chorale_crop_and_samples_it_back(chorale_crop, one_thread)
         out = model.sample(canvas, mask, sampler=sampler, steps=10, generator=torch.Generator().manual_seed(1))
         for roll in out:
             assert _f1(roll > NOTE_THRESHOLD, notes) >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_one_checkpoint_continues_each_prefix_its_own_way(chorale_crop, one_thread) -> None:
+    """Two pieces (a chorale crop and its time reversal), trained with prefix masks: the known
+    canvas alone tells the model which piece to continue."""
+    torch.manual_seed(0)
+    crop = chorale_crop(OVERFIT_LENGTH)
+    pieces = torch.cat([crop, crop.flip(-1)])
+    model = build("jit-tiny", mask_probs={"prefix": 1.0})
+    _overfit(model, pieces.repeat(OVERFIT_BATCH // 2, 1, 1, 1), max_steps=CONTINUE_MAX_STEPS)
+    keep = OVERFIT_LENGTH // 2
+    mask = torch.zeros_like(pieces, dtype=torch.bool)
+    mask[..., keep:] = True
+    out = model.sample(pieces, mask, steps=10, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(out[..., :keep], pieces[..., :keep])
+    notes, new = pieces[..., keep:] > 0, out[..., keep:] > NOTE_THRESHOLD
+    for i in range(2):
+        assert _f1(new[i], notes[i]) >= 0.9
+        assert _f1(new[i], notes[1 - i]) < 0.5  # not the other piece's continuation
