@@ -54,7 +54,8 @@ def test_sampler_returns_the_fixed_prediction(sampler: str, steps: int, cfg: flo
     canvas = torch.zeros_like(target)
     mask = torch.ones_like(target, dtype=torch.bool)
     gen = torch.Generator().manual_seed(1)
-    out = model.sample(canvas, mask, generator=gen, sampler=sampler, steps=steps, cfg=cfg, cfg_interval=(0.0, 1.0))
+    out = model.sample(canvas, mask, generator=gen, sampler=sampler, steps=steps, cfg=cfg, cfg_interval=(0.0, 1.0),
+                       silence_below=0.0)
     torch.testing.assert_close(out, target[:1].expand_as(out), rtol=0, atol=1e-5)
     evaluations = steps if sampler == "euler" else 2 * steps - 1  # Heun's last step is one evaluation
     assert net.calls == evaluations
@@ -66,11 +67,13 @@ def test_guidance_follows_its_formula_inside_the_interval() -> None:
     canvas = torch.zeros(1, 1, 128, T)
     mask = torch.ones_like(canvas, dtype=torch.bool)
     # the last step is at t = 0.75, inside (0.5, 1): guided
-    out = _model_with(ConstantNet(cond, uncond)).sample(canvas, mask, steps=4, cfg=scale, cfg_interval=(0.5, 1.0))
+    out = _model_with(ConstantNet(cond, uncond)).sample(canvas, mask, steps=4, cfg=scale, cfg_interval=(0.5, 1.0),
+                                                        silence_below=0.0)
     expected = ((uncond + scale * (cond - uncond) + 1) / 2).clamp(0, 1)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
     # an interval that excludes the last step's time: the conditional prediction alone
-    out = _model_with(ConstantNet(cond, uncond)).sample(canvas, mask, steps=4, cfg=scale, cfg_interval=(0.0, 0.5))
+    out = _model_with(ConstantNet(cond, uncond)).sample(canvas, mask, steps=4, cfg=scale, cfg_interval=(0.0, 0.5),
+                                                        silence_below=0.0)
     torch.testing.assert_close(out, ((cond + 1) / 2).clamp(0, 1), rtol=0, atol=1e-5)
 
 
@@ -111,9 +114,22 @@ def test_temperature_scales_the_starting_noise(sampler: str) -> None:
     canvas = torch.zeros(1, 1, 128, T)
     mask = torch.ones_like(canvas, dtype=torch.bool)
     out = model.sample(canvas, mask, generator=torch.Generator().manual_seed(4), sampler=sampler, steps=6,
-                       temperature=0.3)
+                       temperature=0.3, silence_below=0.0)
     noise = torch.randn(canvas.shape, generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(out, ((0.3 * model.noise_scale * noise + 1) / 2).clamp(0, 1), rtol=0, atol=1e-6)
+
+
+def test_faint_generated_values_become_silence() -> None:
+    target = _target(5)
+    x_star = to_signed(target[:1])
+    model = _model_with(ConstantNet(x_star, x_star))
+    canvas = torch.rand(1, 1, 128, T) * 0.05  # faint known pixels stay as they are
+    mask = torch.zeros_like(canvas, dtype=torch.bool)
+    mask[..., T // 2 :] = True
+    out = model.sample(canvas, mask, steps=3, silence_below=0.2)
+    expected = torch.where(target[:1] < 0.2, torch.zeros_like(canvas), target[:1])
+    torch.testing.assert_close(out[mask], expected[mask], rtol=0, atol=1e-5)
+    assert torch.equal(out[~mask], canvas[~mask])
 
 
 def test_bad_options_are_named() -> None:

@@ -33,6 +33,9 @@ LOSS_ON = ("unknown", "all")
 IN_CHANNELS = 3
 """Noisy roll, known canvas, generation mask."""
 DEFAULT_EMA_DECAYS = (0.9996, 0.9998)
+DEFAULT_SILENCE_BELOW = 0.1
+"""A regression output is never exactly 0: generated values under this (velocity ~13 of 127)
+become silence, or every pixel would be a faint note."""
 
 
 def to_signed(roll: torch.Tensor) -> torch.Tensor:
@@ -84,6 +87,7 @@ class JiT(Generator):
         cfg: float = 1.0,
         cfg_interval: Sequence[float] = (0.1, 1.0),
         temperature: float = 1.0,
+        silence_below: float = DEFAULT_SILENCE_BELOW,
         **net_options: Any,
     ) -> None:
         super().__init__()
@@ -103,7 +107,7 @@ class JiT(Generator):
         self._ema_decays = tuple(float(d) for d in ema_decays)
         self._sample_defaults = self._check_opts(
             {"steps": steps, "sampler": sampler, "cfg": cfg, "cfg_interval": cfg_interval,
-             "temperature": temperature}, error=ValueError)
+             "temperature": temperature, "silence_below": silence_below}, error=ValueError)
 
     # -- contract properties ------------------------------------------------------------
 
@@ -119,7 +123,7 @@ class JiT(Generator):
     def sample_defaults(self) -> dict[str, Any]:
         """``steps`` ODE steps, ``sampler`` "euler" | "heun", ``cfg`` guidance scale (1 = off),
         ``cfg_interval`` (low, high) times where guidance applies, ``temperature`` scale of the
-        starting noise."""
+        starting noise, ``silence_below`` generated values under it become silence (0)."""
         return dict(self._sample_defaults)
 
     def parameter_table(self) -> list[tuple[str, int]]:
@@ -198,8 +202,10 @@ class JiT(Generator):
             raise error(f"cfg_interval must be (low, high) with 0 <= low <= high <= 1, got {(low, high)}")
         if float(merged["temperature"]) < 0:
             raise error(f"temperature must be >= 0, got {merged['temperature']}")
+        if not 0 <= float(merged["silence_below"]) <= 1:
+            raise error(f"silence_below must lie in [0, 1], got {merged['silence_below']}")
         return {"steps": steps, "sampler": sampler, "cfg": float(merged["cfg"]), "cfg_interval": (low, high),
-                "temperature": float(merged["temperature"])}
+                "temperature": float(merged["temperature"]), "silence_below": float(merged["silence_below"])}
 
     def predict_x(self, z: torch.Tensor, t: float, known: torch.Tensor, mask: torch.Tensor,
                   labels: torch.Tensor, cfg: float, cfg_interval: tuple[float, float]) -> torch.Tensor:
@@ -255,11 +261,15 @@ class JiT(Generator):
         def predict(state: torch.Tensor, t: float) -> torch.Tensor:
             return self.predict_x(state, t, known, mask, labels, o["cfg"], o["cfg_interval"])
 
+        def to_roll(x: torch.Tensor) -> torch.Tensor:
+            roll = to_unit(x)
+            return keep_known(roll.masked_fill(roll < o["silence_below"], 0.0), canvas, mask)
+
         with eval_mode(self):
             for i, (t, t_next) in enumerate(zip(times[:-1], times[1:])):
                 x_pred = predict(z, t)
                 if return_steps:
-                    frames.append(keep_known(to_unit(x_pred), canvas, mask))
+                    frames.append(to_roll(x_pred))
                 if i == o["steps"] - 1:
                     z = x_pred  # the step to t = 1: z + (1 - t) * (x - z) / (1 - t) = x
                     break
@@ -270,5 +280,5 @@ class JiT(Generator):
                 else:
                     v_next = self.velocity(predict(z_euler, t_next), z_euler, torch.tensor(t_next))
                     z = z + (t_next - t) * (v + v_next) / 2
-        result = keep_known(to_unit(z), canvas, mask)
+        result = to_roll(z)
         return (result, frames) if return_steps else result
