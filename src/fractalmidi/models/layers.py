@@ -7,9 +7,11 @@ on GPUs) and supports an incremental KV cache for autoregressive sampling.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -192,3 +194,15 @@ def init_weights(module: nn.Module) -> None:
             nn.init.ones_(module.weight)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
+
+
+def call_block(block: nn.Module, *args: Any, checkpointing: bool = False, **kwargs: Any) -> Any:
+    """``block(*args, **kwargs)``, under activation checkpointing when ``checkpointing`` and grads are on.
+
+    Checkpointing keeps only the block's inputs and recomputes its activations in the backward
+    pass: less memory for about one more forward. Callers pass ``checkpointing`` only while
+    training; under ``torch.no_grad`` (sampling, evaluation) nothing is recomputed, so it is off.
+    """
+    if checkpointing and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False, **kwargs)
+    return block(*args, **kwargs)

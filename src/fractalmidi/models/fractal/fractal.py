@@ -58,10 +58,13 @@ class FractalGen(Generator):
         num_iter_list: Sequence[int] = (8, 4, 1),
         ema_decays: Sequence[float] = (),
         num_pitches: int = NUM_PITCHES,
+        grad_checkpointing: bool = False,
     ) -> None:
         """One entry per level in ``generators`` (``mar`` | ``ar``), ``widths``, ``depths``, ``heads``
         and ``num_iter_list`` (default MAR iterations); ``patch_sizes`` must end with 1 (pixels).
-        ``num_pitches`` below 128 only serves micro configurations in tests."""
+        ``num_pitches`` below 128 only serves micro configurations in tests. ``grad_checkpointing``
+        recomputes the levels' transformer activations in the backward pass while training:
+        less memory, same loss and gradients, about one more forward pass of time."""
         super().__init__()
         self.patch_sizes = tuple(int(s) for s in patch_sizes)
         self.generators = tuple(generators)
@@ -85,7 +88,8 @@ class FractalGen(Generator):
                 side = self.patch_sizes[i - 1] // self.patch_sizes[i]
                 extra["fixed_grid"] = (side, side)
             level = LEVEL_TYPES[kind](patch_size=self.patch_sizes[i], cond_dim=cond_dim, num_conds=num_conds,
-                                      width=widths[i], depth=depths[i], heads=heads[i], mlp_ratio=mlp_ratio, **extra)
+                                      width=widths[i], depth=depths[i], heads=heads[i], mlp_ratio=mlp_ratio,
+                                      grad_checkpointing=grad_checkpointing, **extra)
             levels.append(level)
             cond_dim, num_conds = widths[i], level.child_num_conds
         self.levels = nn.ModuleList(levels)

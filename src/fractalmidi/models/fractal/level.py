@@ -11,7 +11,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from fractalmidi.models.layers import Block, KVCache, sincos_2d
+from fractalmidi.models.layers import Block, KVCache, call_block, sincos_2d
 
 COND_INIT_STD = 0.02
 """Std of the learned condition-slot and mask-token embeddings at initialisation."""
@@ -26,8 +26,11 @@ class LevelNet(nn.Module):
     """How many condition vectors each patch hands down to the next level."""
 
     def __init__(self, *, patch_size: int, cond_dim: int, num_conds: int, width: int, depth: int,
-                 heads: int, mlp_ratio: float = 4.0, fixed_grid: tuple[int, int] | None = None) -> None:
+                 heads: int, mlp_ratio: float = 4.0, fixed_grid: tuple[int, int] | None = None,
+                 grad_checkpointing: bool = False) -> None:
         super().__init__()
+        self.grad_checkpointing = grad_checkpointing
+        """Recompute each block's activations in the backward pass while training (saves memory)."""
         self.fixed_grid = fixed_grid
         # below the top, every region has the same grid, so positions can also be learned
         self.learned_positions = (nn.Parameter(torch.randn(fixed_grid[0] * fixed_grid[1], width) * COND_INIT_STD)
@@ -62,8 +65,10 @@ class LevelNet(nn.Module):
     def transform(self, h: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
         """Input norm, the blocks (causal for AR levels), output norm."""
         h = self.in_norm(h)
+        checkpointing = self.grad_checkpointing and self.training
         for i, block in enumerate(self.blocks):
-            h = block(h, causal=self.causal, cache=None if caches is None else caches[i])
+            h = call_block(block, h, checkpointing=checkpointing, causal=self.causal,
+                           cache=None if caches is None else caches[i])
         return self.out_norm(h)
 
     def child_conds(self, out: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:

@@ -65,7 +65,7 @@ class JiT(Generator):
     The named options set the objective, the training masks, the EMA decays and the sampling
     defaults; every other keyword (``patch_size``, ``dim``, ``depth``, ``num_heads``,
     ``mlp_ratio``, ``bottleneck_dim``, ``num_classes``, ``label_dropout``, ``in_context_len``,
-    ``in_context_start``, ``attn_drop``, ``proj_drop``) goes to
+    ``in_context_start``, ``attn_drop``, ``proj_drop``, ``grad_checkpointing``) goes to
     :class:`~fractalmidi.models.jit.network.JiTNet`.
     """
 

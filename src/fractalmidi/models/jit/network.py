@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from fractalmidi.models.base import NUM_PITCHES
-from fractalmidi.models.layers import Attention, LabelEmbedder, SwiGLU, TimestepEmbedder, init_weights, sincos_2d
+from fractalmidi.models.layers import (Attention, LabelEmbedder, SwiGLU, TimestepEmbedder, call_block, init_weights,
+                                      sincos_2d)
 
 NORM_EPS = 1e-6
 SWIGLU_WIDTH_FACTOR = 2.0 / 3.0
@@ -89,7 +90,8 @@ class JiTNet(nn.Module):
 
     ``T`` may be any positive multiple of ``patch_size``: positions are computed per call.
     ``in_context_len > 0`` prepends that many label tokens before block ``in_context_start``
-    (they are dropped again before the final layer).
+    (they are dropped again before the final layer). ``grad_checkpointing`` recomputes each
+    block's activations in the backward pass while training (less memory, same gradients).
     """
 
     def __init__(
@@ -109,8 +111,10 @@ class JiTNet(nn.Module):
         in_context_start: int = 0,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.grad_checkpointing = grad_checkpointing
         if NUM_PITCHES % patch_size:
             raise ValueError(f"patch size {patch_size} does not divide the {NUM_PITCHES} pitches")
         if in_context_len and not 0 <= in_context_start < depth:
@@ -166,11 +170,12 @@ class JiTNet(nn.Module):
         c = self.t_embedder(t) + y
         tokens = self.patch_embed(x) + sincos_2d(rows, cols, self.dim, device=x.device).to(x.dtype)
         prefix = 0
+        checkpointing = self.grad_checkpointing and self.training
         for i, block in enumerate(self.blocks):
             if self.in_context_pos is not None and i == self.in_context_start:
                 prefix = self.in_context_pos.shape[0]
                 tokens = torch.cat([y[:, None] + self.in_context_pos, tokens], dim=1)
-            tokens = block(tokens, c)
+            tokens = call_block(block, tokens, c, checkpointing=checkpointing)
         out = self.final_layer(tokens[:, prefix:], c)
         # (B, rows*cols, p*p*out) -> (B, out, rows*p, cols*p)
         out = out.view(b, rows, cols, p, p, self.out_channels).permute(0, 5, 1, 3, 2, 4)
