@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from fractalmidi.cli import main
 from fractalmidi.errors import UserError
@@ -217,3 +219,25 @@ def test_clean_stop_then_resume_matches_for_fractal(prepared_jsb: Path, tmp_path
     assert any(not torch.equal(halfway[k], resumed[k]) for k in halfway)  # it did train on
     for name, value in straight.items():
         assert torch.equal(value, resumed[name]), name
+
+
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # the run folder was copied
+def test_resume_with_more_steps_follows_the_new_schedule(straight_run: Path, tmp_path: Path) -> None:
+    """`--resume RUN training.max_steps=3N` after a 2N-step run: the LR decays over 3N from step 2N,
+    instead of staying at the finished schedule's floor (0)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from fractalmidi.train.schedule import WarmupCosine
+
+    torch.set_num_threads(1)
+    run = tmp_path / "longer"
+    shutil.copytree(straight_run, run)  # the fixture's run stays untouched for the exactness tests
+    train(plan(None, [f"training.max_steps={3 * STEPS}", "logging.log_images_every_n_steps=0"], resume=str(run)))
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    logged = {e.step: e.value for e in events.Scalars("lr")}
+    config = yaml.safe_load((run / "config.yaml").read_text())["training"]
+    schedule = WarmupCosine(config["warmup_steps"], 3 * STEPS, config["min_lr_ratio"])
+    resumed = [logged[step] for step in range(2 * STEPS, 3 * STEPS)]
+    assert resumed == pytest.approx([config["lr"] * schedule(step) for step in range(2 * STEPS, 3 * STEPS)])
+    assert min(resumed) > 0.0

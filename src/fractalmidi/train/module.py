@@ -17,7 +17,7 @@ from fractalmidi.models import Generator, build
 from fractalmidi.train.checkpoint import EXTRA_KEY, FORMAT_VERSION, package_versions
 from fractalmidi.train.config import TrainConfig
 from fractalmidi.train.data import DataPosition, split_batch
-from fractalmidi.train.schedule import WarmupCosine
+from fractalmidi.train.schedule import warmup_cosine_scheduler
 
 RANK_SEED_STRIDE = 7919
 """Other ranks draw model randomness (masks, noise) from ``seed + rank * stride``."""
@@ -108,8 +108,9 @@ class GeneratorModule(L.LightningModule):
                 (decay if param.ndim >= 2 else no_decay).append(param)
         groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr, betas=tuple(t.betas))
-        schedule = WarmupCosine(t.warmup_steps, t.decay_steps or t.max_steps, t.min_lr_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        # built from the current config, also on --resume: a restored state keeps only its position
+        scheduler = warmup_cosine_scheduler(optimizer, warmup_steps=t.warmup_steps,
+                                            total_steps=t.decay_steps or t.max_steps, min_ratio=t.min_lr_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
     # ----------------------------------------------------------------- steps

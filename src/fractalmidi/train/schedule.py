@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+RESTORED_POSITION_EXCLUDES = ("lr_lambdas", "base_lrs", "_last_lr")
+"""Scheduler state entries that describe the *old* schedule; a resume rebuilds them from the config."""
 
 
 @dataclass
@@ -23,3 +30,30 @@ class WarmupCosine:
         span = max(1, self.total_steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / span)
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class ConfiguredLambdaLR(LambdaLR):
+    """A ``LambdaLR`` whose schedule always comes from the current config.
+
+    Loading a saved state restores only the position (``last_epoch``, step count): the lambda and
+    the base learning rates stay those this scheduler was built with, so ``--resume`` with a
+    larger ``training.max_steps`` (or another ``lr`` / ``warmup_steps``) follows the new schedule
+    from the saved step. With unchanged settings the restored learning rates are bit-identical.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.__dict__.update({k: v for k, v in state_dict.items() if k not in RESTORED_POSITION_EXCLUDES})
+        lrs = [base_lr * fn(self.last_epoch) for fn, base_lr in zip(self.lr_lambdas, self.base_lrs, strict=True)]
+        for group, base_lr, lr in zip(self.optimizer.param_groups, self.base_lrs, lrs, strict=True):
+            group["initial_lr"] = base_lr  # the restored optimizer state carries the old run's
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+def warmup_cosine_scheduler(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int,
+                            min_ratio: float = 0.0) -> ConfiguredLambdaLR:
+    """Warmup + cosine on ``optimizer``, stepped once per optimizer step."""
+    return ConfiguredLambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps, min_ratio))
