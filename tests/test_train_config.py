@@ -112,3 +112,18 @@ def test_warmup_cosine_schedule_values() -> None:
     assert schedule(60) == pytest.approx(0.1 + 0.9 * 0.5)
     assert schedule(110) == pytest.approx(0.1)
     assert schedule(500) == pytest.approx(0.1)  # past the schedule: the floor
+
+
+def test_preset_factory_is_public_and_decides_the_model_keys() -> None:
+    import inspect
+
+    from fractalmidi.models import build
+    from fractalmidi.models.registry import preset_factory
+    from fractalmidi.train.config import valid_keys
+
+    factory = preset_factory("fractal-tiny")
+    assert type(build("fractal-tiny")) is factory  # FractalGen presets build with the class itself
+    accepted = {f"model.{name}" for name in inspect.signature(factory).parameters}
+    assert {k for k in valid_keys("fractal-tiny") if k.startswith("model.") and k != "model.name"} <= accepted
+    with pytest.raises(KeyError, match="did you mean 'jit-tiny'"):
+        preset_factory("jit-tin")

@@ -39,6 +39,12 @@ def preset_defaults(name: str) -> dict[str, Any]:
     return dict(_lookup(name)[1])
 
 
+def preset_factory(name: str) -> Callable[..., Generator]:
+    """The callable a preset builds with (its signature lists every accepted keyword)."""
+    _load_families()
+    return _lookup(name)[0]
+
+
 def _lookup(name: str) -> tuple[Callable[..., Generator], dict[str, Any]]:
     if name not in _PRESETS:
         close = difflib.get_close_matches(name, list(_PRESETS), n=1)

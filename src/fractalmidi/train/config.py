@@ -195,12 +195,11 @@ def valid_keys(model_name: str | None = None) -> list[str]:
 
 def _preset_options(model_name: str) -> dict[str, Any]:
     """Every keyword the preset's factory accepts, with its value in this preset (or the factory default)."""
-    from fractalmidi.models import preset_defaults
-    from fractalmidi.models.registry import _lookup  # the registry has no public accessor for the factory
+    from fractalmidi.models.registry import preset_defaults, preset_factory
 
     try:
         defaults = preset_defaults(model_name)
-        factory = _lookup(model_name)[0]
+        factory = preset_factory(model_name)
     except KeyError as err:
         raise UserError(f"model.name: {err.args[0]}") from None
     options: dict[str, Any] = {}
