@@ -221,6 +221,29 @@ def test_clean_stop_then_resume_matches_for_fractal(prepared_jsb: Path, tmp_path
         assert torch.equal(value, resumed[name]), name
 
 
+def test_checkpoint_records_the_grid_of_its_data(prepared_jsb: Path, tmp_path: Path) -> None:
+    """data.grid comes from the prepared data's manifest into config.yaml and every checkpoint, so
+    inference knows the grid after the data folder is gone; a data.grid that disagrees is refused."""
+    import json
+
+    from fractalmidi.inference import load_checkpoint
+
+    data, run, grid = tmp_path / "data", tmp_path / "run", "fps:8"
+    shutil.copytree(prepared_jsb, data)  # the same rolls, labelled with a non-default grid (JSB is 16th-only)
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["grid"] = manifest["settings"]["grid"] = grid
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    args = [*FRACTAL_SMALL, f"data.root={data}", "training.limit_val_batches=0", "training.max_steps=1"]
+    with pytest.raises(UserError, match=r"data.grid '16th' does not match the grid 'fps:8'"):
+        _train("fractal_tiny.yaml", [*args, f"logging.output_dir={tmp_path / 'refused'}", "data.grid=16th"])
+    torch.set_num_threads(1)
+    _train("fractal_tiny.yaml", [*args, f"logging.output_dir={run}"])
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["grid"] == grid
+    shutil.rmtree(data)
+    loaded = load_checkpoint(run)
+    assert loaded.config["data"]["grid"] == grid and loaded.grid == grid
+
+
 @pytest.mark.filterwarnings("ignore:The dirpath has changed")  # the run folder was copied
 def test_resume_with_more_steps_follows_the_new_schedule(straight_run: Path, tmp_path: Path) -> None:
     """`--resume RUN training.max_steps=3N` after a 2N-step run: the LR decays over 3N from step 2N,

@@ -50,6 +50,9 @@ class DataConfig:
     num_workers: int = 2
     val_batch_size: int | None = None
     """None = ``training.batch_size``."""
+    grid: str | None = None
+    """Time grid of the rolls; filled from the prepared data's manifest at train time, so a
+    checkpoint knows its grid without the data folder (must match the data when given)."""
 
 
 @dataclass

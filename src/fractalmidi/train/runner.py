@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -107,7 +108,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _datasets(config: TrainConfig) -> tuple[Any, Any]:
+def _datasets(config: TrainConfig) -> tuple[Any, Any, str]:
     from fractalmidi.data import PianoRollDataset, PreparedData
 
     d = config.data
@@ -121,7 +122,16 @@ def _datasets(config: TrainConfig) -> tuple[Any, Any]:
     if len(train) < config.training.batch_size:
         raise UserError(f"data.root {d.root!r}: split {d.train_split!r} has {len(train)} items, fewer than "
                         f"training.batch_size={config.training.batch_size}")
-    return train, val
+    return train, val, data.grid
+
+
+def pin_grid(config: TrainConfig, grid: str) -> TrainConfig:
+    """``config`` with ``data.grid`` set to the prepared data's grid (saved with every checkpoint, so
+    generate / evaluate need no data folder); a ``data.grid`` that disagrees is a ``UserError``."""
+    if config.data.grid is not None and config.data.grid != grid:
+        raise UserError(f"data.grid {config.data.grid!r} does not match the grid {grid!r} of data.root "
+                        f"{config.data.root!r}; drop data.grid or prepare the data with --grid {config.data.grid}")
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, grid=grid))
 
 
 def _callbacks(config: TrainConfig, run_dir: Path, val_dataset: Any, with_validation: bool) -> list[Any]:
@@ -178,12 +188,13 @@ def train(job: Job) -> Result:
     from fractalmidi.train.data import train_loader, val_loader
     from fractalmidi.train.module import GeneratorModule
 
-    config, run_dir = job.config, job.run_dir
-    t, d = config.training, config.data
+    run_dir = job.run_dir
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    L.seed_everything(t.seed, workers=True, verbose=False)
-    train_set, val_set = _datasets(config)
+    L.seed_everything(job.config.training.seed, workers=True, verbose=False)
+    train_set, val_set, grid = _datasets(job.config)
+    config = pin_grid(job.config, grid)
+    t, d = config.training, config.data
     module = GeneratorModule(config)
     lengths = {"data.crop_length": d.crop_length, "data.val_crop_length": d.val_crop_length,
                "logging.sample_length": config.logging.sample_length}
