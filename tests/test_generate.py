@@ -232,3 +232,49 @@ def test_bad_requests_fail_in_one_line_and_write_nothing(
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
     assert main([*argv, "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["sample_000.mid", "sample_000.png", "samples.json"]
+
+
+@pytest.fixture(scope="module")
+def tiny_jit_checkpoint(prepared_jsb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``last.ckpt`` of jit-tiny trained a couple of steps (generation tests ask nothing of quality)."""
+    from fractalmidi.train.runner import plan, train
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "jit_tiny.yaml"
+    run = tmp_path_factory.mktemp("tiny_jit") / "run"
+    train(plan(str(config), [
+        f"data.root={prepared_jsb}", f"logging.output_dir={run}", "training.max_steps=2", "data.crop_length=32",
+        "training.batch_size=2", "training.limit_val_batches=0", "logging.log_images_every_n_steps=0",
+        "logging.progress_bar=false",
+    ]))
+    return run / "checkpoints" / "last.ckpt"
+
+
+def _velocities(path: Path) -> list[int]:
+    return [n.velocity for track in symusic.Score(str(path)).tracks for n in track.notes]
+
+
+@pytest.mark.data
+def test_silence_below_flag_for_jit_only(tiny_jit_checkpoint: Path, tiny_fractal_checkpoint: Path, tmp_path: Path,
+                                         capsys) -> None:
+    args = ["--mode", "unconditional", "--length", "32", "--num-samples", "1", "--seed", "3", "--steps", "2",
+            "--device", "cpu"]
+    notes = {}
+    for value in (0.0, 0.4, 0.6):
+        out = tmp_path / f"silence_{value}"
+        assert main(["generate", "--checkpoint", str(tiny_jit_checkpoint), "--out", str(out), *args,
+                     "--silence-below", str(value)]) == 0
+        record = json.loads((out / "samples.json").read_text())
+        assert record["family"] == "jit" and record["sample_options"]["silence_below"] == value
+        notes[value] = _velocities(out / "sample_000.mid")
+    # a barely trained JiT predicts ~0 in [-1, 1] everywhere, i.e. ~0.5 (velocity ~63): a threshold
+    # below that keeps every pixel as a note, one above it silences them all
+    assert len(notes[0.0]) == len(notes[0.4]) > 0 and all(round(0.4 * 127) <= v < round(0.6 * 127) for v in notes[0.4])
+    assert notes[0.6] == []
+
+    capsys.readouterr()  # drop the progress bars
+    out = tmp_path / "fractal"
+    assert main(["generate", "--checkpoint", str(tiny_fractal_checkpoint), "--out", str(out), *FAST,
+                 "--mode", "unconditional", "--length", "16", "--silence-below", "0.2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--silence-below not used by the fractal family" in err
+    assert not out.exists()

@@ -51,6 +51,7 @@ SAMPLING_FLAGS: dict[str, str] = {
     "cfg_interval": "--cfg-interval",
     "temperature": "--temperature",
     "sparsity_bias": "--sparsity-bias",
+    "silence_below": "--silence-below",
 }
 """Family sampling options (keys of ``model.sample_defaults``) and their flags."""
 
@@ -84,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cfg-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"), help="jit: times where guidance applies")
     group.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     group.add_argument("--sparsity-bias", type=float, default=None, help="fractal: added to the silence logit (>0 = fewer notes)")
+    group.add_argument("--silence-below", type=float, default=None,
+                       help="jit: generated values under this (0..1 of velocity 127) become silence (default 0.1)")
     group.add_argument("--label", type=int, default=None, help="class label for a class-conditional checkpoint")
     parser.add_argument("--seed", type=int, default=None, help="random seed (results depend on seed and --batch-size)")
     parser.add_argument("--batch-size", type=int, default=None, help="samples generated at once")
