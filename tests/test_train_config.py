@@ -65,7 +65,7 @@ def test_bad_key_names_the_closest_valid_key(override: str, closest: str) -> Non
     ("hardware.precision=64", "hardware.precision must be one of 32, 16-mixed, bf16-mixed"),
     ("hardware.strategy=dpp", "did you mean 'ddp'"),
     ("model.name=jit-tinny", "did you mean 'jit-tiny'"),
-    ("training.grad_checkpointing=true", "does not support activation checkpointing"),
+    ("training.grad_checkpointing=maybe", "training.grad_checkpointing: expected true or false"),
     ("training.lr", "not of the form section.key=value"),
 ])
 def test_bad_values_are_one_line_errors(override: str, message: str) -> None:
