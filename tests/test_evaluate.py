@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fractalmidi.cli import main
 from fractalmidi.data import roll_to_midi
@@ -171,8 +172,39 @@ def test_evaluate_generated_set_against_prepared_data_with_nll(
     for name in ("reference", "generated"):
         assert nll[name]["pieces"] >= 1 and 0 < nll[name]["bits_per_pixel"] < 8  # 2 training steps: near uniform
         assert nll[name]["nats_per_step"] == pytest.approx(nll[name]["bits_per_pixel"] * 128 * np.log(2), rel=1e-3)
+        assert nll[name]["exact"] is False  # fractal-tiny has MAR levels
+    assert nll["exact"] is False and nll["estimate_reason"] == "MAR levels"
+    on_disk = json.loads((tmp_path / "report" / "report.json").read_text())["nll"]
+    assert on_disk["exact"] is False and on_disk["estimate_reason"] == "MAR levels"
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Likelihood" in md and "bits per pixel" in md
+    bits = f"{nll['generated']['bits_per_pixel']:.4f}"
+    assert f"| generated | {nll['generated']['pieces']} | {bits} (estimate: MAR levels) |" in md
+    assert "one-sample Monte-Carlo estimate of an upper bound" in md
+
+
+def test_nll_of_an_all_ar_model_is_reported_exact(tmp_path: Path, monkeypatch) -> None:
+    import fractalmidi.inference as inference
+    from fractalmidi.models import build
+
+    torch.manual_seed(0)
+    model = build("fractal-ar-tiny").eval()
+    monkeypatch.setattr(inference, "load_checkpoint", lambda path, use_ema=True: inference.LoadedCheckpoint(Path(path), model, {}))
+    roll = np.zeros((128, 32), dtype=np.uint8)
+    roll[[60, 64], :16] = 80
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for k in range(2):
+        write_midi(np.roll(roll, k, axis=0), folder / f"{k}.mid")
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"stand-in")
+    report = evaluate(folder, folder, tmp_path / "report", checkpoint=ckpt, progress=False, nll_steps=16)
+    nll = report["nll"]
+    assert nll["exact"] is True and nll["estimate_reason"] is None
+    assert nll["generated"]["exact"] is True and nll["generated"]["bits_per_pixel"] > 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert f"{nll['generated']['bits_per_pixel']:.4f} (exact)" in md 
+    assert "estimate" not in md.split("## Likelihood")[1].split("## Method")[0]
 
 
 def test_nll_is_skipped_with_a_note_for_a_family_without_likelihood(tmp_path: Path, monkeypatch) -> None:

@@ -36,7 +36,9 @@ def set_nll(model, rolls: list[tuple[str, np.ndarray]], *, max_steps: int, batch
     """Mean bits per pixel and nats per time step over the first ``max_steps`` of every piece.
 
     Each piece is cropped to the longest multiple of ``model.length_multiple`` that fits;
-    pieces shorter than one multiple are skipped (counted in ``skipped``).
+    pieces shorter than one multiple are skipped (counted in ``skipped``). ``exact`` is the
+    model's own flag (False: e.g. FractalGen with MAR levels returns a one-sample estimate of
+    an upper bound), None when unknown or nothing was scored.
     """
     multiple = model.length_multiple
     by_length: dict[int, list[np.ndarray]] = defaultdict(list)
@@ -47,19 +49,21 @@ def set_nll(model, rolls: list[tuple[str, np.ndarray]], *, max_steps: int, batch
             skipped += 1
             continue
         by_length[length].append(roll[..., :length])
-    bits, nats = [], []
+    bits, nats, exact = [], [], []
     batches = [(length, group[i : i + batch_size]) for length, group in by_length.items() for i in range(0, len(group), batch_size)]
     for _, group in tqdm(batches, desc="nll", unit="batch", leave=False):
         x = torch.from_numpy(np.stack(group).astype(np.float32) / VELOCITY_SCALE)
         result = model.nll(x)
         bits.append(result["bits_per_pixel"].reshape(-1).double().cpu().numpy())
         nats.append(result["nats_per_step"].reshape(-1).double().cpu().numpy())
+        exact.append(result.get("exact"))
     if not bits:
-        return {"pieces": 0, "skipped": skipped, "bits_per_pixel": None, "nats_per_step": None}
+        return {"pieces": 0, "skipped": skipped, "bits_per_pixel": None, "nats_per_step": None, "exact": None}
     return {
         "pieces": int(sum(len(b) for b in bits)),
         "skipped": skipped,
         "max_steps": max_steps,
         "bits_per_pixel": float(np.concatenate(bits).mean()),
         "nats_per_step": float(np.concatenate(nats).mean()),
+        "exact": None if None in exact else all(bool(e) for e in exact),
     }

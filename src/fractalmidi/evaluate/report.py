@@ -29,6 +29,13 @@ HISTOGRAM_AXES: dict[str, tuple[int, int, str]] = {
 """Histogram bin k is drawn at ``first + k * width`` with this axis label."""
 SET_STYLES = (("tab:red", "-"), ("tab:blue", "-"), ("tab:gray", "--"))
 """Generated, reference, ceiling set."""
+LIKELIHOOD_NOTES = {
+    True: "Exact: the model computes its likelihood exactly (e.g. FractalGen with every level autoregressive).",
+    False: ("Estimate ({reason}): each value is a one-sample Monte-Carlo estimate of an upper bound on "
+            "the negative log-likelihood (exact only for all-AR models; averaging runs tightens it)."),
+    None: "Whether these values are exact or estimated was not reported by the model.",
+}
+"""The sentence under the likelihood table, by ``nll["exact"]``."""
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -96,13 +103,23 @@ def markdown(report: dict) -> str:
         if "note" in nll:
             lines.append(nll["note"])
         else:
+            tag = _likelihood_tag(nll)
             lines += ["| set | pieces | bits per pixel | nats per step |", "|---|---:|---:|---:|"]
             for name in ("reference", "generated"):
                 row = nll[name]
-                lines.append(f"| {name} | {row['pieces']} | {_fmt(row['bits_per_pixel'], 4)} | {_fmt(row['nats_per_step'], 2)} |")
+                lines.append(f"| {name} | {row['pieces']} | {_fmt(row['bits_per_pixel'], 4)}{tag} | "
+                             f"{_fmt(row['nats_per_step'], 2)}{tag} |")
+            lines += ["", LIKELIHOOD_NOTES[nll.get("exact")].format(reason=nll.get("estimate_reason"))]
         lines.append("")
     lines += ["## Method", "", report["method"]["oa"], "", report["method"]["frechet"], ""]
     return "\n".join(lines)
+
+
+def _likelihood_tag(nll: dict) -> str:
+    """`` (exact)`` or `` (estimate: MAR levels)`` after each value; nothing when not reported."""
+    if nll.get("exact") is False:
+        return f" (estimate: {nll.get('estimate_reason')})"
+    return " (exact)" if nll.get("exact") else ""
 
 
 def _skipped_lines(summary: dict, name: str) -> list[str]:
