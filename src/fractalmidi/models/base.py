@@ -29,6 +29,8 @@ class Generator(nn.Module):
     """Registry name this model was built from (set by :func:`fractalmidi.models.build`)."""
     overrides: dict[str, Any]
     """Keyword overrides applied on top of the preset (set by ``build``)."""
+    num_pitches: int = NUM_PITCHES
+    """Roll height the model takes (fewer only in micro test configurations)."""
 
     @property
     def length_multiple(self) -> int:
@@ -78,6 +80,18 @@ class Generator(nn.Module):
         """Raise a ``ValueError`` naming the accepted values when ``length`` is not usable."""
         if length <= 0 or length % self.length_multiple:
             raise ValueError(f"length {length} is not a positive multiple of {self.length_multiple}")
+
+    def check_rolls(self, x: torch.Tensor) -> None:
+        """Raise a ``ValueError`` unless ``x`` is ``(B, 1, num_pitches, T)`` with a usable ``T``."""
+        if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != self.num_pitches:
+            raise ValueError(f"expected rolls (B, 1, {self.num_pitches}, T), got {tuple(x.shape)}")
+        self.check_length(x.shape[-1])
+
+    def check_canvas(self, canvas: torch.Tensor, mask: torch.Tensor) -> None:
+        """:meth:`check_rolls` on ``canvas``, and ``mask`` a bool tensor of its shape (``sample``'s inputs)."""
+        self.check_rolls(canvas)
+        if mask.shape != canvas.shape or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor of the canvas' shape {tuple(canvas.shape)}")
 
 
 def keep_known(result: torch.Tensor, canvas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -206,3 +206,35 @@ def call_block(block: nn.Module, *args: Any, checkpointing: bool = False, **kwar
     if checkpointing and torch.is_grad_enabled():
         return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False, **kwargs)
     return block(*args, **kwargs)
+
+
+EMBED_INIT_STD = 0.02
+"""Std of learned embeddings (tokens, condition slots, positions) at initialisation."""
+
+
+def learned_embedding(*shape: int) -> nn.Parameter:
+    """A learned embedding of ``shape`` drawn from N(0, EMBED_INIT_STD^2)."""
+    return nn.Parameter(torch.randn(*shape) * EMBED_INIT_STD)
+
+
+class SinCosTable:
+    """Fixed 2-D sin-cos positions (:func:`sincos_2d`) of width ``dim``, built once per grid shape,
+    device and dtype, then reused: any T works, and repeated calls (sampling steps) cost nothing.
+
+    Tables built under ``torch.inference_mode`` are not kept (they could not join autograd later).
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._tables: dict[tuple[int, int, str, torch.dtype], torch.Tensor] = {}
+
+    def __call__(self, rows: int, cols: int, device: torch.device | str,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Positions ``(rows * cols, dim)``, row-major."""
+        key = (rows, cols, str(device), dtype)
+        table = self._tables.get(key)
+        if table is None:
+            table = sincos_2d(rows, cols, self.dim, device=device).to(dtype)
+            if not torch.is_inference_mode_enabled():
+                self._tables[key] = table
+        return table

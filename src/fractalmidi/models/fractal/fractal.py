@@ -22,12 +22,12 @@ from torch import nn
 from fractalmidi.models.base import NUM_PITCHES, Generator, keep_known
 from fractalmidi.models.fractal.ar import ARLevel
 from fractalmidi.models.fractal.head import PixelHead, velocity_bins
-from fractalmidi.models.fractal.level import COND_INIT_STD, LevelNet
+from fractalmidi.models.fractal.level import LevelNet
 from fractalmidi.models.fractal.mar import MARLevel
 from fractalmidi.models.fractal.masking import likelihood_mask, training_mask
 from fractalmidi.models.fractal.patches import grid_shape, patchify, unpatchify
 from fractalmidi.models.fractal.sampling import HierarchySampler, SamplingOptions
-from fractalmidi.models.layers import LabelEmbedder, init_weights
+from fractalmidi.models.layers import LabelEmbedder, init_weights, learned_embedding
 
 LEVEL_TYPES = {"mar": MARLevel, "ar": ARLevel}
 
@@ -79,7 +79,7 @@ class FractalGen(Generator):
 
         top = widths[0]
         self.labels = LabelEmbedder(num_classes, top, label_dropout) if num_classes > 0 else None
-        self.start = None if num_classes > 0 else nn.Parameter(torch.randn(1, top) * COND_INIT_STD)
+        self.start = None if num_classes > 0 else learned_embedding(1, top)
         levels: list[LevelNet] = []
         cond_dim, num_conds = top, 1
         for i, kind in enumerate(self.generators):
@@ -154,11 +154,6 @@ class FractalGen(Generator):
         rows.append((f"pixel head ({self.num_bins} velocity bins)", sum(p.numel() for p in self.head.parameters())))
         return rows
 
-    def _check_roll(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != self.num_pitches:
-            raise ValueError(f"expected rolls (B, 1, {self.num_pitches}, T), got {tuple(x.shape)}")
-        self.check_length(x.shape[-1])
-
     def _top_conds(self, batch: int, labels: torch.Tensor | None, device: torch.device,
                    drop: bool | None = None) -> torch.Tensor:
         if self.labels is None:
@@ -218,7 +213,7 @@ class FractalGen(Generator):
 
     def _score(self, x: torch.Tensor, labels: torch.Tensor | None, *, estimate: bool,
                generator: torch.Generator | None = None, drop: bool | None = None) -> dict[str, Any]:
-        self._check_roll(x)
+        self.check_rolls(x)
         batch = x.shape[0]
         values = x[:, 0]
         bins = velocity_bins(values, self.num_bins)
@@ -276,9 +271,7 @@ class FractalGen(Generator):
         ``num_iter_list``: MAR iterations per level; ``cfg``: guidance scale (needs labels);
         ``temperature`` (0 = greedy); ``sparsity_bias``: added to the silence logit.
         """
-        self._check_roll(canvas)
-        if mask.shape != canvas.shape or mask.dtype != torch.bool:
-            raise ValueError(f"mask must be a bool tensor of the canvas' shape {tuple(canvas.shape)}")
+        self.check_canvas(canvas, mask)
         iters = tuple(int(n) for n in (num_iter_list if num_iter_list is not None else self.default_num_iter))
         if len(iters) != len(self.levels) or min(iters) < 1:
             raise ValueError(f"num_iter_list needs {len(self.levels)} positive entries, got {list(iters)}")

@@ -11,10 +11,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from fractalmidi.models.layers import Block, KVCache, call_block, sincos_2d
-
-COND_INIT_STD = 0.02
-"""Std of the learned condition-slot and mask-token embeddings at initialisation."""
+from fractalmidi.models.layers import Block, KVCache, SinCosTable, call_block, learned_embedding
 
 
 class LevelNet(nn.Module):
@@ -33,30 +30,28 @@ class LevelNet(nn.Module):
         """Recompute each block's activations in the backward pass while training (saves memory)."""
         self.fixed_grid = fixed_grid
         # below the top, every region has the same grid, so positions can also be learned
-        self.learned_positions = (nn.Parameter(torch.randn(fixed_grid[0] * fixed_grid[1], width) * COND_INIT_STD)
+        self.learned_positions = (learned_embedding(fixed_grid[0] * fixed_grid[1], width)
                                   if fixed_grid is not None else None)
         self.patch_size = patch_size
         self.num_conds = num_conds
         self.width = width
         self.patch_embed = nn.Linear(patch_size * patch_size, width)
         self.cond_proj = nn.Linear(cond_dim, width)
-        self.cond_slots = nn.Parameter(torch.randn(num_conds, width) * COND_INIT_STD)
+        self.cond_slots = learned_embedding(num_conds, width)
         self.in_norm = nn.LayerNorm(width)
         self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, qk_norm=True) for _ in range(depth))
         self.out_norm = nn.LayerNorm(width)
         self.occupancy = nn.Linear(width, 1)
         """Auxiliary logit: does this patch hold any note? (a per-level training signal)."""
-        self._positions: dict[tuple[int, int, str], torch.Tensor] = {}
+        self._sincos = SinCosTable(width)
 
     def positions(self, grid: tuple[int, int], device: torch.device) -> torch.Tensor:
         """Positions ``(rows * cols, width)``: sin-cos (built once per grid shape), plus learned ones
         on a fixed grid."""
-        key = (grid[0], grid[1], str(device))
-        if key not in self._positions:
-            self._positions[key] = sincos_2d(grid[0], grid[1], self.width, device=device)
+        fixed = self._sincos(grid[0], grid[1], device)
         if self.learned_positions is None:
-            return self._positions[key]
-        return self._positions[key] + self.learned_positions
+            return fixed
+        return fixed + self.learned_positions
 
     def embed_conds(self, conds: list[torch.Tensor]) -> torch.Tensor:
         """``num_conds`` tensors ``(N, cond_dim)`` -> condition tokens ``(N, num_conds, width)``."""

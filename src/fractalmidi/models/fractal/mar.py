@@ -10,9 +10,9 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from fractalmidi.models.fractal.level import COND_INIT_STD, LevelNet
+from fractalmidi.models.fractal.level import LevelNet
+from fractalmidi.models.layers import learned_embedding
 
 
 class MARLevel(LevelNet):
@@ -24,7 +24,7 @@ class MARLevel(LevelNet):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.mask_token = nn.Parameter(torch.randn(self.width) * COND_INIT_STD)
+        self.mask_token = learned_embedding(self.width)
 
     def forward(self, tokens: torch.Tensor, masked: torch.Tensor, conds: list[torch.Tensor],
                 grid: tuple[int, int]) -> torch.Tensor:

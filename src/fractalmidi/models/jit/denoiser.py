@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from fractalmidi.errors import UserError
-from fractalmidi.models.base import NUM_PITCHES, Generator, keep_known
+from fractalmidi.models.base import Generator, keep_known
 from fractalmidi.models.jit.masks import DEFAULT_MASK_PROBS, check_mask_probs, draw_masks
 from fractalmidi.models.jit.network import JiTNet
 
@@ -156,17 +156,12 @@ class JiT(Generator):
         """Stack the noisy roll, the known canvas (0 where unknown) and the mask as channels."""
         return torch.cat([z, torch.where(mask, torch.zeros_like(known), known), mask.to(z.dtype)], dim=1)
 
-    def _check_rolls(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != NUM_PITCHES:
-            raise ValueError(f"expected rolls (B, 1, {NUM_PITCHES}, T), got {tuple(x.shape)}")
-        self.check_length(x.shape[-1])
-
     def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """v-loss on a batch of rolls in [0, 1] under random generation masks.
 
         Parts: ``v_loss`` (= total) and ``x_mse`` (squared error of the x-prediction, same pixels).
         """
-        self._check_rolls(x)
+        self.check_rolls(x)
         b = x.shape[0]
         data = to_signed(x)
         labels = self._labels(labels, b, x.device)
@@ -246,9 +241,7 @@ class JiT(Generator):
         x-prediction in [0, 1] (noisy guess first, final roll last).
         """
         o = self._check_opts(opts)
-        self._check_rolls(canvas)
-        if mask.shape != canvas.shape or mask.dtype != torch.bool:
-            raise ValueError(f"mask must be bool with the canvas shape {tuple(canvas.shape)}")
+        self.check_canvas(canvas, mask)
         b = canvas.shape[0]
         labels = self._labels(labels, b, canvas.device)
         known = to_signed(canvas)

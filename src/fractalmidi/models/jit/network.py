@@ -13,14 +13,13 @@ import torch
 from torch import nn
 
 from fractalmidi.models.base import NUM_PITCHES
-from fractalmidi.models.layers import (Attention, LabelEmbedder, SwiGLU, TimestepEmbedder, call_block, init_weights,
-                                      sincos_2d)
+from fractalmidi.models.layers import (EMBED_INIT_STD, Attention, LabelEmbedder, SinCosTable, SwiGLU, TimestepEmbedder,
+                                      call_block, init_weights)
 
 NORM_EPS = 1e-6
 SWIGLU_WIDTH_FACTOR = 2.0 / 3.0
 """SwiGLU has three matrices instead of two: its gated width is 2/3 of ``mlp_ratio * dim``
 so the feed-forward costs the same as a GELU MLP of that ratio."""
-EMBED_INIT_STD = 0.02
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -135,6 +134,7 @@ class JiTNet(nn.Module):
             for i in range(depth)
         )
         self.final_layer = FinalLayer(dim, patch_size, out_channels)
+        self._sincos = SinCosTable(dim)
         self.reset_parameters()
 
     @property
@@ -168,7 +168,7 @@ class JiTNet(nn.Module):
         rows, cols = height // p, width // p
         y = self.y_embedder(labels, drop=drop_labels)
         c = self.t_embedder(t) + y
-        tokens = self.patch_embed(x) + sincos_2d(rows, cols, self.dim, device=x.device).to(x.dtype)
+        tokens = self.patch_embed(x) + self._sincos(rows, cols, x.device, x.dtype)
         prefix = 0
         checkpointing = self.grad_checkpointing and self.training
         for i, block in enumerate(self.blocks):
