@@ -265,3 +265,23 @@ def test_resume_with_more_steps_follows_the_new_schedule(straight_run: Path, tmp
     resumed = [logged[step] for step in range(2 * STEPS, 3 * STEPS)]
     assert resumed == pytest.approx([config["lr"] * schedule(step) for step in range(2 * STEPS, 3 * STEPS)])
     assert min(resumed) > 0.0
+
+
+CHORALE_ACTIVE_FRACTION = 4 / 128
+"""Four voices on 128 pitch rows: the share of sounding pixels in a chorale roll."""
+
+
+def test_fractal_tiny_config_learns_note_density_quickly(prepared_jsb: Path, tmp_path: Path) -> None:
+    """The shipped fractal_tiny optimiser settings (lr, betas, grad clip) leave the noise stage within
+    40 steps: samples hold a few notes per step, not a roll full of noise (the old lr 1e-3 sampled
+    ~97% sounding pixels here)."""
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    _train("fractal_tiny.yaml", [f"data.root={prepared_jsb}", f"logging.output_dir={run}", "training.max_steps=40",
+                                 "data.crop_length=32", "training.limit_val_batches=0",
+                                 "logging.log_images_every_n_steps=0", "logging.progress_bar=false"])
+    model, _ = load_generator(run)
+    canvas = torch.zeros(2, 1, 128, 64)
+    out = model.sample(canvas, torch.ones_like(canvas, dtype=torch.bool), generator=torch.Generator().manual_seed(0))
+    active = (out > 0).float().mean().item()
+    assert 0.5 * CHORALE_ACTIVE_FRACTION < active < 5 * CHORALE_ACTIVE_FRACTION
