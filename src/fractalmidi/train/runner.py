@@ -223,6 +223,6 @@ def train(job: Job) -> Result:
     if with_validation:
         loaders["val_dataloaders"] = val_loader(val_set, batch_size=d.val_batch_size or t.batch_size,
                                                 num_workers=d.num_workers, seed=t.seed)
-    trainer.fit(module, ckpt_path=str(job.resume_from) if job.resume_from else None, **loaders)
+    trainer.fit(module, ckpt_path=str(job.resume_from) if job.resume_from else None, weights_only=True, **loaders)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
     return Result(run_dir, trainer.global_step, metrics)
