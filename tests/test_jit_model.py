@@ -17,22 +17,13 @@ NOTE_THRESHOLD = 0.35
 """Chorale notes have value 90/127 ~ 0.71 and silence 0: threshold between the two."""
 
 
-@pytest.fixture
-def one_thread():
-    """Many tiny steps: one intra-op thread is as fast on an idle CPU and far faster on a busy one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _f1(pred: torch.Tensor, true: torch.Tensor) -> float:
     hits = (pred & true).sum().item()
     return 2 * hits / (pred.sum().item() + true.sum().item())
 
 
 @pytest.mark.parametrize("length", [128, 256, 1024])
-def test_tiny_runs_at_any_multiple_of_the_patch(chorale_crop, one_thread, length: int) -> None:
+def test_tiny_runs_at_any_multiple_of_the_patch(chorale_crop, torch_single_thread, length: int) -> None:
     torch.manual_seed(0)
     model = build("jit-tiny")
     x = chorale_crop(length)
@@ -82,7 +73,7 @@ def _overfit(model: torch.nn.Module, batch: torch.Tensor, max_steps: int = OVERF
 
 @pytest.mark.slow
 @pytest.mark.data
-def test_overfits_one_chorale_crop_and_samples_it_back(chorale_crop, one_thread) -> None:
+def test_overfits_one_chorale_crop_and_samples_it_back(chorale_crop, torch_single_thread) -> None:
     torch.manual_seed(0)
     x = chorale_crop(OVERFIT_LENGTH)
     model = build("jit-tiny", mask_probs={"none": 1.0})
@@ -101,7 +92,7 @@ def test_overfits_one_chorale_crop_and_samples_it_back(chorale_crop, one_thread)
 
 @pytest.mark.slow
 @pytest.mark.data
-def test_one_checkpoint_continues_each_prefix_its_own_way(chorale_crop, one_thread) -> None:
+def test_one_checkpoint_continues_each_prefix_its_own_way(chorale_crop, torch_single_thread) -> None:
     """Two pieces (a chorale crop and its time reversal), trained with prefix masks: the known
     canvas alone tells the model which piece to continue."""
     torch.manual_seed(0)
