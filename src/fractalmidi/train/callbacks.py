@@ -163,4 +163,4 @@ class FinalCheckpoint(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._saved_step() != trainer.global_step:  # every rank decides alike: saving is collective
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # full state: optimizer, loops, callbacks
