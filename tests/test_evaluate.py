@@ -183,47 +183,45 @@ def test_evaluate_generated_set_against_prepared_data_with_nll(
     assert "one-sample Monte-Carlo estimate of an upper bound" in md
 
 
-def test_nll_of_an_all_ar_model_is_reported_exact(tmp_path: Path, monkeypatch) -> None:
+def _stand_in_checkpoint(tmp_path: Path, monkeypatch, model, pieces: int) -> tuple[Path, Path]:
+    """A folder of ``pieces`` two-note MIDI files and a checkpoint path that loads as ``model``."""
     import fractalmidi.inference as inference
-    from fractalmidi.models import build
 
-    torch.manual_seed(0)
-    model = build("fractal-ar-tiny").eval()
     monkeypatch.setattr(inference, "load_checkpoint", lambda path, use_ema=True: inference.LoadedCheckpoint(Path(path), model, {}))
     roll = np.zeros((128, 32), dtype=np.uint8)
     roll[[60, 64], :16] = 80
     folder = tmp_path / "set"
     folder.mkdir()
-    for k in range(2):
+    for k in range(pieces):
         write_midi(np.roll(roll, k, axis=0), folder / f"{k}.mid")
     ckpt = tmp_path / "model.ckpt"
     ckpt.write_bytes(b"stand-in")
+    return folder, ckpt
+
+
+def test_nll_of_an_all_ar_model_is_reported_exact(tmp_path: Path, monkeypatch) -> None:
+    from fractalmidi.models import build
+
+    torch.manual_seed(0)
+    model = build("fractal-ar-tiny").eval()
+    folder, ckpt = _stand_in_checkpoint(tmp_path, monkeypatch, model, pieces=2)
     report = evaluate(folder, folder, tmp_path / "report", checkpoint=ckpt, progress=False, nll_steps=16)
     nll = report["nll"]
     assert nll["exact"] is True and nll["estimate_reason"] is None
     assert nll["generated"]["exact"] is True and nll["generated"]["bits_per_pixel"] > 0
     md = (tmp_path / "report" / "report.md").read_text()
-    assert f"{nll['generated']['bits_per_pixel']:.4f} (exact)" in md 
+    assert f"{nll['generated']['bits_per_pixel']:.4f} (exact)" in md
     assert "estimate" not in md.split("## Likelihood")[1].split("## Method")[0]
 
 
 def test_nll_is_skipped_with_a_note_for_a_family_without_likelihood(tmp_path: Path, monkeypatch) -> None:
-    import fractalmidi.inference as inference
     from fractalmidi.models.base import Generator
 
     class NoLikelihood(Generator):
         family = "stand-in"
 
     model = NoLikelihood()
-    monkeypatch.setattr(inference, "load_checkpoint", lambda path, use_ema=True: inference.LoadedCheckpoint(Path(path), model, {}))
-    roll = np.zeros((128, 32), dtype=np.uint8)
-    roll[[60, 64], :16] = 80
-    folder = tmp_path / "set"
-    folder.mkdir()
-    for k in range(3):
-        write_midi(np.roll(roll, k, axis=0), folder / f"{k}.mid")
-    ckpt = tmp_path / "model.ckpt"
-    ckpt.write_bytes(b"stand-in")
+    folder, ckpt = _stand_in_checkpoint(tmp_path, monkeypatch, model, pieces=3)
     report = evaluate(folder, folder, tmp_path / "report", checkpoint=ckpt, progress=False)
     assert report["nll"]["note"] == "NLL skipped: the stand-in family has no tractable likelihood."
     assert "NLL skipped" in (tmp_path / "report" / "report.md").read_text()
