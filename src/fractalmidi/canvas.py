@@ -1,6 +1,7 @@
 """Canvas and mask of each generation mode: one mechanism for compose, continue and inpaint.
 
-A plan is a float canvas ``(1, 1, 128, T_pad)`` in [0, 1], a bool mask (True = generate) and
+A plan is a float canvas ``(1, 2, 128, T_pad)`` of roll planes (velocity / 127, onset), a bool
+mask of the same shape (True = generate, equal on both planes) and
 the length the result is cropped back to. ``T_pad`` is the requested length rounded up to the
 model's ``length_multiple``: a continuation generates the extra steps and drops them; an
 inpainting pads the piece with silence marked *known*, so nothing outside the region changes.
@@ -14,11 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from fractalmidi.data.roll import NUM_PITCHES, ROLL_PLANES, codes_to_planes
 from fractalmidi.errors import UserError
 
-NUM_PITCHES = 128
 MAX_PITCH = NUM_PITCHES - 1
-VELOCITY_SCALE = 127.0
 
 
 @dataclass
@@ -44,13 +44,13 @@ def accepted_lengths(length: int, multiple: int) -> str:
 
 
 def _empty(length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    shape = (1, 1, NUM_PITCHES, length)
+    shape = (1, ROLL_PLANES, NUM_PITCHES, length)
     return torch.zeros(shape, dtype=torch.float32), torch.zeros(shape, dtype=torch.bool)
 
 
 def _as_float(roll: np.ndarray) -> torch.Tensor:
-    """uint8 velocities ``(1, 128, T)`` -> float ``(128, T)`` in [0, 1]."""
-    return torch.from_numpy(np.asarray(roll, dtype=np.float32)[0] / VELOCITY_SCALE)
+    """uint8 note codes ``(1, 128, T)`` -> float planes ``(2, 128, T)``."""
+    return torch.from_numpy(codes_to_planes(np.asarray(roll)[0]))
 
 
 def unconditional_plan(length: int, multiple: int) -> Plan:
@@ -71,7 +71,7 @@ def continue_plan(roll: np.ndarray, condition_length: int, length: int, multiple
         raise UserError(f"--length must be a positive number of new steps, got {length}")
     total = condition_length + length
     canvas, mask = _empty(round_up(total, multiple))
-    canvas[0, 0, :, :condition_length] = _as_float(roll[..., :condition_length])
+    canvas[0, :, :, :condition_length] = _as_float(roll[..., :condition_length])
     mask[..., condition_length:] = True
     return Plan(canvas, mask, total, {"start": condition_length, "end": total, "pitch_low": 0, "pitch_high": MAX_PITCH})
 
@@ -86,8 +86,8 @@ def inpaint_plan(roll: np.ndarray, start: int, end: int, pitch_low: int | None, 
     if not 0 <= low <= high <= MAX_PITCH:
         raise UserError(f"pitch range --pitch-low {low} --pitch-high {high} is invalid: need 0 <= low <= high <= {MAX_PITCH}")
     canvas, mask = _empty(round_up(steps, multiple))
-    canvas[0, 0, :, :steps] = _as_float(roll)
-    mask[0, 0, low : high + 1, start:end] = True
+    canvas[0, :, :, :steps] = _as_float(roll)
+    mask[0, :, low : high + 1, start:end] = True
     canvas[mask] = 0.0  # the model never sees what it is asked to rewrite
     return Plan(canvas, mask, steps, {"start": start, "end": end, "pitch_low": low, "pitch_high": high})
 

@@ -1,9 +1,11 @@
 """Piano-roll pictures (PNG, animated GIF) and audio (WAV through FluidSynth); ``fractalmidi render``.
 
 Colours follow Logic Pro's velocity scheme: black = silence, blue for soft notes, green around
-velocity 64, yellow, then red at 127. Pictures put high pitches at the top, label the pitch
-axis with note names (C4 = MIDI 60) and the time axis in bars (16 steps of the 16th grid;
-seconds on an ``fps`` grid). matplotlib draws through its Agg canvas (no display needed).
+velocity 64, yellow, then red at 127, with a legend beside the roll. Each note starts with a
+dark line at its onset, so a re-struck note shows as two. Pictures put high pitches at the
+top, show the music's pitch range in whole octaves, label the pitch axis with note names
+(C4 = MIDI 60) and the time axis in bars (16 steps of the 16th grid; seconds on an ``fps``
+grid). matplotlib draws through its Agg canvas (no display needed).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fractalmidi.data.roll import MAX_VELOCITY, NUM_PITCHES, as_uint8_roll
+from fractalmidi.data.roll import MAX_VELOCITY, NUM_PITCHES, ONSET_BIT, VELOCITY_BITS, as_uint8_roll
 from fractalmidi.errors import UserError
 
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -40,7 +42,14 @@ PITCH_PX = 4
 MAX_STEP_PX = 8
 MAX_IMAGE_WIDTH = 4096
 """A step gets the largest whole number of pixels (<= MAX_STEP_PX) that keeps the roll this wide."""
-MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 56, 16, 32, 44
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 56, 72, 32, 44
+LEGEND_GAP_PX, LEGEND_WIDTH_PX = 12, 12
+"""The velocity legend: a colour bar right of the roll."""
+MIN_ONSET_MARK_PX = 3
+"""Steps at least this wide get a dark onset line in their first pixel column."""
+OCTAVE = 12
+MIN_PITCH_SPAN = 2 * OCTAVE
+"""A picture shows the music's pitches rounded out to whole octaves, at least two of them."""
 DPI = 100
 BACKGROUND = "#1e1e1e"
 FOREGROUND = "#d0d0d0"
@@ -82,7 +91,22 @@ def note_name(pitch: int) -> str:
 
 def roll_to_rgb(roll: Any) -> np.ndarray:
     """``(128, T, 3)`` uint8 picture of a roll: row 0 is pitch 127 (high pitches on top)."""
-    return _velocity_lut()[as_uint8_roll(roll)[::-1]]
+    return _velocity_lut()[as_uint8_roll(roll)[::-1] & VELOCITY_BITS]
+
+
+def pitch_window(codes: np.ndarray) -> tuple[int, int]:
+    """Lowest and highest pitch to draw: the sounding range rounded out to whole octaves."""
+    rows = np.flatnonzero(codes.any(axis=1))
+    if rows.size == 0:
+        return 0, NUM_PITCHES - 1
+    low = int(rows[0]) // OCTAVE * OCTAVE
+    high = min(NUM_PITCHES, (int(rows[-1]) // OCTAVE + 1) * OCTAVE)
+    while high - low < MIN_PITCH_SPAN:  # widen downwards first, then upwards
+        if low > 0:
+            low -= OCTAVE
+        else:
+            high = min(NUM_PITCHES, high + OCTAVE)
+    return low, high - 1
 
 
 @dataclass(frozen=True)
@@ -94,11 +118,14 @@ class PngLayout:
     step_px: int
     pitch_px: int
     steps: int
+    pitch_low: int = 0
+    pitch_high: int = NUM_PITCHES - 1
+    """The pitch range drawn (see :func:`pitch_window`)."""
 
     def pixel(self, pitch: int, step: int) -> tuple[int, int]:
-        """``(x, y)`` of the centre of the cell of ``pitch`` at ``step``."""
+        """``(x, y)`` of the centre of the cell of ``pitch`` at ``step`` (a pitch inside the range drawn)."""
         x = self.left + step * self.step_px + self.step_px // 2
-        y = self.top + (NUM_PITCHES - 1 - pitch) * self.pitch_px + self.pitch_px // 2
+        y = self.top + (self.pitch_high - pitch) * self.pitch_px + self.pitch_px // 2
         return x, y
 
 
@@ -128,26 +155,33 @@ def save_png(roll: Any, path: str | os.PathLike, *, title: str | None = None, gr
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    velocities = as_uint8_roll(roll)
-    if velocities.shape[1] == 0:  # an empty roll is drawn as one silent step
-        velocities = np.zeros((NUM_PITCHES, 1), dtype=np.uint8)
-    rgb = roll_to_rgb(velocities)
-    steps = rgb.shape[1]
+    codes = as_uint8_roll(roll)
+    if codes.shape[1] == 0:  # an empty roll is drawn as one silent step
+        codes = np.zeros((NUM_PITCHES, 1), dtype=np.uint8)
+    low, high = pitch_window(codes)
+    codes = codes[low : high + 1]
+    rows, steps = codes.shape
     step_px = max(1, min(MAX_STEP_PX, MAX_IMAGE_WIDTH // steps))
-    plot_w, plot_h = steps * step_px, NUM_PITCHES * PITCH_PX
+    rgb = _velocity_lut()[codes[::-1] & VELOCITY_BITS].repeat(step_px, axis=1)
+    if step_px >= MIN_ONSET_MARK_PX:
+        pitch, step = np.nonzero((codes[::-1] & ONSET_BIT) > 0)
+        rgb[pitch, step * step_px] = 0
+    plot_w, plot_h = steps * step_px, rows * PITCH_PX
     width, height = MARGIN_LEFT + plot_w + MARGIN_RIGHT, MARGIN_TOP + plot_h + MARGIN_BOTTOM
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor=BACKGROUND)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((MARGIN_LEFT / width, MARGIN_BOTTOM / height, plot_w / width, plot_h / height))
-    ax.imshow(rgb, aspect="auto", interpolation="nearest", resample=False, extent=(0, steps, 0, NUM_PITCHES))
-    pitches = np.arange(0, NUM_PITCHES, 12)
+    ax.imshow(rgb, aspect="auto", interpolation="nearest", resample=False, extent=(0, steps, low, high + 1))
+    pitches = np.arange(low, high + 1, OCTAVE)
     ax.set_yticks(pitches + 0.5, [note_name(int(p)) for p in pitches])
     ticks, names, label = _time_ticks(steps, grid, None)
     ax.set_xticks(ticks, names)
     for x in ticks[1:]:
         ax.axvline(x, color=FOREGROUND, linewidth=0.5, alpha=BAR_LINE_ALPHA)
     ax.set_xlim(0, steps)
-    ax.set_ylim(0, NUM_PITCHES)
+    ax.set_ylim(low, high + 1)
+    _legend(fig, (MARGIN_LEFT + plot_w + LEGEND_GAP_PX) / width, MARGIN_BOTTOM / height,
+            LEGEND_WIDTH_PX / width, plot_h / height)
     ax.set_xlabel(label, color=FOREGROUND)
     ax.tick_params(colors=FOREGROUND, labelsize=8)
     for spine in ax.spines.values():
@@ -160,7 +194,23 @@ def save_png(roll: Any, path: str | os.PathLike, *, title: str | None = None, gr
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return PngLayout(left=MARGIN_LEFT, top=MARGIN_TOP, step_px=step_px, pitch_px=PITCH_PX, steps=steps)
+    return PngLayout(left=MARGIN_LEFT, top=MARGIN_TOP, step_px=step_px, pitch_px=PITCH_PX, steps=steps,
+                     pitch_low=low, pitch_high=high)
+
+
+def _legend(fig: Any, left: float, bottom: float, width: float, height: float) -> None:
+    """A vertical velocity colour bar (1 at the bottom, 127 at the top) in figure coordinates."""
+    ax = fig.add_axes((left, bottom, width, height))
+    ax.imshow(_velocity_lut()[MAX_VELOCITY:0:-1, None], aspect="auto", interpolation="nearest",
+              extent=(0, 1, 1, MAX_VELOCITY + 1))
+    ax.set_xticks([])
+    ax.yaxis.tick_right()
+    ax.set_yticks([1.5, 64.5, MAX_VELOCITY + 0.5], ["1", "64", "127"])
+    ax.set_ylabel("velocity", color=FOREGROUND, fontsize=8)
+    ax.yaxis.set_label_position("right")
+    ax.tick_params(colors=FOREGROUND, labelsize=7)
+    for spine in ax.spines.values():
+        spine.set_color(FOREGROUND)
 
 
 def save_gif(frames: Sequence[Any], path: str | os.PathLike, *, frame_ms: int = GIF_FRAME_MS,

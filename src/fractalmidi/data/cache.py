@@ -2,7 +2,8 @@
 
 Files in a prepared folder:
 
-- ``rolls.u8``: every piece's frames concatenated *time-major*, ``(T_i, 128)`` uint8 each, so a
+- ``rolls.u8``: every piece's frames concatenated *time-major*, ``(T_i, 128)`` uint8 note codes
+  (velocity + onset bit, see :mod:`fractalmidi.data.roll`) each, so a
   training crop is one contiguous read;
 - ``index.npy``: int64 ``(N, 6)`` rows ``start_step, steps, split, pitch_lo, pitch_hi,
   info_offset`` (split 0/1/2 = train/valid/test; info_offset = byte offset in pieces.jsonl);
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fractalmidi.data.roll import NUM_PITCHES
+from fractalmidi.data.roll import NUM_PITCHES, canonical_codes
 from fractalmidi.errors import UserError
 
 ROLLS_FILE = "rolls.u8"
@@ -35,6 +36,10 @@ JOURNAL_FILE = "journal.jsonl"
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
 COL_START, COL_STEPS, COL_SPLIT, COL_PITCH_LO, COL_PITCH_HI, COL_INFO = range(6)
 INDEX_COLUMNS = ("start_step", "steps", "split", "pitch_lo", "pitch_hi", "info_offset")
+
+FORMAT_NAME = "fractalmidi-prepared"
+FORMAT_VERSION = 2
+"""Version 2: cells are note codes (velocity + onset bit); version 1 held velocities only."""
 
 FLUSH_SECONDS = 2.0
 """How often the journal (and the frames it points at) reach the disk while preparing."""
@@ -143,6 +148,24 @@ class CacheWriter:
         (self.folder / JOURNAL_FILE).unlink(missing_ok=True)
 
 
+def format_tag() -> str:
+    """The ``format`` entry of a manifest written by this version."""
+    return f"{FORMAT_NAME}/{FORMAT_VERSION}"
+
+
+def check_format(manifest: dict, root: Path) -> None:
+    """Refuse a prepared folder of another format version with what to do about it."""
+    name, _, version = str(manifest.get("format", "")).partition("/")
+    if name != FORMAT_NAME or not version.isdigit():
+        raise UserError(f"{root} is not a fractalmidi prepared folder (format {manifest.get('format')!r})")
+    if int(version) < FORMAT_VERSION:
+        raise UserError(f"{root} was prepared in an older format (version {version}, without note onsets); "
+                        f"re-run 'fractalmidi prepare' to rebuild it")
+    if int(version) > FORMAT_VERSION:
+        raise UserError(f"{root} was prepared by a newer fractalmidi (format version {version} > {FORMAT_VERSION}); "
+                        f"upgrade fractalmidi or re-run 'fractalmidi prepare' with this one")
+
+
 class PreparedData:
     """Read a prepared folder: ``len()``, ``piece(i)``, ``crop(i, start, length)``, ``split(name)``.
 
@@ -156,6 +179,7 @@ class PreparedData:
         if not manifest.is_file():
             raise UserError(f"{self.root} is not a prepared data folder (no {MANIFEST_FILE}); run 'fractalmidi prepare'")
         self.manifest: dict = json.loads(manifest.read_text())
+        check_format(self.manifest, self.root)
         self.index: np.ndarray = np.load(self.root / INDEX_FILE, allow_pickle=False)
         self._frames: np.ndarray | None = None
 
@@ -187,17 +211,18 @@ class PreparedData:
         return int(self.index[i, COL_PITCH_LO]), int(self.index[i, COL_PITCH_HI])
 
     def crop(self, i: int, start: int, length: int) -> np.ndarray:
-        """``(128, length)`` uint8 from step ``start`` of piece ``i``, silence past its end."""
+        """``(128, length)`` uint8 codes from step ``start`` of piece ``i``, silence past its end; a note
+        already sounding at ``start`` gets its onset there (a crop is a piece of its own)."""
         steps = self.steps(i)
         begin = int(self.index[i, COL_START])
         out = np.zeros((NUM_PITCHES, length), dtype=np.uint8)
         lo, hi = max(start, 0), min(start + length, steps)
         if hi > lo:
             out[:, lo - start : hi - start] = self.frames[begin + lo : begin + hi].T
-        return out
+        return canonical_codes(out)
 
     def piece(self, i: int) -> np.ndarray:
-        """The whole piece ``i`` as ``(1, 128, T)`` uint8 velocities."""
+        """The whole piece ``i`` as ``(1, 128, T)`` uint8 note codes."""
         return self.crop(i, 0, self.steps(i))[None]
 
     def split(self, name: str) -> list[int]:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fractalmidi.data.cache import PreparedData
-from fractalmidi.data.roll import MAX_VELOCITY, NUM_PITCHES
+from fractalmidi.data.roll import NUM_PITCHES, codes_to_planes
 from fractalmidi.errors import UserError
 
 DEFAULT_CROP_LENGTH = 256
@@ -26,7 +26,8 @@ VALID_SEED_OFFSET = 1_000_003
 
 
 class PianoRollDataset(Dataset):
-    """Crops ``(1, 128, crop_length)`` float32 in [0, 1] from one split of a prepared folder.
+    """Crops as float32 planes ``(2, 128, crop_length)`` (velocity / 127, onset) from one split of a
+    prepared folder.
 
     ``train=True``: a random crop start and a pitch shift drawn from ``pitch_shift`` but clipped
     to the crop's own pitch range (no note ever leaves 0..127); ``augment_factor`` repeats every
@@ -81,7 +82,7 @@ class PianoRollDataset(Dataset):
         crop = self.data.crop(piece, start, self.crop_length)
         if self.train:
             crop = self._shift(crop, rng)
-        return torch.from_numpy(crop[None].astype(np.float32) / MAX_VELOCITY)
+        return torch.from_numpy(codes_to_planes(crop))
 
     def _shift(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         rows = np.flatnonzero(crop.any(axis=1))

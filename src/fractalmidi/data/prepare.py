@@ -22,6 +22,7 @@ from fractalmidi.data.cache import (
     ROLLS_FILE,
     SPLIT_CODES,
     CacheWriter,
+    format_tag,
     write_json_atomic,
 )
 from fractalmidi.data.grid import GRID_HELP, parse_grid
@@ -153,7 +154,7 @@ def _finish(writer: CacheWriter, fixed_splits: bool, ratios, args: argparse.Name
     else:
         codes = assign_splits(len(fixed), ratios, args.min_split_count, args.seed)
     manifest = {
-        "format": "fractalmidi-prepared/1",
+        "format": format_tag(),
         "version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "pieces": writer.pieces,
@@ -162,7 +163,8 @@ def _finish(writer: CacheWriter, fixed_splits: bool, ratios, args: argparse.Name
         "grid": settings["grid"],
         "total_steps": total_steps,
         "settings": {**settings, "split_source": "layout" if fixed_splits else "seeded ratios"},
-        "files": {"rolls": ROLLS_FILE, "rolls_layout": "time-major uint8 frames (T_i, 128) concatenated",
+        "files": {"rolls": ROLLS_FILE, "rolls_layout": "time-major uint8 frames (T_i, 128) concatenated; "
+                  "cell = velocity | 0x80 at a note onset",
                   "index_columns": list(INDEX_COLUMNS)},
     }
     writer.finalize(codes, manifest)

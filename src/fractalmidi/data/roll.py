@@ -1,15 +1,21 @@
-"""MIDI <-> piano-roll: a ``(1, 128, T)`` uint8 velocity image on a 16th or fps grid.
+"""MIDI <-> piano-roll: a ``(1, 128, T)`` uint8 image of note codes on a 16th or fps grid.
+
+A cell's low 7 bits are the velocity sounding there (0 = silence) and its high bit
+(:data:`ONSET_BIT`) says a note starts there: every note has one velocity, set at its onset
+and repeated by its held frames, and a re-struck note stays two notes. Data without onset
+information maps deterministically: a sounding frame after silence is an onset
+(:func:`canonical_codes`). Models see the same thing as two float planes, velocity / 127 and
+the onset flag (:func:`codes_to_planes`).
 
 MIDI -> roll: notes of every non-drum track are merged (max velocity), a constant per-file
 grid offset is detected (circular mean of onset phases) and removed before quantising, an
 optional sustain pedal (CC64) extends notes, and the length is checked against ``max_steps``
 *before* anything is allocated (a 37-byte file can claim a 137 GB roll).
 
-Roll -> MIDI: a run of non-zero frames at a pitch is a note and a change of velocity inside a
-run starts a new one (a rise, as the spec says, and also a fall: a repeated note played softer
-is common, and splitting only on rises drops POP909's round-trip onset F1 from 0.99 to 0.97). The roll cannot tell apart a note re-struck at the *same* velocity right
-where the previous one ends (or while it still sounds) from one long note: those merge. A
-re-strike while the pitch still sounds ends the previous note at the re-strike (as on a piano).
+Roll -> MIDI: a note starts at an onset (or a sounding frame after silence) and lasts while its
+pitch sounds, up to the next onset. A re-strike while the pitch still sounds ends the previous
+note at the re-strike (as on a piano). Two onsets of one pitch in one grid cell cannot both be
+kept: quantising merges them and counts them (``collisions`` in the metadata).
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ from fractalmidi.errors import UserError
 
 NUM_PITCHES = 128
 MAX_VELOCITY = 127
+ONSET_BIT = 0x80
+"""High bit of a roll cell: a note starts here."""
+VELOCITY_BITS = 0x7F
+"""Low bits of a roll cell: the velocity sounding there (0 = silence)."""
+ROLL_PLANES = 2
+VELOCITY_PLANE, ONSET_PLANE = 0, 1
+"""Models see rolls as float planes ``(2, 128, T)``: velocity / 127 held over the note, onset flag."""
 MIDI_HEADER = b"MThd"
 
 DEFAULT_MAX_STEPS = 16384
@@ -60,6 +73,8 @@ class NoteArrays:
     onset: np.ndarray
     end: np.ndarray
     velocity: np.ndarray
+    collisions: int = 0
+    """Onsets merged because another onset of the same pitch fell in the same grid cell."""
 
     def __len__(self) -> int:
         return int(self.pitch.shape[0])
@@ -159,6 +174,7 @@ def quantize_notes(
     first = np.ones(pitch.shape[0], dtype=bool)
     first[1:] = (pitch[1:] != pitch[:-1]) | (on[1:] != on[:-1])
     starts = np.flatnonzero(first)
+    collisions = int(pitch.shape[0] - starts.size)
     if starts.size:
         vel = np.maximum.reduceat(vel, starts)
         off = np.maximum.reduceat(off, starts)
@@ -167,11 +183,11 @@ def quantize_notes(
     cut = off[:-1].copy()
     cut[same] = np.minimum(cut[same], on[1:][same])
     off[:-1] = cut
-    return NoteArrays(pitch=pitch, onset=on, end=off, velocity=vel)
+    return NoteArrays(pitch=pitch, onset=on, end=off, velocity=vel, collisions=collisions)
 
 
 def notes_to_roll(notes: NoteArrays, length: int) -> np.ndarray:
-    """Paint disjoint-per-pitch notes into a ``(128, length)`` uint8 roll (cells <= 128*length)."""
+    """Paint disjoint-per-pitch notes into a ``(128, length)`` uint8 code roll (cells <= 128*length)."""
     roll = np.zeros((NUM_PITCHES, length), dtype=np.uint8)
     end = np.minimum(notes.end, length)
     keep = end > notes.onset
@@ -182,6 +198,7 @@ def notes_to_roll(notes: NoteArrays, length: int) -> np.ndarray:
     run_start = np.repeat(np.cumsum(lengths) - lengths, lengths)
     cols = np.arange(int(lengths.sum())) - run_start + np.repeat(on, lengths)
     roll[np.repeat(notes.pitch[keep], lengths), cols] = np.repeat(notes.velocity[keep], lengths).astype(np.uint8)
+    roll[notes.pitch[keep], on] |= ONSET_BIT
     return roll
 
 
@@ -212,6 +229,7 @@ def midi_notes(
         "on_grid": on_grid_fraction(onset - offset, period),
         "sustain": bool(sustain),
         "source_notes": int(onset.size),
+        "collisions": notes.collisions,
     }
     if not isinstance(src, Score):
         meta["source"] = str(src)
@@ -244,32 +262,66 @@ def midi_to_roll(
     return roll[None], meta
 
 
+def canonical_codes(codes: np.ndarray) -> np.ndarray:
+    """Note codes ``(..., 128, T)`` made canonical: an onset bit on every sounding frame that starts a
+    note (it has the bit, or silence before it), none elsewhere, and each note's onset velocity
+    on all its frames. Canonical rolls decode to the same notes and look the same in pictures."""
+    codes = np.asarray(codes, dtype=np.uint8)
+    velocity = codes & VELOCITY_BITS
+    sounding = velocity > 0
+    before = np.zeros_like(sounding)
+    before[..., 1:] = sounding[..., :-1]
+    start = sounding & (((codes & ONSET_BIT) > 0) | ~before)
+    steps = np.arange(codes.shape[-1])
+    last_start = np.maximum.accumulate(np.where(start, steps, 0), axis=-1)
+    note_velocity = np.take_along_axis(velocity, last_start, axis=-1)
+    return (np.where(sounding, note_velocity, 0) | np.where(start, ONSET_BIT, 0)).astype(np.uint8)
+
+
+def codes_to_planes(codes: np.ndarray) -> np.ndarray:
+    """uint8 note codes ``(..., 128, T)`` -> float32 planes ``(..., 2, 128, T)`` (velocity / 127, onset)."""
+    codes = canonical_codes(codes)
+    velocity = (codes & VELOCITY_BITS).astype(np.float32) / MAX_VELOCITY
+    onset = ((codes & ONSET_BIT) > 0).astype(np.float32)
+    return np.stack([velocity, onset], axis=-3)
+
+
+def planes_to_codes(planes: np.ndarray) -> np.ndarray:
+    """float planes ``(..., 2, 128, T)`` -> canonical uint8 codes ``(..., 128, T)``."""
+    planes = np.nan_to_num(np.asarray(planes, dtype=np.float32))
+    velocity = np.clip(np.rint(planes[..., VELOCITY_PLANE, :, :] * MAX_VELOCITY), 0, MAX_VELOCITY).astype(np.uint8)
+    onset = (planes[..., ONSET_PLANE, :, :] > 0.5) & (velocity > 0)
+    return canonical_codes(velocity | np.where(onset, ONSET_BIT, 0).astype(np.uint8))
+
+
 def as_uint8_roll(roll: Any) -> np.ndarray:
-    """``(128, T)`` uint8 velocities 0..127 from uint8 velocities or floats in [0, 1] (numpy or
-    torch), shaped (1,128,T) or (128,T)."""
+    """Canonical ``(128, T)`` uint8 note codes from codes ``(1, 128, T)`` / ``(128, T)``, float planes
+    ``(2, 128, T)`` (numpy or torch), or float velocities in [0, 1] ``(1, 128, T)`` / ``(128, T)``
+    (velocity only: onsets where a pitch starts sounding)."""
     if hasattr(roll, "detach"):
         roll = roll.detach().cpu().numpy()
     arr = np.asarray(roll)
+    if arr.ndim == 3 and arr.shape[0] == ROLL_PLANES and arr.dtype != np.uint8:
+        return planes_to_codes(arr)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2 or arr.shape[0] != NUM_PITCHES:
-        raise UserError(f"a piano-roll must have shape (1, 128, T) or (128, T), got {tuple(np.shape(roll))}")
+        raise UserError(f"a piano-roll must have shape (1, 128, T), (128, T) or planes (2, 128, T), got {tuple(np.shape(roll))}")
     if arr.dtype == np.uint8:
-        return arr if arr.size == 0 or arr.max() <= MAX_VELOCITY else np.minimum(arr, MAX_VELOCITY)
+        return canonical_codes(arr)
     if np.issubdtype(arr.dtype, np.floating):
-        return np.clip(np.rint(np.nan_to_num(arr) * MAX_VELOCITY), 0, MAX_VELOCITY).astype(np.uint8)
-    return np.clip(arr, 0, MAX_VELOCITY).astype(np.uint8)
+        return canonical_codes(np.clip(np.rint(np.nan_to_num(arr) * MAX_VELOCITY), 0, MAX_VELOCITY).astype(np.uint8))
+    return canonical_codes(np.clip(arr, 0, MAX_VELOCITY).astype(np.uint8))
 
 
 def roll_to_notes(roll: Any) -> NoteArrays:
-    """Notes of a roll: runs of non-zero frames per pitch, split where the velocity changes."""
-    arr = as_uint8_roll(roll).astype(np.int16)
-    padded = np.zeros((arr.shape[0], arr.shape[1] + 2), dtype=np.int16)
-    padded[:, 1:-1] = arr
-    prev, cur = padded[:, :-1], padded[:, 1:]
-    change = cur != prev  # frame t (in cur coordinates) differs from t-1: a boundary
-    start = change & (cur > 0)
-    boundary = change  # a note ends at the next change (new velocity or silence)
+    """Notes of a roll: each starts at an onset (see :func:`canonical_codes`) and lasts while its
+    pitch sounds, up to the next onset; its velocity is the one at its onset."""
+    codes = as_uint8_roll(roll)
+    padded = np.zeros((codes.shape[0], codes.shape[1] + 2), dtype=np.uint8)
+    padded[:, 1:-1] = codes
+    start = (padded & ONSET_BIT) > 0
+    boundary = start | ((padded & VELOCITY_BITS) == 0)  # a note ends at the next onset or silence
     pitch_s, time_s = np.nonzero(start)
     pitch_b, time_b = np.nonzero(boundary)
     width = padded.shape[1]
@@ -277,9 +329,9 @@ def roll_to_notes(roll: Any) -> NoteArrays:
     key_s = pitch_s * width + time_s
     nxt = np.searchsorted(key_b, key_s, side="right")
     end = key_b[nxt] - pitch_s * width
-    velocity = arr[pitch_s, time_s]
-    return NoteArrays(pitch=pitch_s.astype(np.int64), onset=time_s.astype(np.int64), end=end.astype(np.int64),
-                      velocity=velocity.astype(np.int64))
+    velocity = padded[pitch_s, time_s] & VELOCITY_BITS
+    return NoteArrays(pitch=pitch_s.astype(np.int64), onset=(time_s - 1).astype(np.int64),
+                      end=(end - 1).astype(np.int64), velocity=velocity.astype(np.int64))
 
 
 def roll_to_midi(

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from symusic import Note, Score, Tempo, Track
 
-from fractalmidi.data.roll import NUM_PITCHES, BadMidiError, midi_to_roll
+from fractalmidi.data.roll import NUM_PITCHES, BadMidiError, canonical_codes, midi_to_roll
 from fractalmidi.errors import UserError
 
 LAYOUTS = ("auto", "midi-dir", "pop909", "jsb", "aria")
@@ -157,12 +157,13 @@ def read_jsb_json(root: Path) -> dict[str, list]:
 
 
 def jsb_roll(voices: list[list[float]]) -> np.ndarray:
-    """SATB pitch rows (one per 16th, -1/NaN = rest) -> ``(1, 128, T)`` uint8; held notes join."""
+    """SATB pitch rows (one per 16th, -1/NaN = rest) -> ``(1, 128, T)`` uint8 codes; held notes join
+    (the file has no onsets: a pitch that starts sounding is an onset)."""
     rows = np.asarray(voices, dtype=np.float64).reshape(len(voices), -1)
     roll = np.zeros((1, NUM_PITCHES, rows.shape[0]), dtype=np.uint8)
     t, v = np.nonzero(np.nan_to_num(rows, nan=-1.0) >= 0)
     roll[0, rows[t, v].astype(np.int64), t] = JSB_VELOCITY
-    return roll
+    return canonical_codes(roll)
 
 
 def load_jsb_chorales(root: str | os.PathLike | None = None) -> dict[str, list[np.ndarray]]:

@@ -8,11 +8,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fractalmidi.data.roll import codes_to_planes
 from fractalmidi.evaluate.sets import PieceSource
-
-VELOCITY_SCALE = 127.0
-"""Rolls are stored as velocities; models see velocity / 127."""
-
 
 def source_rolls(source: PieceSource, grid: str) -> list[tuple[str, np.ndarray]]:
     """``(label, uint8 roll (1, 128, T))`` per readable piece, on the checkpoint's grid."""
@@ -52,7 +49,7 @@ def set_nll(model, rolls: list[tuple[str, np.ndarray]], *, max_steps: int, batch
     bits, nats, exact = [], [], []
     batches = [(length, group[i : i + batch_size]) for length, group in by_length.items() for i in range(0, len(group), batch_size)]
     for _, group in tqdm(batches, desc="nll", unit="batch", leave=False):
-        x = torch.from_numpy(np.stack(group).astype(np.float32) / VELOCITY_SCALE)
+        x = torch.from_numpy(codes_to_planes(np.stack(group)[:, 0]))
         result = model.nll(x)
         bits.append(result["bits_per_pixel"].reshape(-1).double().cpu().numpy())
         nats.append(result["nats_per_step"].reshape(-1).double().cpu().numpy())

@@ -11,12 +11,16 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-NUM_PITCHES = 128
-"""Piano-roll height: one row per MIDI pitch (row 0 = pitch 0)."""
+from fractalmidi.data.roll import MAX_VELOCITY, NUM_PITCHES, ONSET_PLANE, ROLL_PLANES, VELOCITY_PLANE
+
+DEFAULT_NOTE_VELOCITY = 64
+"""Velocity of a generated note that has none of its own (e.g. a sampled hold after silence):
+MIDI's customary default."""
 
 
 class Generator(nn.Module):
-    """A generative model of piano-rolls ``(B, 1, 128, T)`` with values in ``[0, 1]``.
+    """A generative model of piano-rolls: float planes ``(B, 2, 128, T)``, velocity / 127 held over each
+    note and the onset flag (see :mod:`fractalmidi.data.roll`).
 
     Subclasses set :attr:`family`, :attr:`has_likelihood`, :attr:`length_multiple` and
     :attr:`ema_decays` and implement :meth:`loss` and :meth:`sample` (and :meth:`nll`
@@ -64,7 +68,7 @@ class Generator(nn.Module):
         """Fill ``canvas`` where ``mask`` is True; pixels where it is False come back bit-identical.
 
         With ``return_steps`` also returns the intermediate canvases (coarse to fine), each
-        ``(B, 1, 128, T)`` in ``[0, 1]``, for generation GIFs.
+        ``(B, 2, 128, T)``, for generation GIFs.
         """
         raise NotImplementedError
 
@@ -82,9 +86,9 @@ class Generator(nn.Module):
             raise ValueError(f"length {length} is not a positive multiple of {self.length_multiple}")
 
     def check_rolls(self, x: torch.Tensor) -> None:
-        """Raise a ``ValueError`` unless ``x`` is ``(B, 1, num_pitches, T)`` with a usable ``T``."""
-        if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != self.num_pitches:
-            raise ValueError(f"expected rolls (B, 1, {self.num_pitches}, T), got {tuple(x.shape)}")
+        """Raise a ``ValueError`` unless ``x`` is ``(B, 2, num_pitches, T)`` with a usable ``T``."""
+        if x.dim() != 4 or x.shape[1] != ROLL_PLANES or x.shape[2] != self.num_pitches:
+            raise ValueError(f"expected rolls (B, {ROLL_PLANES}, {self.num_pitches}, T), got {tuple(x.shape)}")
         self.check_length(x.shape[-1])
 
     def check_canvas(self, canvas: torch.Tensor, mask: torch.Tensor) -> None:
@@ -97,3 +101,33 @@ class Generator(nn.Module):
 def keep_known(result: torch.Tensor, canvas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Copy the known pixels of ``canvas`` into ``result`` so they come back bit-identical."""
     return torch.where(mask, result, canvas)
+
+
+def decode_notes(canvas: torch.Tensor, mask: torch.Tensor, sounding: torch.Tensor, onset: torch.Tensor,
+                 velocity: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Roll planes ``(B, 2, H, W)`` of whole notes from a model's per-pixel output where ``mask`` is set.
+
+    ``sounding``/``onset`` ``(B, H, W)`` bool say where generated notes sound and start (a sounding
+    pixel after silence starts one too); elsewhere the known ``canvas`` says it. Each note's
+    velocity is the ``weight``-weighted mean of ``velocity`` (in [0, 1]) over its pixels, known
+    pixels weighing 1, or :data:`DEFAULT_NOTE_VELOCITY` where the weights sum to 0; so a
+    generated hold continues the note before it. Known pixels come back as in ``canvas``.
+    """
+    gen = mask[:, 0]
+    sounding = torch.where(gen, sounding, canvas[:, VELOCITY_PLANE] > 0)
+    onset = torch.where(gen, onset, canvas[:, ONSET_PLANE] > 0.5)
+    velocity = torch.where(gen, velocity, canvas[:, VELOCITY_PLANE])
+    weight = torch.where(gen, weight, torch.ones_like(weight)) * sounding
+    before = torch.nn.functional.pad(sounding[..., :-1], (1, 0))
+    start = sounding & (onset | ~before)
+    note = torch.cumsum(start.reshape(-1).long(), 0).reshape(start.shape) * sounding  # 0 = no note
+    count = int(note.max()) + 1 if note.numel() else 1
+    flat = note.reshape(-1)
+    w = weight.reshape(-1).double()
+    total = torch.zeros(count, dtype=torch.float64, device=canvas.device).index_add_(0, flat, w)
+    summed = torch.zeros_like(total).index_add_(0, flat, w * velocity.reshape(-1).double())
+    default = torch.full_like(total, DEFAULT_NOTE_VELOCITY / MAX_VELOCITY)
+    mean = torch.where(total > 0, summed / total.clamp_min(1e-12), default)
+    level = (torch.round(mean.clamp(1 / MAX_VELOCITY, 1) * MAX_VELOCITY) / MAX_VELOCITY).to(canvas.dtype)
+    planes = torch.stack([torch.where(sounding, level[note], torch.zeros_like(level[note])), start.to(canvas.dtype)], 1)
+    return keep_known(planes, canvas, mask)

@@ -1,8 +1,10 @@
-"""FractalGen on piano-rolls: a hierarchy of MAR/AR levels ending in a per-pixel velocity head.
+"""FractalGen on piano-rolls: a hierarchy of MAR/AR levels ending in a per-pixel state head.
 
 Level 0 sees the roll as a grid of ``patch_sizes[0]``-square patches; its output for each
 patch conditions level 1 over that patch's sub-patches, and so on down to single pixels,
-whose outputs condition the pixel head (a categorical over velocity bins). The objective is
+whose outputs condition the pixel head (a categorical over pixel states: silence, hold, onset
+with a velocity bin; see :mod:`.head`). Sampled states become whole notes with one velocity
+each (:func:`fractalmidi.models.base.decode_notes`). The objective is
 the pixels' negative log-likelihood plus a per-level auxiliary loss (does a patch hold any
 note?, weight ``occupancy_weight``): rolls are ~97% silence, and this direct signal lets every
 level learn where the notes are sooner. It is read from the same outputs but is not part of
@@ -19,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fractalmidi.models.base import NUM_PITCHES, Generator, keep_known
+from fractalmidi.models.base import NUM_PITCHES, Generator, decode_notes, keep_known
 from fractalmidi.models.fractal.ar import ARLevel
-from fractalmidi.models.fractal.head import PixelHead, velocity_bins
+from fractalmidi.models.fractal.head import PixelHead, PixelStates
 from fractalmidi.models.fractal.level import LevelNet
 from fractalmidi.models.fractal.mar import MARLevel
 from fractalmidi.models.fractal.masking import likelihood_mask, training_mask
@@ -33,7 +35,7 @@ LEVEL_TYPES = {"mar": MARLevel, "ar": ARLevel}
 
 
 class FractalGen(Generator):
-    """Recursive MAR/AR generator of ``(B, 1, num_pitches, T)`` rolls, any T multiple of the top patch."""
+    """Recursive MAR/AR generator of ``(B, 2, num_pitches, T)`` rolls, any T multiple of the top patch."""
 
     family: ClassVar[str] = "fractal"
     has_likelihood: ClassVar[bool] = True
@@ -51,9 +53,11 @@ class FractalGen(Generator):
         head_width: int = 192,
         head_depth: int = 1,
         num_bins: int = 128,
+        note_states: bool = True,
         num_classes: int = 0,
         label_dropout: float = 0.1,
-        mask_ratio_min: float = 0.7,
+        mask_ratio_min: float = 0.0,
+        dropout: float = 0.0,
         occupancy_weight: float = 1.0,
         num_iter_list: Sequence[int] = (8, 4, 1),
         ema_decays: Sequence[float] = (),
@@ -62,6 +66,10 @@ class FractalGen(Generator):
     ) -> None:
         """One entry per level in ``generators`` (``mar`` | ``ar``), ``widths``, ``depths``, ``heads``
         and ``num_iter_list`` (default MAR iterations); ``patch_sizes`` must end with 1 (pixels).
+        ``num_bins`` velocity levels (incl. silence); ``note_states`` adds the hold state and makes
+        velocities onset-only (False: a binary / velocity-only head, e.g. for binary data).
+        ``mask_ratio_min``: MAR training masks hide a share of patches drawn from
+        [mask_ratio_min, 1]; ``dropout`` in every transformer block and the pixel head.
         ``num_pitches`` below 128 only serves micro configurations in tests. ``grad_checkpointing``
         recomputes the levels' transformer activations in the backward pass while training:
         less memory, same loss and gradients, about one more forward pass of time."""
@@ -71,6 +79,7 @@ class FractalGen(Generator):
         self._check_config(widths, depths, heads, num_iter_list, num_pitches, num_bins)
         self.num_pitches = num_pitches
         self.num_bins = num_bins
+        self.pixel_states = PixelStates(num_bins, note_states)
         self.num_classes = num_classes
         self.mask_ratio_min = mask_ratio_min
         self.occupancy_weight = occupancy_weight
@@ -89,12 +98,12 @@ class FractalGen(Generator):
                 extra["fixed_grid"] = (side, side)
             level = LEVEL_TYPES[kind](patch_size=self.patch_sizes[i], cond_dim=cond_dim, num_conds=num_conds,
                                       width=widths[i], depth=depths[i], heads=heads[i], mlp_ratio=mlp_ratio,
-                                      grad_checkpointing=grad_checkpointing, **extra)
+                                      grad_checkpointing=grad_checkpointing, dropout=dropout, **extra)
             levels.append(level)
             cond_dim, num_conds = widths[i], level.child_num_conds
         self.levels = nn.ModuleList(levels)
         self.head = PixelHead(cond_dim=cond_dim, num_conds=num_conds, width=head_width, depth=head_depth,
-                              num_bins=num_bins, mlp_ratio=mlp_ratio)
+                              num_states=self.pixel_states.count, mlp_ratio=mlp_ratio, dropout=dropout)
         self._init_weights()
 
     def _check_config(self, widths, depths, heads, num_iter_list, num_pitches, num_bins) -> None:
@@ -151,7 +160,8 @@ class FractalGen(Generator):
             desc = (f"level{i} ({level.kind}, {level.patch_size}x{level.patch_size} patches, "
                     f"width {level.width}, depth {len(level.blocks)})")
             rows.append((desc, sum(p.numel() for p in level.parameters())))
-        rows.append((f"pixel head ({self.num_bins} velocity bins)", sum(p.numel() for p in self.head.parameters())))
+        kind = "note states" if self.pixel_states.note_states else "velocity bins"
+        rows.append((f"pixel head ({self.pixel_states.count} {kind})", sum(p.numel() for p in self.head.parameters())))
         return rows
 
     def _top_conds(self, batch: int, labels: torch.Tensor | None, device: torch.device,
@@ -166,7 +176,7 @@ class FractalGen(Generator):
 
     # ----- objective and likelihood -------------------------------------------------------------
 
-    def _descend(self, level: int, values: torch.Tensor, bins: torch.Tensor, conds: list[torch.Tensor],
+    def _descend(self, level: int, states: torch.Tensor, conds: list[torch.Tensor],
                  owner: torch.Tensor, weight: torch.Tensor, out: dict[str, Any],
                  estimate: bool, generator: torch.Generator | None) -> None:
         """Score regions ``(N, H, W)`` at ``level`` and recurse into the patches it predicts.
@@ -177,8 +187,9 @@ class FractalGen(Generator):
         """
         net = self.levels[level]
         size = self.patch_sizes[level]
-        grid = grid_shape(values.shape[1], values.shape[2], size)
-        tokens, token_bins = patchify(values, size), patchify(bins, size)
+        grid = grid_shape(states.shape[1], states.shape[2], size)
+        tokens = patchify(states, size)
+        features = self.pixel_states.embed_input(tokens)
         n, length, _ = tokens.shape
         if isinstance(net, MARLevel):
             if estimate:
@@ -186,13 +197,13 @@ class FractalGen(Generator):
             else:
                 chosen = training_mask(n, length, self.mask_ratio_min, tokens.device)
                 scale = torch.ones(n, device=tokens.device)
-            hidden = net(tokens, chosen, conds, grid)
+            hidden = net(features, chosen, conds, grid)
         else:
-            hidden = net(tokens, conds, grid)
+            hidden = net(features, conds, grid)
             chosen = torch.ones(n, length, dtype=torch.bool, device=tokens.device)
             scale = torch.ones(n, device=tokens.device)
         index = chosen.reshape(-1).nonzero().squeeze(1)
-        occupied = (token_bins > 0).any(-1).float().reshape(-1)[index]
+        occupied = (tokens > 0).any(-1).float().reshape(-1)[index]
         logit = net.occupancy(hidden).reshape(-1)[index]
         out["occupancy"][level].append(F.binary_cross_entropy_with_logits(logit.float(), occupied, reduction="sum"))
         out["occupancy_count"][level] += index.numel()
@@ -202,25 +213,23 @@ class FractalGen(Generator):
         weight = (weight * scale)[:, None].expand(n, length).reshape(-1)[index]
         if size == 1:
             logits = self.head(child).float()
-            nll = F.cross_entropy(logits, token_bins.reshape(-1)[index], reduction="none")
+            nll = F.cross_entropy(logits, tokens.reshape(-1)[index], reduction="none")
             out["pixel_nll"].append(nll)
             out["pixel_owner"].append(owner)
             out["pixel_weight"].append(weight)
             return
-        sub_values = tokens.reshape(n * length, size, size)[index]
-        sub_bins = token_bins.reshape(n * length, size, size)[index]
-        self._descend(level + 1, sub_values, sub_bins, child, owner, weight, out, estimate, generator)
+        sub_states = tokens.reshape(n * length, size, size)[index]
+        self._descend(level + 1, sub_states, child, owner, weight, out, estimate, generator)
 
     def _score(self, x: torch.Tensor, labels: torch.Tensor | None, *, estimate: bool,
                generator: torch.Generator | None = None, drop: bool | None = None) -> dict[str, Any]:
         self.check_rolls(x)
         batch = x.shape[0]
-        values = x[:, 0]
-        bins = velocity_bins(values, self.num_bins)
+        states = self.pixel_states.from_planes(x)
         out: dict[str, Any] = {"occupancy": [[] for _ in self.levels], "occupancy_count": [0] * len(self.levels),
                                "pixel_nll": [], "pixel_owner": [], "pixel_weight": []}
         top = self._top_conds(batch, labels, x.device, drop)
-        self._descend(0, values, bins, [top], torch.arange(batch, device=x.device),
+        self._descend(0, states, [top], torch.arange(batch, device=x.device),
                       torch.ones(batch, device=x.device), out, estimate, generator)
         return out
 
@@ -237,7 +246,7 @@ class FractalGen(Generator):
     @torch.no_grad()
     def nll(self, x: torch.Tensor, labels: torch.Tensor | None = None,
             generator: torch.Generator | None = None) -> dict[str, Any]:
-        """Per-sample NLL of the velocity bins: exact for all-AR models, else a one-sample estimate.
+        """Per-sample NLL of the pixel states: exact for all-AR models, else a one-sample estimate.
 
         Returns ``bits_per_pixel`` and ``nats_per_step`` ``(B,)``, ``nats`` ``(B,)`` (whole roll)
         and ``exact`` (bool). Average several calls to tighten a MAR estimate.
@@ -285,13 +294,24 @@ class FractalGen(Generator):
         options = SamplingOptions(num_iter_list=iters, temperature=float(temperature),
                                   sparsity_bias=float(sparsity_bias), guided=guided, generator=generator)
         frames: list[torch.Tensor] | None = [] if return_steps else None
-        values = HierarchySampler(self, options).region(0, canvas[:, 0], mask[:, 0], [top], float(cfg), frames)
-        result = keep_known(values[:, None].to(canvas.dtype), canvas, mask)
+        known_states = self.pixel_states.from_planes(canvas)
+        states = HierarchySampler(self, options).region(0, known_states, mask[:, 0], [top], float(cfg), frames)
+        result = self._planes(states, canvas, mask)
         if not return_steps:
             return result
         size, (height, width) = self.patch_sizes[0], canvas.shape[2:]
         steps = [keep_known(torch.zeros_like(canvas), canvas, mask)]
-        steps += [keep_known(unpatchify(f, size, height, width)[:, None].to(canvas.dtype), canvas, mask).clamp(0, 1)
-                  for f in frames]
+        steps += [self._planes(unpatchify(f, size, height, width), canvas, mask) for f in frames]
         steps.append(result)
         return result, steps
+
+    def _planes(self, states: torch.Tensor, canvas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Sampled states ``(B, H, W)`` -> roll planes with whole notes; known pixels as in ``canvas``.
+
+        A generated hold continues the note before it (known or generated) with that note's
+        velocity; a note's velocity comes from its onset state and its known pixels.
+        """
+        ps = self.pixel_states
+        velocity = ps.velocity(states)
+        return decode_notes(canvas, mask, ps.sounding(states), ps.onset(states), velocity,
+                            (velocity > 0).to(canvas.dtype))

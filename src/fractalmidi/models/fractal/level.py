@@ -11,6 +11,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from fractalmidi.models.fractal.head import PIXEL_FEATURES
 from fractalmidi.models.layers import Block, KVCache, SinCosTable, call_block, learned_embedding
 
 
@@ -24,7 +25,7 @@ class LevelNet(nn.Module):
 
     def __init__(self, *, patch_size: int, cond_dim: int, num_conds: int, width: int, depth: int,
                  heads: int, mlp_ratio: float = 4.0, fixed_grid: tuple[int, int] | None = None,
-                 grad_checkpointing: bool = False) -> None:
+                 grad_checkpointing: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
         self.grad_checkpointing = grad_checkpointing
         """Recompute each block's activations in the backward pass while training (saves memory)."""
@@ -35,11 +36,13 @@ class LevelNet(nn.Module):
         self.patch_size = patch_size
         self.num_conds = num_conds
         self.width = width
-        self.patch_embed = nn.Linear(patch_size * patch_size, width)
+        self.patch_embed = nn.Linear(patch_size * patch_size * PIXEL_FEATURES, width)
+        """Embeds the pixel features (:meth:`PixelStates.embed_input`) of one patch."""
         self.cond_proj = nn.Linear(cond_dim, width)
         self.cond_slots = learned_embedding(num_conds, width)
         self.in_norm = nn.LayerNorm(width)
-        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, qk_norm=True) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, qk_norm=True, drop=dropout, attn_drop=dropout)
+                                    for _ in range(depth))
         self.out_norm = nn.LayerNorm(width)
         self.occupancy = nn.Linear(width, 1)
         """Auxiliary logit: does this patch hold any note? (a per-level training signal)."""

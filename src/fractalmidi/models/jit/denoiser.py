@@ -1,12 +1,19 @@
 """JiT objective and sampler: flow matching with x-prediction and the v-loss, Euler/Heun ODE steps.
 
-Rolls in [0, 1] are scaled to ``x`` in [-1, 1]. Training draws ``t = sigmoid(N(P_mean, P_std))``
+The network works on three channels made from the roll planes, each scaled from [0, 1] to
+``x`` in [-1, 1]: *sounding* (is a note on here), *onset* (does one start here) and *velocity*
+(the note's velocity / 127 over its pixels, 0 in silence). Separating "is there a note" from
+"how loud" keeps a regression's hedging on one from blurring the other. Sampled pixels
+become whole notes (:func:`~fractalmidi.models.base.decode_notes`): a pixel sounds where its
+sounding channel is over ``silence_below``, a note starts at an onset channel over one half or
+after silence, and each note takes the mean of the velocity channel over its pixels, so it
+has one velocity. Training draws ``t = sigmoid(N(P_mean, P_std))``
 and noise ``e ~ noise_scale * N(0, 1)``, forms ``z = t x + (1 - t) e`` and asks the network
 for ``x``; the loss compares velocities ``v = (x - z) / (1 - t)`` with ``1 - t`` clamped at
 ``t_eps``. Sampling integrates ``dz/dt = v`` from pure noise at ``t = 0`` to ``t = 1``.
 
-Conditioning on known pixels: the network sees three channels, the noisy roll ``z``, the
-known canvas (scaled to [-1, 1], 0 where unknown) and the generation mask. Training masks
+Conditioning on known pixels: the network also sees the known canvas (its three channels in
+[-1, 1], 0 where unknown) and the generation mask. Training masks
 are drawn from :mod:`~fractalmidi.models.jit.masks`; the loss covers only the pixels to
 generate (``loss_on="unknown"``, each sample weighted equally) or every pixel
 (``loss_on="all"``). While sampling, the x-prediction at known pixels is replaced by the
@@ -24,18 +31,21 @@ import torch
 from torch import nn
 
 from fractalmidi.errors import UserError
-from fractalmidi.models.base import Generator, keep_known
+from fractalmidi.data.roll import ONSET_PLANE, VELOCITY_PLANE
+from fractalmidi.models.base import Generator, decode_notes
 from fractalmidi.models.jit.masks import DEFAULT_MASK_PROBS, check_mask_probs, draw_masks
 from fractalmidi.models.jit.network import JiTNet
 
 SAMPLERS = ("euler", "heun")
 LOSS_ON = ("unknown", "all")
-IN_CHANNELS = 3
-"""Noisy roll, known canvas, generation mask."""
+CHANNELS = 3
+"""Sounding, onset, velocity: what the network denoises."""
+SOUNDING, ONSET, VELOCITY = range(CHANNELS)
+IN_CHANNELS = 2 * CHANNELS + 1
+"""Noisy channels, known channels, generation mask."""
 DEFAULT_EMA_DECAYS = (0.9996, 0.9998)
-DEFAULT_SILENCE_BELOW = 0.1
-"""A regression output is never exactly 0: generated values under this (velocity ~13 of 127)
-become silence, or every pixel would be a faint note."""
+DEFAULT_SILENCE_BELOW = 0.5
+"""A pixel sounds where its generated sounding channel (0 = silence, 1 = note) exceeds this."""
 
 
 def to_signed(roll: torch.Tensor) -> torch.Tensor:
@@ -46,6 +56,12 @@ def to_signed(roll: torch.Tensor) -> torch.Tensor:
 def to_unit(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> [0, 1], clamped (predictions can overshoot)."""
     return ((x + 1) / 2).clamp(0, 1)
+
+
+def channels(planes: torch.Tensor) -> torch.Tensor:
+    """Roll planes ``(B, 2, H, W)`` -> network channels ``(B, 3, H, W)`` in [0, 1]."""
+    velocity = planes[:, VELOCITY_PLANE]
+    return torch.stack([(velocity > 0).to(planes.dtype), planes[:, ONSET_PLANE], velocity], 1)
 
 
 @contextlib.contextmanager
@@ -95,7 +111,7 @@ class JiT(Generator):
             raise ValueError(f"loss_on {loss_on!r} is not one of {', '.join(LOSS_ON)}")
         if P_std <= 0 or noise_scale <= 0 or not 0 < t_eps < 1:
             raise ValueError(f"need P_std > 0, noise_scale > 0, 0 < t_eps < 1; got {P_std}, {noise_scale}, {t_eps}")
-        self.net = JiTNet(in_channels=IN_CHANNELS, out_channels=1, **net_options)
+        self.net = JiTNet(in_channels=IN_CHANNELS, out_channels=CHANNELS, **net_options)
         self.patch_size = self.net.patch_size
         self.num_classes = self.net.y_embedder.num_classes
         self.P_mean = P_mean
@@ -123,7 +139,7 @@ class JiT(Generator):
     def sample_defaults(self) -> dict[str, Any]:
         """``steps`` ODE steps, ``sampler`` "euler" | "heun", ``cfg`` guidance scale (1 = off),
         ``cfg_interval`` (low, high) times where guidance applies, ``temperature`` scale of the
-        starting noise, ``silence_below`` generated values under it become silence (0)."""
+        starting noise, ``silence_below`` pixels whose sounding channel is under it are silent."""
         return dict(self._sample_defaults)
 
     def parameter_table(self) -> list[tuple[str, int]]:
@@ -153,7 +169,7 @@ class JiT(Generator):
 
     @staticmethod
     def _inputs(z: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Stack the noisy roll, the known canvas (0 where unknown) and the mask as channels."""
+        """Stack the noisy channels, the known ones (0 where unknown) and the mask ``(B, 1, H, W)``."""
         return torch.cat([z, torch.where(mask, torch.zeros_like(known), known), mask.to(z.dtype)], dim=1)
 
     def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -163,13 +179,13 @@ class JiT(Generator):
         """
         self.check_rolls(x)
         b = x.shape[0]
-        data = to_signed(x)
+        data = to_signed(channels(x))
         labels = self._labels(labels, b, x.device)
         mask = draw_masks(b, x.shape[-1], self.mask_probs, patch_size=self.patch_size).to(x.device)
         t = self.sample_t(b, x.device).view(b, 1, 1, 1)
         z = t * data + (1 - t) * torch.randn_like(data) * self.noise_scale
         x_pred = self.net(self._inputs(z, data, mask), t.flatten(), labels)
-        weight = mask.to(x.dtype) if self.loss_on == "unknown" else torch.ones_like(x)
+        weight = mask.to(x.dtype).expand_as(data) if self.loss_on == "unknown" else torch.ones_like(data)
         count = weight.sum(dim=(1, 2, 3)).clamp_min(1)
 
         def masked_mean(err: torch.Tensor) -> torch.Tensor:
@@ -244,19 +260,22 @@ class JiT(Generator):
         self.check_canvas(canvas, mask)
         b = canvas.shape[0]
         labels = self._labels(labels, b, canvas.device)
-        known = to_signed(canvas)
+        known = to_signed(channels(canvas))
+        gen = mask[:, :1]
         noise_device = generator.device if generator is not None else canvas.device  # a CPU generator works too
-        noise = torch.randn(canvas.shape, generator=generator, device=noise_device).to(canvas)
+        noise = torch.randn(known.shape, generator=generator, device=noise_device).to(canvas)
         z = noise * self.noise_scale * o["temperature"]
         times = torch.linspace(0.0, 1.0, o["steps"] + 1).tolist()
         frames: list[torch.Tensor] = []
 
         def predict(state: torch.Tensor, t: float) -> torch.Tensor:
-            return self.predict_x(state, t, known, mask, labels, o["cfg"], o["cfg_interval"])
+            return self.predict_x(state, t, known, gen, labels, o["cfg"], o["cfg_interval"])
 
         def to_roll(x: torch.Tensor) -> torch.Tensor:
-            roll = to_unit(x)
-            return keep_known(roll.masked_fill(roll < o["silence_below"], 0.0), canvas, mask)
+            unit = to_unit(x)
+            sounding = unit[:, SOUNDING] > o["silence_below"]
+            return decode_notes(canvas, mask, sounding, unit[:, ONSET] > 0.5, unit[:, VELOCITY],
+                                torch.ones_like(unit[:, VELOCITY]))
 
         with eval_mode(self):
             for i, (t, t_next) in enumerate(zip(times[:-1], times[1:])):
