@@ -34,24 +34,24 @@ CHORALE_VELOCITY = 90
 
 @pytest.fixture(scope="session")
 def chorale_crop(jsb_dir: Path):
-    """A real chorale crop ``(1, 1, 128, T)`` in [0, 1] from the JSB training split (first piece).
+    """A real chorale crop as model planes ``(1, 2, 128, T)`` (velocity / 127, onset) from the JSB
+    training split (first piece), silence past its end.
 
     Call as ``chorale_crop(T)``; held notes are joined (JSB cannot tell held from repeated).
     """
-    import json
-
     import numpy as np
     import torch
 
     from fractalmidi.data import load_jsb_chorales
+    from fractalmidi.data.roll import codes_to_planes
 
-    piece = load_jsb_chorales(jsb_dir)["train"][0][0]  # (128, T) uint8, velocity CHORALE_VELOCITY
+    piece = load_jsb_chorales(jsb_dir)["train"][0][0]  # (128, T) uint8 codes, velocity CHORALE_VELOCITY
 
     def crop(length: int) -> torch.Tensor:
-        roll = np.zeros((128, length), dtype=np.float32)
+        codes = np.zeros((128, length), dtype=np.uint8)
         steps = min(length, piece.shape[1])
-        roll[:, :steps] = piece[:, :steps] / 127.0
-        return torch.from_numpy(roll)[None, None]
+        codes[:, :steps] = piece[:, :steps]
+        return torch.from_numpy(codes_to_planes(codes))[None]
 
     return crop
 

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from fractalmidi.cli import main
 from fractalmidi.data import PianoRollDataModule, PianoRollDataset, PreparedData
 from fractalmidi.data.dataset import EpochSampler
+from fractalmidi.data.roll import canonical_codes, planes_to_codes
 
 SIXTEENTH = 120
 
@@ -37,21 +38,26 @@ def test_crops_have_the_right_shape_range_and_padding(prepared):
     assert len(ds) == 6
     for i in range(len(ds)):
         x = ds[i]
-        assert x.shape == (1, 128, 64) and x.dtype == torch.float32
-        assert 0 <= x.min() and x.max() <= 1
+        assert x.shape == (2, 128, 64) and x.dtype == torch.float32
+        assert 0 <= x[0].min() and x[0].max() <= 1
+        assert set(x[1].unique().tolist()) <= {0.0, 1.0}
+        assert torch.all(x[0][x[1] > 0] > 0)  # onsets only where a note sounds
+        assert torch.all(x[1][:, 0] == (x[0][:, 0] > 0).float())  # whatever sounds at step 0 starts there
     short = next(i for i in range(len(data)) if data.info(i)["path"].endswith("short.mid"))
     x = ds[ds.pieces.index(short)]
-    assert torch.all(x[0, 60, :10] == 100 / 127) and torch.all(x[0, :, 10:] == 0)
+    assert torch.all(x[0, 60, :10] == 100 / 127) and torch.all(x[:, :, 10:] == 0)
+    assert x[1, 60, :10].tolist() == [1.0] + [0.0] * 9 and x[1].sum() == 1
 
 
 def test_crops_are_windows_of_the_piece(prepared):
     data = PreparedData(prepared)
     ds = PianoRollDataset(prepared, crop_length=32, pitch_shift=(0, 0))
     for i in range(len(ds)):
-        crop = (ds[i][0].numpy() * 127).round().astype(np.uint8)
+        crop = planes_to_codes(ds[i].numpy())
         piece = data.piece(ds.pieces[i])[0]
+        # a window cut out of the piece is a piece of its own: a note sounding at its start starts there
         starts = [s for s in range(max(piece.shape[1] - 32, 0) + 1) if np.array_equal(
-            crop[:, : min(32, piece.shape[1])], piece[:, s : s + 32])]
+            crop[:, : min(32, piece.shape[1])], canonical_codes(piece[:, s : s + 32]))]
         assert starts, f"crop {i} is not a window of its piece"
 
 
@@ -63,18 +69,20 @@ def test_pitch_shift_stays_in_range_and_uses_the_range(prepared):
     for epoch in range(3):
         ds.set_epoch(epoch)
         for i in range(len(ds)):
-            x = ds[i][0]
+            planes = ds[i]
+            x = planes[0]
             piece = ds.pieces[i % len(ds.pieces)]
             # the amount of music is preserved: nothing fell off the top or bottom
             active = torch.nonzero(x.any(dim=1)).flatten()
             raw = PianoRollDataset(data, crop_length=48, pitch_shift=(0, 0), augment_factor=8, seed=1)
             raw.set_epoch(epoch)
-            y = raw[i][0]
+            raw_planes = raw[i]
+            y = raw_planes[0]
             assert torch.isclose(x.sum(), y.sum())
             y_active = torch.nonzero(y.any(dim=1)).flatten()
             if len(active):
                 shift = int(active[0] - y_active[0])
-                assert torch.equal(torch.roll(y, shift, dims=0), x)
+                assert torch.equal(torch.roll(raw_planes, shift, dims=1), planes)  # onsets move with their notes
                 assert -5 <= shift <= 5
                 shifts.add(shift)
             if data.info(piece)["path"].endswith("long0.mid"):
@@ -105,7 +113,7 @@ def test_dataloader_workers_give_the_same_batches(prepared):
     sampler.set_epoch(1)
     single = torch.cat(list(DataLoader(ds, batch_size=4, sampler=sampler, num_workers=0)))
     multi = torch.cat(list(DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2)))
-    assert single.shape == (12, 1, 128, 32) and torch.equal(single, multi)
+    assert single.shape == (12, 2, 128, 32) and torch.equal(single, multi)
     sampler.set_epoch(2)
     assert not torch.equal(single, torch.cat(list(DataLoader(ds, batch_size=4, sampler=sampler))))
 
@@ -115,6 +123,6 @@ def test_data_module_builds_the_three_loaders(prepared):
                              pitch_shift=(-2, 2), augment_factor=2, seed=0)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert batch.shape == (3, 1, 128, 16)
+    assert batch.shape == (3, 2, 128, 16)
     assert len(dm.train_dataloader()) == 4
     assert len(dm.val_dataloader()) == 0  # the split "1,0,0" left validation empty
