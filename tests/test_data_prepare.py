@@ -14,9 +14,11 @@ import pytest
 
 from fractalmidi.cli import main
 from fractalmidi.data import PreparedData, load_jsb_chorales, midi_to_roll
-from fractalmidi.data.cache import JOURNAL_FILE, ROLLS_FILE, CacheWriter
+from fractalmidi.data.cache import FORMAT_VERSION, JOURNAL_FILE, MANIFEST_FILE, ROLLS_FILE, CacheWriter
+from fractalmidi.data.roll import ONSET_BIT, VELOCITY_BITS, canonical_codes
 from fractalmidi.data.sources import BACH_VELOCITY, CRASH_HOOK_ENV, bach_chorale_paths, load_bach_chorales
 from fractalmidi.data.split import assign_splits, parse_ratios, split_counts
+from fractalmidi.errors import UserError
 
 SIXTEENTH = 120
 BAD_REASONS = {
@@ -199,8 +201,11 @@ def test_bach_chorales_come_from_the_music21_corpus():
     assert len(bach_chorale_paths()) >= 300
     name, roll, meta = next(load_bach_chorales(limit=1))
     assert name.startswith("bwv") and roll.shape[:2] == (1, 128)
-    assert set(np.unique(roll)) == {0, BACH_VELOCITY}
+    assert set(np.unique(roll & VELOCITY_BITS)) == {0, BACH_VELOCITY}
+    assert set(np.unique(roll)) == {0, BACH_VELOCITY, BACH_VELOCITY | ONSET_BIT}
+    assert np.array_equal(canonical_codes(roll), roll)
     assert meta["on_grid"] == 1.0 and 4 <= np.count_nonzero(roll[0, :, 0]) <= 8  # a chord of the voices
+    assert np.all(roll[0, :, 0][roll[0, :, 0] > 0] & ONSET_BIT)  # ...that starts there
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -235,3 +240,64 @@ def test_aria_layout_defaults_to_frames_per_second(midi_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["prepare", str(good), "--out", str(tmp_path / "aria2"), "--layout", "aria", "--grid", "16th", "--resume"]) == 2
     assert "different settings (grid)" in capsys.readouterr().err
+
+
+@pytest.fixture
+def prepared_set(midi_dir, tmp_path) -> Path:
+    out = tmp_path / "prepared"
+    assert main(["prepare", str(midi_dir / "set1"), "--out", str(out), "--workers", "0"]) == 0
+    return out
+
+
+def test_manifest_names_the_format_and_rolls_hold_note_codes(prepared_set):
+    data = PreparedData(prepared_set)
+    assert data.manifest["format"] == f"fractalmidi-prepared/{FORMAT_VERSION}" and FORMAT_VERSION == 2
+    frames = np.fromfile(prepared_set / ROLLS_FILE, dtype=np.uint8).reshape(-1, 128)
+    assert frames.shape[0] == data.manifest["total_steps"]
+    assert np.any(frames & ONSET_BIT) and np.any((frames > 0) & ~(frames & ONSET_BIT).astype(bool))
+    for i in range(len(data)):
+        piece = data.piece(i)
+        assert np.array_equal(canonical_codes(piece), piece)
+        # every note of the source starts with an onset bit: as many onsets as quantised notes
+        _, meta = midi_to_roll(data.info(i)["path"])
+        assert np.count_nonzero(piece & ONSET_BIT) == meta["notes"]
+
+
+def test_a_crop_starting_inside_a_note_starts_that_note(prepared_set):
+    data = PreparedData(prepared_set)
+    piece = data.piece(0)[0]
+    # a step where some note is held (sounding without an onset)
+    held = np.argwhere((piece > 0) & ((piece & ONSET_BIT) == 0))
+    pitch, step = (int(v) for v in held[len(held) // 2])
+    crop = data.crop(0, step, 16)
+    assert crop[pitch, 0] == (piece[pitch, step] & VELOCITY_BITS) | ONSET_BIT
+    assert np.array_equal(crop & VELOCITY_BITS, piece[:, step : step + 16] & VELOCITY_BITS)
+    assert np.array_equal(crop[:, 1:], piece[:, step + 1 : step + 16])  # only the first column changes
+    # past the end: silence
+    tail = data.crop(0, data.steps(0) - 4, 8)
+    assert not tail[:, 4:].any() and np.array_equal(tail[:, :4] & VELOCITY_BITS, piece[:, -4:] & VELOCITY_BITS)
+
+
+@pytest.mark.parametrize("version, hint", [(1, "older format"), (FORMAT_VERSION + 1, "newer fractalmidi")])
+def test_other_cache_formats_are_refused_with_what_to_do(prepared_set, tmp_path, capsys, version, hint):
+    manifest = json.loads((prepared_set / MANIFEST_FILE).read_text())
+    manifest["format"] = f"fractalmidi-prepared/{version}"
+    (prepared_set / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=hint) as err:
+        PreparedData(prepared_set)
+    assert "re-run 'fractalmidi prepare'" in str(err.value) and "\n" not in str(err.value)
+    assert str(prepared_set) in str(err.value) and f"version {version}" in str(err.value)
+    # the command line says so in one line, exit status 2
+    capsys.readouterr()
+    config = Path(__file__).resolve().parents[1] / "configs" / "fractal_tiny.yaml"
+    assert main(["train", str(config), f"data.root={prepared_set}", f"logging.output_dir={tmp_path / 'run'}"]) == 2
+    err_lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err_lines) == 1 and "re-run 'fractalmidi prepare'" in err_lines[0], err_lines
+
+
+def test_a_manifest_of_another_tool_is_refused(prepared_set):
+    manifest = json.loads((prepared_set / MANIFEST_FILE).read_text())
+    manifest["format"] = "something-else/2"
+    (prepared_set / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="not a fractalmidi prepared folder"):
+        PreparedData(prepared_set)
