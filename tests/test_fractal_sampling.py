@@ -1,10 +1,12 @@
-"""FractalGen sampling: known pixels come back bit-identical; any length; guidance; steps."""
+"""FractalGen sampling: known pixels come back bit-identical; whole notes; any length; guidance; steps."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from fractalmidi.data.roll import codes_to_planes, planes_to_codes
 from fractalmidi.models import build
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -15,6 +17,7 @@ MAX_FULL_SAMPLE = 1024
 
 
 def _mask(kind: str, length: int) -> torch.Tensor:
+    """A generation mask ``(2, 2, 128, length)``, equal on both planes."""
     mask = torch.zeros(2, 1, 128, length, dtype=torch.bool)
     if kind == "prefix":  # continue after the first half
         mask[..., length // 2:] = True
@@ -24,7 +27,19 @@ def _mask(kind: str, length: int) -> torch.Tensor:
         mask[:, :, :60, 8: length - 8] = True
     else:  # scattered pixels
         mask = torch.rand(mask.shape, generator=torch.Generator().manual_seed(5)) < 0.3
-    return mask
+    return mask.repeat(1, 2, 1, 1)
+
+
+def _canonical(planes: torch.Tensor) -> torch.Tensor:
+    """The planes of whole notes (one velocity each, onsets where notes start) ``planes`` decode to."""
+    return torch.from_numpy(codes_to_planes(planes_to_codes(planes.numpy())))
+
+
+def _random_planes(length: int, density: float = 0.03, seed: int = 0) -> torch.Tensor:
+    """``(1, 2, 128, length)`` planes of random velocity-80 notes (touching pixels join into notes)."""
+    rng = np.random.default_rng(seed)
+    codes = np.where(rng.random((128, length)) < density, 80, 0).astype(np.uint8)
+    return torch.from_numpy(codes_to_planes(codes))[None]
 
 
 @pytest.mark.data
@@ -32,19 +47,26 @@ def _mask(kind: str, length: int) -> torch.Tensor:
 def test_known_pixels_are_bit_identical(kind: str, chorale_crop) -> None:
     torch.manual_seed(0)
     model = build("fractal-tiny").eval()
-    # an off-grid value (not a multiple of 1/127) must survive too
-    canvas = torch.cat([chorale_crop(64), chorale_crop(64) * 0.7731]).contiguous()
+    # an off-grid velocity (not a multiple of 1/127) must survive too
+    soft = chorale_crop(64).clone()
+    soft[:, 0] *= 0.7731
+    canvas = torch.cat([chorale_crop(64), soft]).contiguous()
     mask = _mask(kind, 64)
     out, steps = model.sample(canvas, mask, generator=torch.Generator().manual_seed(1), return_steps=True, **FAST)
     assert out.shape == canvas.shape and out.dtype == canvas.dtype
     assert torch.equal(out[~mask], canvas[~mask])
-    # the untrained head is uniform over velocities, so generated pixels are mostly notes
-    assert (out[mask] > 0).float().mean() > 0.9
+    # the untrained head is uniform over the 129 states (1 silence), so generated pixels are mostly notes
+    generated = mask[:, 0]
+    assert (out[:, 0][generated] > 0).float().mean() > 0.9
+    assert set(out[:, 1].unique().tolist()) <= {0.0, 1.0}
+    assert torch.all(out[:, 0][out[:, 1] > 0] > 0)  # an onset only where a note sounds
     assert all(torch.equal(s[~mask], canvas[~mask]) for s in steps)
     assert len(steps) >= 3 and all(s.shape == canvas.shape and 0 <= s.min() and s.max() <= 1 for s in steps)
     # coarse to fine: each intermediate canvas fills in more of the masked area
-    filled = [(s[mask] > 0).float().mean().item() for s in steps]
+    filled = [(s[:, 0][generated] > 0).float().mean().item() for s in steps]
     assert filled == sorted(filled) and filled[0] == 0.0
+    if kind == "prefix":  # nothing known after the generated part: every note is whole, one velocity each
+        assert torch.equal(out[0], _canonical(out[0]))
 
 
 @pytest.mark.data
@@ -66,17 +88,20 @@ def test_any_length_trains_and_samples(length: int) -> None:
     torch.manual_seed(0)
     model = build("fractal-tiny")
     assert model.length_multiple == 16
-    x = (torch.rand(1, 1, 128, length) < 0.03).float() * 80 / 127
-    total, parts = model.loss(x)
+    # two crops: a MAR training mask hides every top-level patch of one crop ~10% of the time
+    batch = torch.cat([_random_planes(length, seed=seed) for seed in range(2)])
+    total, parts = model.loss(batch)
     total.backward()
     assert torch.isfinite(total) and set(parts) == {"level0", "level1", "level2", "pixel"}
     assert model.levels[0].patch_embed.weight.grad.abs().sum() > 0
+    x = batch[:1]
     mask = torch.ones_like(x, dtype=torch.bool)
     if length > MAX_FULL_SAMPLE:  # the top level still sees all 4096 steps; only the end is generated
         mask[..., : length - MAX_FULL_SAMPLE] = False
     out = model.eval().sample(x, mask, generator=torch.Generator().manual_seed(0), num_iter_list=[1, 1, 1])
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert torch.equal(out[~mask], x[~mask]) and (out[mask] > 0).any()
+    assert torch.equal(out, _canonical(out))  # whole notes: one velocity each, onsets where they start
     with pytest.raises(ValueError, match="multiple of 16"):
         model.loss(x[..., :length - 8])
 
@@ -85,7 +110,7 @@ def test_class_labels_and_guidance() -> None:
     torch.manual_seed(0)
     model = build("fractal-tiny", num_classes=3).eval()
     torch.nn.init.normal_(model.head.out.weight, std=1.0)
-    x = torch.zeros(2, 1, 128, 16)
+    x = torch.zeros(2, 2, 128, 16)
     mask = torch.ones_like(x, dtype=torch.bool)
     labels = torch.tensor([0, 2])
     total, _ = model.train().loss(x, labels)
@@ -103,16 +128,18 @@ def test_class_labels_and_guidance() -> None:
 
 
 def test_sparsity_bias_on_untrained_head() -> None:
-    """A uniform head (untrained) puts 127/128 of the mass on notes; the bias moves it to silence."""
+    """A uniform head (untrained) puts 128/129 of the mass on notes (a hold or one of 127 onset
+    velocities); the bias moves it to silence."""
     torch.manual_seed(0)
     model = build("fractal-tiny").eval()
-    x = torch.zeros(2, 1, 128, 16)
+    assert model.pixel_states.count == 129
+    x = torch.zeros(2, 2, 128, 16)
     mask = torch.ones_like(x, dtype=torch.bool)
     density = []
     for bias in (0.0, 4.0, 8.0):
         out = model.sample(x, mask, generator=torch.Generator().manual_seed(0), sparsity_bias=bias, **FAST)
-        density.append((out > 0).float().mean().item())
-    expected = [127 / (127 + torch.exp(torch.tensor(b)).item()) for b in (0.0, 4.0, 8.0)]
+        density.append((out[:, 0] > 0).float().mean().item())
+    expected = [128 / (128 + torch.exp(torch.tensor(b)).item()) for b in (0.0, 4.0, 8.0)]
     assert density == sorted(density, reverse=True)
     assert all(abs(d - e) < 0.03 for d, e in zip(density, expected))
 
@@ -125,7 +152,7 @@ def test_chunked_lower_levels_match_one_pass(monkeypatch) -> None:
     torch.manual_seed(0)
     model = build("fractal-tiny", num_classes=2).eval()
     torch.nn.init.normal_(model.head.out.weight, std=1.0)
-    x = torch.zeros(2, 1, 128, 32)
+    x = torch.zeros(2, 2, 128, 32)
     mask = torch.ones_like(x, dtype=torch.bool)
     kwargs = {"labels": torch.tensor([0, 1]), "cfg": 2.0, "temperature": 0.0, "num_iter_list": [1, 1, 1]}
     whole = model.sample(x, mask, **kwargs)

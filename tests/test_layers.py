@@ -42,10 +42,14 @@ def test_sincos_table_builds_each_grid_once_and_keeps_no_inference_tensors() -> 
 @pytest.mark.parametrize("preset", ["fractal-tiny", "jit-tiny"])
 def test_every_family_checks_canvas_and_mask_alike(preset: str) -> None:
     model = build(preset).eval()
-    canvas = torch.zeros(1, 1, 128, 32)
-    with pytest.raises(ValueError, match=r"mask must be a bool tensor of the canvas' shape \(1, 1, 128, 32\)"):
+    canvas = torch.zeros(1, 2, 128, 32)
+    with pytest.raises(ValueError, match=r"mask must be a bool tensor of the canvas' shape \(1, 2, 128, 32\)"):
         model.sample(canvas, torch.ones_like(canvas))
-    with pytest.raises(ValueError, match=r"expected rolls \(B, 1, 128, T\), got \(1, 128, 32\)"):
+    with pytest.raises(ValueError, match=r"mask must be a bool tensor of the canvas' shape \(1, 2, 128, 32\)"):
+        model.sample(canvas, torch.ones(1, 1, 128, 32, dtype=torch.bool))  # one plane is not enough
+    with pytest.raises(ValueError, match=r"expected rolls \(B, 2, 128, T\), got \(2, 128, 32\)"):
         model.sample(canvas[0], torch.ones_like(canvas[0], dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"expected rolls \(B, 2, 128, T\), got \(1, 1, 128, 32\)"):
+        model.loss(canvas[:, :1])  # velocities alone (the old layout) are refused
     with pytest.raises(ValueError, match="length 20 is not a positive multiple of 16"):
-        model.loss(torch.zeros(1, 1, 128, 20))
+        model.loss(torch.zeros(1, 2, 128, 20))
