@@ -46,17 +46,20 @@ def test_overfits_a_chorale_and_samples_it_back(overfit) -> None:
     model, crop, losses = overfit
     assert losses[-1] < 0.1 * losses[0]  # falls by >= 90% ...
     assert losses[-1] < TARGET, f"loss {losses[-1]:.4f} after {len(losses)} steps"  # ... and keeps falling
-    notes = crop > 0
+    notes = crop[:, 0] > 0
     assert notes.sum() >= 48  # four voices: a real chorale bar, not an empty crop
     with torch.no_grad():
-        out = model.sample(torch.zeros(4, 1, 128, CROP), torch.ones(4, 1, 128, CROP, dtype=torch.bool),
+        out = model.sample(torch.zeros(4, 2, 128, CROP), torch.ones(4, 2, 128, CROP, dtype=torch.bool),
                            generator=torch.Generator().manual_seed(0), temperature=0.1)
-    assert (out == crop).float().mean() >= 0.95  # pixel accuracy (mostly silence) ...
-    played = out > 0
+    assert (out == crop).all(dim=1).float().mean() >= 0.95  # pixel accuracy, both planes (mostly silence) ...
+    played = out[:, 0] > 0
     recall = (played & notes).sum() / notes.expand_as(played).sum()
     precision = (played & notes).sum() / played.sum().clamp(min=1)
     assert recall >= 0.9 and precision >= 0.9, (recall, precision)  # ... and the notes themselves
-    assert (out[played & notes] == crop.expand_as(out)[played & notes]).float().mean() >= 0.9  # velocities
+    both = played & notes
+    target = crop.expand_as(out)
+    assert (out[:, 0][both] == target[:, 0][both]).float().mean() >= 0.9  # velocities
+    assert (out[:, 1][both] == target[:, 1][both]).float().mean() >= 0.9  # where notes start
     # the likelihood of the memorised bar is far above that of a shifted copy
     nll = model.nll(torch.cat([crop, crop.roll(5, dims=2)]), generator=torch.Generator().manual_seed(0))
     assert nll["bits_per_pixel"][0] < 0.1 < nll["bits_per_pixel"][1]
@@ -69,8 +72,8 @@ def test_sparsity_bias_lowers_note_density(overfit) -> None:
     density = []
     for bias in (-2.0, 0.0, 4.0, 8.0, 16.0):
         with torch.no_grad():
-            out = model.sample(torch.zeros(8, 1, 128, CROP), torch.ones(8, 1, 128, CROP, dtype=torch.bool),
+            out = model.sample(torch.zeros(8, 2, 128, CROP), torch.ones(8, 2, 128, CROP, dtype=torch.bool),
                                generator=torch.Generator().manual_seed(1), sparsity_bias=bias)
-        density.append((out > 0).float().mean().item())
+        density.append((out[:, 0] > 0).float().mean().item())
     assert density == sorted(density, reverse=True), density
     assert density[-1] < 0.5 * density[1], density
