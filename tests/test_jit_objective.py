@@ -37,14 +37,18 @@ def test_loss_is_the_v_loss_by_hand(chorale_crop, probs: dict[str, float], loss_
     torch.manual_seed(7)
     mask = draw_masks(3, T, model.mask_probs, patch_size=model.patch_size)
     t = torch.sigmoid(torch.randn(3) * 0.8 - 0.8).view(3, 1, 1, 1)
-    data = 2 * x - 1
+    # the network denoises three channels: sounding, onset, velocity (all in [-1, 1])
+    assert x.shape == (3, 2, 128, T)
+    data = 2 * torch.stack([(x[:, 0] > 0).float(), x[:, 1], x[:, 0]], 1) - 1
     z = t * data + (1 - t) * torch.randn_like(data) * model.noise_scale
+    assert mask.shape == (3, 1, 128, T)  # one mask for all channels
     known = torch.where(mask, torch.zeros_like(data), data)
     with torch.no_grad():
         x_pred = model.net(torch.cat([z, known, mask.float()], 1), t.flatten(), torch.zeros(3, dtype=torch.long))
+    assert x_pred.shape == data.shape
     one_minus_t = torch.maximum(1 - t, torch.tensor(0.05))
     v, v_pred = (data - z) / one_minus_t, (x_pred - z) / one_minus_t
-    weight = mask.float() if loss_on == "unknown" else torch.ones_like(data)
+    weight = mask.float().expand_as(data) if loss_on == "unknown" else torch.ones_like(data)
     per_sample = ((v - v_pred) ** 2 * weight).sum((1, 2, 3)) / weight.sum((1, 2, 3))
     assert total.item() == pytest.approx(per_sample.mean().item(), rel=1e-5)
     assert parts["v_loss"].item() == pytest.approx(total.item())
