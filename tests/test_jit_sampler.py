@@ -1,21 +1,26 @@
-"""JiT sampler: exact on a stand-in network, guidance by its formula, known pixels kept bit-exactly."""
+"""JiT sampler: exact on a stand-in network, guidance by its formula, whole notes decoded from the
+sounding / onset / velocity channels, known pixels kept bit-exactly."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from fractalmidi.data.roll import ONSET_BIT, codes_to_planes, roll_to_notes
 from fractalmidi.errors import UserError
 from fractalmidi.models import build
-from fractalmidi.models.jit.denoiser import to_signed
+from fractalmidi.models.base import decode_notes
+from fractalmidi.models.jit.denoiser import CHANNELS, DEFAULT_SILENCE_BELOW, to_signed
 from fractalmidi.models.jit.masks import MASK_KINDS, make_mask
 
 T = 64
 
 
 class ConstantNet(nn.Module):
-    """Stands in for the network: predicts ``cond`` for real labels and ``uncond`` for the null label."""
+    """Stands in for the network: predicts ``cond`` for real labels and ``uncond`` for the null label
+    (``(1, 3, 128, T)`` network channels in [-1, 1])."""
 
     null_label = 1
 
@@ -27,14 +32,35 @@ class ConstantNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, *,
                 drop_labels: bool | None = None) -> torch.Tensor:
         self.calls += 1
+        assert x.shape[1] == 2 * CHANNELS + 1  # noisy channels, known channels, mask
         null = (labels == self.null_label).view(-1, 1, 1, 1)
-        return torch.where(null, self.uncond, self.cond).expand(x.shape[0], 1, *x.shape[2:]).clone()
+        return torch.where(null, self.uncond, self.cond).expand(x.shape[0], CHANNELS, *x.shape[2:]).clone()
 
 
 def _target(seed: int, batch: int = 2) -> torch.Tensor:
-    """A roll in [0, 1] with exact 0s and 1s and values in between."""
-    gen = torch.Generator().manual_seed(seed)
-    return (torch.rand(batch, 1, 128, T, generator=gen) * 1.4 - 0.2).clamp(0, 1)
+    """Planes ``(batch, 2, 128, T)`` of random whole notes: many pitches, touching re-strikes, any velocity."""
+    rng = np.random.default_rng(seed)
+    codes = np.zeros((batch, 128, T), dtype=np.uint8)
+    for b in range(batch):
+        for pitch in rng.choice(128, size=40, replace=False):
+            t = int(rng.integers(0, 4))
+            while t < T:
+                length = int(rng.integers(1, 7))
+                codes[b, pitch, t : t + length] = int(rng.integers(1, 128))
+                codes[b, pitch, t] |= ONSET_BIT
+                t += length + int(rng.integers(0, 3))  # gap 0: a re-strike right where the last note ends
+    return torch.from_numpy(codes_to_planes(codes))
+
+
+def _channels(planes: torch.Tensor) -> torch.Tensor:
+    """By hand: the network's channels (sounding, onset, velocity) in [0, 1] of roll planes."""
+    return torch.stack([(planes[:, 0] > 0).float(), planes[:, 1], planes[:, 0]], 1)
+
+
+def _decoded(unit: torch.Tensor, canvas: torch.Tensor, mask: torch.Tensor, silence_below: float) -> torch.Tensor:
+    """What the sampler makes of a final x-prediction ``unit`` (channels in [0, 1])."""
+    return decode_notes(canvas, mask, unit[:, 0] > silence_below, unit[:, 1] > 0.5, unit[:, 2],
+                        torch.ones_like(unit[:, 2]))
 
 
 def _model_with(net: nn.Module) -> nn.Module:
@@ -48,33 +74,62 @@ def _model_with(net: nn.Module) -> nn.Module:
 @pytest.mark.parametrize("cfg", [1.0, 3.0])
 def test_sampler_returns_the_fixed_prediction(sampler: str, steps: int, cfg: float) -> None:
     target = _target(0)
-    x_star = to_signed(target[:1])
+    x_star = to_signed(_channels(target[:1]))
     net = ConstantNet(x_star, x_star)
     model = _model_with(net)
     canvas = torch.zeros_like(target)
     mask = torch.ones_like(target, dtype=torch.bool)
     gen = torch.Generator().manual_seed(1)
-    out = model.sample(canvas, mask, generator=gen, sampler=sampler, steps=steps, cfg=cfg, cfg_interval=(0.0, 1.0),
-                       silence_below=0.0)
-    torch.testing.assert_close(out, target[:1].expand_as(out), rtol=0, atol=1e-5)
+    out = model.sample(canvas, mask, generator=gen, sampler=sampler, steps=steps, cfg=cfg, cfg_interval=(0.0, 1.0))
+    # channels of whole notes decode to exactly those notes (re-strikes included)
+    torch.testing.assert_close(out, target[:1].expand_as(out), rtol=0, atol=1e-6)
     evaluations = steps if sampler == "euler" else 2 * steps - 1  # Heun's last step is one evaluation
     assert net.calls == evaluations
 
 
+def test_each_note_takes_the_mean_velocity_channel_over_its_pixels() -> None:
+    target = _target(6, batch=1)
+    unit = _channels(target)
+    wobble = torch.rand(unit[:, 2].shape, generator=torch.Generator().manual_seed(2)) * 0.3 - 0.15
+    unit[:, 2] = torch.where(unit[:, 0] > 0, (unit[:, 2] + wobble).clamp(0, 1), unit[:, 2])
+    x_star = to_signed(unit)
+    canvas = torch.zeros_like(target)
+    out = _model_with(ConstantNet(x_star, x_star)).sample(canvas, torch.ones_like(canvas, dtype=torch.bool), steps=2)
+    assert torch.equal(out[:, 1], target[:, 1]) and torch.equal(out[:, 0] > 0, target[:, 0] > 0)
+    notes = roll_to_notes(target[0])
+    assert len(notes) > 200
+    velocity = (unit[0, 2] * 2 - 1 + 1) / 2  # what the sampler sees after the round trip through [-1, 1]
+    for pitch, onset, end in zip(notes.pitch.tolist(), notes.onset.tolist(), notes.end.tolist()):
+        mean = velocity[pitch, onset:end].double().mean().item()
+        level = out[0, 0, pitch, onset:end]
+        assert torch.all(level == level[0]), (pitch, onset)  # one velocity per note ...
+        # ... the mean on the 1/127 grid; a sounding note is at least velocity 1
+        assert level[0].item() == pytest.approx(min(max(round(mean * 127), 1), 127) / 127, abs=1e-6)
+
+
 def test_guidance_follows_its_formula_inside_the_interval() -> None:
-    cond, uncond = to_signed(_target(1)[:1]) * 0.3, to_signed(_target(2)[:1]) * 0.3
+    cond, uncond = to_signed(_channels(_target(1)[:1])) * 0.3, to_signed(_channels(_target(2)[:1])) * 0.3
     scale = 2.5
-    canvas = torch.zeros(1, 1, 128, T)
+    canvas = torch.zeros(1, 2, 128, T)
     mask = torch.ones_like(canvas, dtype=torch.bool)
+    model = _model_with(ConstantNet(cond, uncond))
+    known = torch.zeros(1, CHANNELS, 128, T)
+    labels = torch.zeros(1, dtype=torch.long)
+    z = torch.randn(1, CHANNELS, 128, T)
+    guided = uncond + scale * (cond - uncond)
+    torch.testing.assert_close(model.predict_x(z, 0.75, known, mask[:, :1], labels, scale, (0.5, 1.0)), guided,
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.predict_x(z, 0.25, known, mask[:, :1], labels, scale, (0.5, 1.0)), cond,
+                               rtol=0, atol=0)
     # the last step is at t = 0.75, inside (0.5, 1): guided
-    out = _model_with(ConstantNet(cond, uncond)).sample(canvas, mask, steps=4, cfg=scale, cfg_interval=(0.5, 1.0),
-                                                        silence_below=0.0)
-    expected = ((uncond + scale * (cond - uncond) + 1) / 2).clamp(0, 1)
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    out = model.sample(canvas, mask, steps=4, cfg=scale, cfg_interval=(0.5, 1.0), silence_below=0.2)
+    expected = _decoded(((guided + 1) / 2).clamp(0, 1), canvas, mask, 0.2)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    assert out[:, 0].gt(0).float().mean() > 0.1 and out[:, 1].sum() > 0  # not an empty roll
     # an interval that excludes the last step's time: the conditional prediction alone
-    out = _model_with(ConstantNet(cond, uncond)).sample(canvas, mask, steps=4, cfg=scale, cfg_interval=(0.0, 0.5),
-                                                        silence_below=0.0)
-    torch.testing.assert_close(out, ((cond + 1) / 2).clamp(0, 1), rtol=0, atol=1e-5)
+    out = model.sample(canvas, mask, steps=4, cfg=scale, cfg_interval=(0.0, 0.5), silence_below=0.2)
+    torch.testing.assert_close(out, _decoded(((cond + 1) / 2).clamp(0, 1), canvas, mask, 0.2), rtol=0, atol=1e-6)
+    assert not torch.equal(out, expected)
 
 
 @pytest.mark.parametrize("kind", MASK_KINDS)
@@ -85,7 +140,9 @@ def test_known_pixels_come_back_bit_exact(kind: str) -> None:
         model.net.final_layer.linear.weight.normal_(std=0.5)
     gen = torch.Generator().manual_seed(3)
     mask = torch.stack([make_mask(kind, T, patch_size=model.patch_size, generator=gen) for _ in range(2)])
-    canvas = torch.rand(2, 1, 128, T, generator=gen)
+    mask = mask.repeat(1, 2, 1, 1)  # the same on both planes
+    canvas = _target(3)
+    canvas[:, 0] *= 1 - torch.rand(canvas[:, 0].shape, generator=gen) * 0.2  # off-grid velocities too
     result, frames = model.sample(canvas, mask, generator=gen, steps=3, sampler="heun", cfg=2.0,
                                   return_steps=True)
     assert result.shape == canvas.shape
@@ -94,6 +151,8 @@ def test_known_pixels_come_back_bit_exact(kind: str) -> None:
     for frame in frames:
         assert torch.equal(frame[~mask], canvas[~mask])
         assert frame.min() >= 0 and frame.max() <= 1
+        assert set(frame[:, 1].unique().tolist()) <= {0.0, 1.0}
+        assert torch.all(frame[:, 0][frame[:, 1] > 0] > 0)  # onsets only on notes
     if kind != "none":
         assert (~mask).any() and mask.any()
 
@@ -105,40 +164,60 @@ class EchoNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, *,
                 drop_labels: bool | None = None) -> torch.Tensor:
-        return x[:, :1].clone()
+        return x[:, :CHANNELS].clone()
 
 
 @pytest.mark.parametrize("sampler", ["euler", "heun"])
 def test_temperature_scales_the_starting_noise(sampler: str) -> None:
     model = _model_with(EchoNet())
-    canvas = torch.zeros(1, 1, 128, T)
+    canvas = torch.zeros(1, 2, 128, T)
     mask = torch.ones_like(canvas, dtype=torch.bool)
     out = model.sample(canvas, mask, generator=torch.Generator().manual_seed(4), sampler=sampler, steps=6,
-                       temperature=0.3, silence_below=0.0)
-    noise = torch.randn(canvas.shape, generator=torch.Generator().manual_seed(4))
-    torch.testing.assert_close(out, ((0.3 * model.noise_scale * noise + 1) / 2).clamp(0, 1), rtol=0, atol=1e-6)
+                       temperature=0.3, silence_below=0.4)
+    noise = torch.randn((1, CHANNELS, 128, T), generator=torch.Generator().manual_seed(4))
+    unit = ((0.3 * model.noise_scale * noise + 1) / 2).clamp(0, 1)
+    torch.testing.assert_close(out, _decoded(unit, canvas, mask, 0.4), rtol=0, atol=1e-6)
+    hotter = model.sample(canvas, mask, generator=torch.Generator().manual_seed(4), sampler=sampler, steps=6,
+                          temperature=0.6, silence_below=0.4)
+    # a pixel sounds where (temperature * noise_scale * n + 1) / 2 > 0.4: the share follows the temperature
+    normal = torch.distributions.Normal(0.0, 1.0)
+    for roll, temperature in ((out, 0.3), (hotter, 0.6)):
+        share = (roll[:, 0] > 0).float().mean().item()
+        assert share == pytest.approx(normal.cdf(torch.tensor(0.2 / (temperature * model.noise_scale))).item(), abs=0.02)
 
 
-def test_faint_generated_values_become_silence() -> None:
-    target = _target(5)
-    x_star = to_signed(target[:1])
+def test_pixels_whose_sounding_channel_is_low_are_silent() -> None:
+    assert build("jit-tiny").sample_defaults["silence_below"] == DEFAULT_SILENCE_BELOW == 0.5
+    gen = torch.Generator().manual_seed(5)
+    unit = torch.zeros(1, CHANNELS, 128, T)
+    unit[:, 0] = torch.rand(128, T, generator=gen)  # how sure the network is that a note sounds
+    unit[:, 2] = 0.5  # velocity 63.5 -> 64 (the grid's nearest, ties to even)
+    x_star = to_signed(unit)
     model = _model_with(ConstantNet(x_star, x_star))
-    canvas = torch.rand(1, 1, 128, T) * 0.05  # faint known pixels stay as they are
+    canvas = torch.zeros(1, 2, 128, T)
+    canvas[:, 0, :, : T // 2 - 1] = torch.rand(128, T // 2 - 1) * 0.05  # faint known notes stay as they are
+    canvas[:, 1, :, 0] = 1.0
     mask = torch.zeros_like(canvas, dtype=torch.bool)
     mask[..., T // 2 :] = True
     out = model.sample(canvas, mask, steps=3, silence_below=0.2)
-    expected = torch.where(target[:1] < 0.2, torch.zeros_like(canvas), target[:1])
-    torch.testing.assert_close(out[mask], expected[mask], rtol=0, atol=1e-5)
     assert torch.equal(out[~mask], canvas[~mask])
+    sounding = unit[0, 0, :, T // 2 :] > 0.2
+    assert torch.equal(out[0, 0, :, T // 2 :] > 0, sounding)
+    assert torch.all(out[0, 0, :, T // 2 :][sounding] == 64 / 127)
+    before = torch.nn.functional.pad(sounding[:, :-1], (1, 0))  # column T/2 - 1 is known silence
+    assert torch.equal(out[0, 1, :, T // 2 :] > 0, sounding & ~before)  # each run of sound is one note
+    assert 0.7 < sounding.float().mean() < 0.9  # the faint 20% are gone, the rest sound
 
 
 def test_bad_options_are_named() -> None:
     model = build("jit-tiny")
-    canvas = torch.zeros(1, 1, 128, T)
+    canvas = torch.zeros(1, 2, 128, T)
     mask = torch.ones_like(canvas, dtype=torch.bool)
     with pytest.raises(UserError, match="unknown JiT sample options.*accepted"):
         model.sample(canvas, mask, num_iter=3)
     with pytest.raises(UserError, match="sampler"):
         model.sample(canvas, mask, sampler="rk4")
+    with pytest.raises(UserError, match="silence_below"):
+        model.sample(canvas, mask, silence_below=1.5)
     with pytest.raises(ValueError, match="multiple of 16"):
-        model.sample(torch.zeros(1, 1, 128, 40), torch.ones(1, 1, 128, 40, dtype=torch.bool))
+        model.sample(torch.zeros(1, 2, 128, 40), torch.ones(1, 2, 128, 40, dtype=torch.bool))
