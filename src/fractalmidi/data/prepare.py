@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the prepared data")
     parser.add_argument("--layout", default="auto", choices=LAYOUTS,
                         help="folder layout (default: auto = jsb if Jsb16thSeparated.json, pop909 for NNN.mid songs, else midi-dir)")
-    parser.add_argument("--dataset", choices=DATASETS, help="a bundled dataset instead of SRC: bach = music21's Bach chorales")
+    parser.add_argument("--dataset", choices=DATASETS, help="a dataset bundled with music21 instead of SRC: bach = its Bach chorales, folk = the fiddle tunes of Ryan's Mammoth Collection")
     parser.add_argument("--grid", help=f"time grid: {GRID_HELP} (default: 16th; fps:16 for aria)")
     parser.add_argument("--sustain", action="store_true", help="extend notes held by the sustain pedal (CC64)")
     parser.add_argument("--split", default=DEFAULT_SPLIT, metavar="TRAIN,VALID,TEST",

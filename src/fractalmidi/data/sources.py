@@ -21,11 +21,14 @@ from fractalmidi.data.roll import NUM_PITCHES, BadMidiError, canonical_codes, mi
 from fractalmidi.errors import UserError
 
 LAYOUTS = ("auto", "midi-dir", "pop909", "jsb", "aria")
-DATASETS = ("bach",)
+DATASETS = ("bach", "folk")
+"""Datasets inside the music21 package (no download): its Bach chorales, and the ~1,000 fiddle tunes
+(reels, hornpipes, jigs: one melody each) of Ryan's Mammoth Collection."""
+FOLK_FOLDER = "ryansMammoth"
 SPLITS = ("train", "valid", "test")
 MIDI_SUFFIXES = (".mid", ".midi")
 
-LAYOUT_DEFAULT_GRID = {"midi-dir": "16th", "pop909": "16th", "jsb": "16th", "aria": "fps:16", "bach": "16th"}
+LAYOUT_DEFAULT_GRID = {"midi-dir": "16th", "pop909": "16th", "jsb": "16th", "aria": "fps:16", "bach": "16th", "folk": "16th"}
 """Aria-MIDI holds transcribed performances whose beat grid is meaningless: absolute frames."""
 
 JSB_FILE = "Jsb16thSeparated.json"
@@ -38,7 +41,7 @@ CHORALE_TEMPO_BPM = 100.0
 """Neither JSB nor most corpus chorales state a tempo; a moderate chorale tempo for playback."""
 
 BACH_VELOCITY = 90
-"""Velocity of every note of a music21 Bach chorale (the scores carry no dynamics)."""
+"""Velocity of every note of a music21 corpus score (the scores carry no dynamics)."""
 
 BACH_TICKS_PER_QUARTER = 480
 BACH_NAME = re.compile(r"^bwv[\d.]+\.(mxl|xml)$")
@@ -113,11 +116,11 @@ def open_source(src: str | os.PathLike | None, *, layout: str = "auto", dataset:
             raise UserError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
         if src is not None:
             raise UserError("give either SRC or --dataset, not both")
-        paths = bach_chorale_paths()
-        jobs = (Job(key=f"music21:bach/{p.name}", kind="bach", payload=str(p)) for p in paths)
-        return Source(layout="bach", root="music21 corpus", jobs=jobs, total=len(paths))
+        paths = corpus_paths(dataset)
+        jobs = (Job(key=f"music21:{dataset}/{p.name}", kind="corpus", payload=str(p)) for p in paths)
+        return Source(layout=dataset, root="music21 corpus", jobs=jobs, total=len(paths))
     if src is None:
-        raise UserError("give SRC (a folder of MIDI files or a known dataset folder) or --dataset bach")
+        raise UserError(f"give SRC (a folder of MIDI files or a known dataset folder) or --dataset {'|'.join(DATASETS)}")
     root = Path(src).expanduser()
     if not root.is_dir():
         raise UserError(f"SRC must be a folder of MIDI files, got {src!s} (not a folder)")
@@ -184,8 +187,17 @@ def bach_chorale_paths() -> list[Path]:
     return sorted(paths, key=lambda p: p.name)
 
 
-def bach_chorale_score(path: str | os.PathLike) -> Score:
-    """Parse a corpus chorale with music21 into a MIDI-like symusic Score (tied notes joined)."""
+def corpus_paths(dataset: str) -> list[Path]:
+    """The files of a music21 corpus dataset (see :data:`DATASETS`), sorted by name."""
+    if dataset == "bach":
+        return bach_chorale_paths()
+    import music21
+
+    return sorted((Path(music21.__file__).parent / "corpus" / FOLK_FOLDER).glob("*.abc"))
+
+
+def corpus_score(path: str | os.PathLike) -> Score:
+    """Parse a music21 corpus score (MusicXML, ABC...) into a MIDI-like symusic Score (tied notes joined)."""
     from music21 import converter, tempo
 
     stream = converter.parse(str(path))
@@ -228,7 +240,7 @@ def load_bach_chorales(limit: int | None = None, *, grid: str = "16th") -> Itera
     """Yield ``(name, (1, 128, T) uint8 roll, meta)`` for the music21 Bach chorales (parsing is slow:
     ~0.15 s a piece; ``fractalmidi prepare --dataset bach`` does it once, in parallel)."""
     for path in bach_chorale_paths()[:limit]:
-        roll, meta = midi_to_roll(bach_chorale_score(path), grid=grid)
+        roll, meta = midi_to_roll(corpus_score(path), grid=grid)
         yield path.name, roll, {**meta, "source": f"music21:bach/{path.name}"}
 
 
@@ -245,8 +257,8 @@ def convert_job(job: Job, grid: str, sustain: bool, max_steps: int) -> tuple[np.
             if roll.shape[-1] > max_steps:
                 raise BadMidiError(f"too long: {roll.shape[-1]} steps > max {max_steps}")
             meta = {"grid": "16th", "tempo_bpm": CHORALE_TEMPO_BPM, "steps": int(roll.shape[-1])}
-        elif job.kind == "bach":
-            roll, meta = midi_to_roll(bach_chorale_score(job.payload), grid=grid, sustain=sustain, max_steps=max_steps)
+        elif job.kind == "corpus":
+            roll, meta = midi_to_roll(corpus_score(job.payload), grid=grid, sustain=sustain, max_steps=max_steps)
         else:
             roll, meta = midi_to_roll(job.key, grid=grid, sustain=sustain, max_steps=max_steps)
     except UserError as err:

@@ -125,7 +125,7 @@ def evaluate(
     check_out_dir(out, overwrite)
     started = time.perf_counter()
     gen_source = generated_source(generated, max_pieces, seed)
-    ref_source, ceil_a, ceil_b, ceiling_kind = reference_sources(reference, max_pieces, seed)
+    ref_source, ceil_a, ceil_b, ceiling_kind = reference_sources(reference, max_pieces, seed, len(gen_source))
 
     gen = measure(gen_source, progress)
     ref = measure(ref_source, progress)

@@ -65,6 +65,11 @@ def midi_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
 
 
+def _smaller(a: int | None, b: int | None) -> int | None:
+    """The smaller of two optional limits (None = no limit)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
 def _subsample(items: list, max_pieces: int | None, seed: int) -> list:
     if max_pieces is None or len(items) <= max_pieces:
         return items
@@ -90,12 +95,15 @@ def generated_source(folder: Path, max_pieces: int | None = None, seed: int = 0)
     return PieceSource("generated", folder, "midi", _subsample(files, max_pieces, seed))
 
 
-def reference_sources(path: Path, max_pieces: int | None = None, seed: int = 0) -> tuple[PieceSource, PieceSource, PieceSource, str]:
+def reference_sources(path: Path, max_pieces: int | None = None, seed: int = 0,
+                      ceiling_size: int | None = None) -> tuple[PieceSource, PieceSource, PieceSource, str]:
     """``(reference, ceiling_a, ceiling_b, ceiling_kind)`` for ``--reference``.
 
     A prepared data folder gives its test split as the reference and train-vs-test as the
     ceiling; a MIDI folder is the reference as a whole and a seeded half-vs-half split of it
-    is the ceiling.
+    is the ceiling. ``ceiling_a`` (the side that plays the generated set) is cut to
+    ``ceiling_size`` pieces, the size of the generated set, since OA and Frechet distance
+    depend on how many pieces are compared.
     """
     if (path / MANIFEST_FILE).is_file():
         from fractalmidi.data import PreparedData
@@ -106,7 +114,8 @@ def reference_sources(path: Path, max_pieces: int | None = None, seed: int = 0) 
         if not test:
             raise UserError(f"prepared data {path} has an empty '{TEST_SPLIT}' split; re-run 'fractalmidi prepare' with a test split")
         reference = PieceSource(f"reference ({TEST_SPLIT} split)", path, "prepared", _subsample(test, max_pieces, seed), data)
-        ceiling_train = PieceSource(f"{TRAIN_SPLIT} split", path, "prepared", _subsample(train, max_pieces, seed), data)
+        ceiling_train = PieceSource(f"{TRAIN_SPLIT} split", path, "prepared",
+                                    _subsample(train, _smaller(max_pieces, ceiling_size), seed), data)
         return reference, ceiling_train, reference, f"{TRAIN_SPLIT}-vs-{TEST_SPLIT}"
     if not path.is_dir():
         raise UserError(f"--reference {path} is neither a MIDI folder nor a prepared data folder (with {MANIFEST_FILE})")
@@ -116,6 +125,7 @@ def reference_sources(path: Path, max_pieces: int | None = None, seed: int = 0) 
     files = _subsample(files, max_pieces, seed)
     order = np.random.default_rng(seed).permutation(len(files))
     half = len(files) // 2
-    first = PieceSource("reference half A", path, "midi", [files[i] for i in sorted(order[:half])])
+    first = PieceSource("reference half A", path, "midi",
+                        _subsample([files[i] for i in sorted(order[:half])], ceiling_size, seed))
     second = PieceSource("reference half B", path, "midi", [files[i] for i in sorted(order[half:])])
     return PieceSource("reference", path, "midi", files), first, second, "half-vs-half"

@@ -60,6 +60,10 @@ class TrainingConfig:
     """Optimisation: AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr``."""
 
     max_steps: int = 200_000
+    max_minutes: float | None = None
+    """Wall-clock budget: training stops at the clock (saving a resumable ``last.ckpt``), and the
+    LR schedule's progress is the larger of steps / ``max_steps`` and time / ``max_minutes``, so
+    the cosine reaches its floor when the budget ends. Time spent carries over on ``--resume``."""
     batch_size: int = 8
     lr: float = 1e-4
     weight_decay: float = 0.05
@@ -355,6 +359,8 @@ def _validate(cfg: TrainConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise UserError(f"{key} must be a positive integer, got {value}")
+    if t.max_minutes is not None and not t.max_minutes > 0:
+        raise UserError(f"training.max_minutes must be a positive number of minutes, got {t.max_minutes}")
     non_negative = {
         "training.warmup_steps": t.warmup_steps, "training.limit_val_batches": t.limit_val_batches,
         "training.grad_clip": t.grad_clip, "training.weight_decay": t.weight_decay,

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,7 @@ def _trainer(config: TrainConfig, run_dir: Path, val_set: Any, with_validation: 
 
     t, h = config.training, config.hardware
     return L.Trainer(
-        max_steps=t.max_steps, max_epochs=-1, accelerator=h.accelerator, devices=h.devices, num_nodes=h.num_nodes,
+        max_steps=t.max_steps, max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None, max_epochs=-1, accelerator=h.accelerator, devices=h.devices, num_nodes=h.num_nodes,
         precision=h.precision, strategy=h.strategy, gradient_clip_val=t.grad_clip or None,
         accumulate_grad_batches=t.accumulate_grad_batches, val_check_interval=t.val_every_n_steps * t.accumulate_grad_batches,
         check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches if with_validation else 0,

@@ -23,12 +23,15 @@ class WarmupCosine:
     warmup_steps: int
     total_steps: int
     min_ratio: float = 0.0
+    time_progress: float = 0.0
+    """Share of a wall-clock budget spent (set by the trainer); the decay follows whichever of
+    steps and time is further along."""
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
+        progress = min(1.0, max((step - self.warmup_steps) / span, self.time_progress))
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 

@@ -12,16 +12,20 @@ from fractalmidi.models.fractal.fractal import FractalGen
 from fractalmidi.models.registry import register_preset
 
 MAR3 = ("mar", "mar", "mar")
+MAR_AR_AR = ("mar", "ar", "ar")
+"""The default: a parallel (MAR) top level, and notes written pixel by pixel in time order below it,
+so a note continues from the pixel before it instead of being drawn independently."""
 AR3 = ("ar", "ar", "ar")
-TINY = {"widths": (64, 32, 32), "depths": (2, 1, 1), "heads": (4, 2, 2), "head_width": 32, "num_iter_list": (4, 2, 1)}
+TINY = {"widths": (64, 32, 32), "depths": (2, 1, 1), "heads": (4, 2, 2), "head_width": 32,
+        "num_iter_list": (4, 1, 1), "empty_keep": 0.1}
 DEFAULT = {"widths": (768, 384, 192), "depths": (4, 2, 1), "heads": (12, 6, 3), "head_width": 192,
-           "num_iter_list": (12, 8, 1), "ema_decays": (0.9999,)}
+           "num_iter_list": (16, 1, 1), "ema_decays": (0.9999,), "dropout": 0.1, "empty_keep": 0.25}
 LARGE = {**DEFAULT, "depths": (16, 4, 2)}
 
-register_preset("fractal-tiny", FractalGen, generators=MAR3, **TINY)
+register_preset("fractal-tiny", FractalGen, generators=MAR_AR_AR, **TINY)
 register_preset("fractal-ar-tiny", FractalGen, generators=AR3, **TINY)
-register_preset("fractal-default", FractalGen, generators=MAR3, **DEFAULT)
+register_preset("fractal-default", FractalGen, generators=MAR_AR_AR, **DEFAULT)
 register_preset("fractal-ar", FractalGen, generators=AR3, **DEFAULT)
-register_preset("fractal-large", FractalGen, generators=MAR3, **LARGE)
+register_preset("fractal-large", FractalGen, generators=MAR_AR_AR, **LARGE)
 
 __all__ = ["FractalGen"]

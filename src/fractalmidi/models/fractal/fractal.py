@@ -59,6 +59,7 @@ class FractalGen(Generator):
         mask_ratio_min: float = 0.0,
         dropout: float = 0.0,
         occupancy_weight: float = 1.0,
+        empty_keep: float = 1.0,
         num_iter_list: Sequence[int] = (8, 4, 1),
         ema_decays: Sequence[float] = (),
         num_pitches: int = NUM_PITCHES,
@@ -70,6 +71,9 @@ class FractalGen(Generator):
         velocities onset-only (False: a binary / velocity-only head, e.g. for binary data).
         ``mask_ratio_min``: MAR training masks hide a share of patches drawn from
         [mask_ratio_min, 1]; ``dropout`` in every transformer block and the pixel head.
+        ``empty_keep``: while training, a silent patch is passed down to the next level with this
+        probability and its pixel losses weighted by its inverse (rolls are mostly silence, so the
+        lower levels train several times faster at the same expected loss).
         ``num_pitches`` below 128 only serves micro configurations in tests. ``grad_checkpointing``
         recomputes the levels' transformer activations in the backward pass while training:
         less memory, same loss and gradients, about one more forward pass of time."""
@@ -83,6 +87,9 @@ class FractalGen(Generator):
         self.num_classes = num_classes
         self.mask_ratio_min = mask_ratio_min
         self.occupancy_weight = occupancy_weight
+        if not 0 < empty_keep <= 1:
+            raise ValueError(f"empty_keep must be in (0, 1], got {empty_keep}")
+        self.empty_keep = empty_keep
         self.default_num_iter = tuple(int(n) for n in num_iter_list)
         self._ema_decays = tuple(float(d) for d in ema_decays)
 
@@ -208,9 +215,14 @@ class FractalGen(Generator):
         out["occupancy"][level].append(F.binary_cross_entropy_with_logits(logit.float(), occupied, reduction="sum"))
         out["occupancy_count"][level] += index.numel()
 
+        weight = (weight * scale)[:, None].expand(n, length).reshape(-1)[index]
+        if not estimate and self.empty_keep < 1 and size > 1:
+            draw = torch.rand(index.shape, device=index.device) < self.empty_keep
+            kept = (occupied > 0) | draw
+            weight = torch.where(occupied > 0, weight, weight / self.empty_keep)[kept]
+            index = index[kept]
         child = [c.reshape(n * length, -1)[index] for c in net.child_conds(hidden, grid)]
         owner = owner[:, None].expand(n, length).reshape(-1)[index]
-        weight = (weight * scale)[:, None].expand(n, length).reshape(-1)[index]
         if size == 1:
             logits = self.head(child).float()
             nll = F.cross_entropy(logits, tokens.reshape(-1)[index], reduction="none")
@@ -239,7 +251,8 @@ class FractalGen(Generator):
         parts: dict[str, torch.Tensor] = {}
         for level, (terms, count) in enumerate(zip(scored["occupancy"], scored["occupancy_count"])):
             parts[f"level{level}"] = torch.stack(terms).sum() / max(count, 1)
-        parts["pixel"] = torch.cat(scored["pixel_nll"]).mean()
+        weight = torch.cat(scored["pixel_weight"])
+        parts["pixel"] = (torch.cat(scored["pixel_nll"]) * weight).sum() / weight.sum()
         total = parts["pixel"] + self.occupancy_weight * sum(parts[f"level{i}"] for i in range(len(self.levels)))
         return total, parts
 

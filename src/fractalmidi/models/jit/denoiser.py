@@ -5,8 +5,8 @@ The network works on three channels made from the roll planes, each scaled from 
 (the note's velocity / 127 over its pixels, 0 in silence). Separating "is there a note" from
 "how loud" keeps a regression's hedging on one from blurring the other. Sampled pixels
 become whole notes (:func:`~fractalmidi.models.base.decode_notes`): a pixel sounds where its
-sounding channel is over ``silence_below``, a note starts at an onset channel over one half or
-after silence, and each note takes the mean of the velocity channel over its pixels, so it
+sounding channel is over ``silence_below``, a note starts at a peak of the onset channel
+(:func:`onsets`) or after silence, and each note takes the mean of the velocity channel over its pixels, so it
 has one velocity. Training draws ``t = sigmoid(N(P_mean, P_std))``
 and noise ``e ~ noise_scale * N(0, 1)``, forms ``z = t x + (1 - t) e`` and asks the network
 for ``x``; the loss compares velocities ``v = (x - z) / (1 - t)`` with ``1 - t`` clamped at
@@ -44,6 +44,10 @@ SOUNDING, ONSET, VELOCITY = range(CHANNELS)
 IN_CHANNELS = 2 * CHANNELS + 1
 """Noisy channels, known channels, generation mask."""
 DEFAULT_EMA_DECAYS = (0.9996, 0.9998)
+SILENT_VELOCITY = 64 / 127
+"""Velocity channel of a roll without notes."""
+ONSET_ABOVE = 0.25
+"""A generated onset channel peak over this starts a note."""
 DEFAULT_SILENCE_BELOW = 0.5
 """A pixel sounds where its generated sounding channel (0 = silence, 1 = note) exceeds this."""
 
@@ -59,9 +63,27 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def channels(planes: torch.Tensor) -> torch.Tensor:
-    """Roll planes ``(B, 2, H, W)`` -> network channels ``(B, 3, H, W)`` in [0, 1]."""
+    """Roll planes ``(B, 2, H, W)`` -> network channels ``(B, 3, H, W)`` in [0, 1].
+
+    The velocity channel holds each note's velocity where it sounds and the mean velocity of the
+    roll's notes elsewhere (:data:`SILENT_VELOCITY` for a silent roll): a pixel the network is
+    unsure about then pulls its note's velocity towards the music's typical loudness, not
+    towards silence.
+    """
     velocity = planes[:, VELOCITY_PLANE]
-    return torch.stack([(velocity > 0).to(planes.dtype), planes[:, ONSET_PLANE], velocity], 1)
+    sounding = (velocity > 0).to(planes.dtype)
+    count = sounding.sum(dim=(1, 2), keepdim=True)
+    mean = torch.where(count > 0, velocity.sum(dim=(1, 2), keepdim=True) / count.clamp_min(1),
+                       torch.full_like(count, SILENT_VELOCITY))
+    return torch.stack([sounding, planes[:, ONSET_PLANE], torch.where(velocity > 0, velocity, mean)], 1)
+
+
+def onsets(onset: torch.Tensor) -> torch.Tensor:
+    """Where notes start, from a generated onset channel ``(B, H, W)`` in [0, 1]: a local maximum in
+    time over :data:`ONSET_ABOVE` (a regression spreads an uncertain onset over neighbouring steps)."""
+    before = torch.nn.functional.pad(onset[..., :-1], (1, 0))
+    after = torch.nn.functional.pad(onset[..., 1:], (0, 1))
+    return (onset > ONSET_ABOVE) & (onset >= before) & (onset > after)
 
 
 @contextlib.contextmanager
@@ -274,7 +296,7 @@ class JiT(Generator):
         def to_roll(x: torch.Tensor) -> torch.Tensor:
             unit = to_unit(x)
             sounding = unit[:, SOUNDING] > o["silence_below"]
-            return decode_notes(canvas, mask, sounding, unit[:, ONSET] > 0.5, unit[:, VELOCITY],
+            return decode_notes(canvas, mask, sounding, onsets(unit[:, ONSET]), unit[:, VELOCITY],
                                 torch.ones_like(unit[:, VELOCITY]))
 
         with eval_mode(self):
