@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fractalmidi.data.roll import as_uint8_roll, codes_to_planes
 from fractalmidi.models import available, build, preset_defaults
 
 OVERFIT_LENGTH = 128
@@ -13,8 +14,7 @@ OVERFIT_MAX_STEPS = 1000
 CONTINUE_MAX_STEPS = 1200
 OVERFIT_LR = 3e-3
 STOP_RATIO = 0.005
-NOTE_THRESHOLD = 0.35
-"""Chorale notes have value 90/127 ~ 0.71 and silence 0: threshold between the two."""
+CHORALE_VELOCITY = 90
 
 
 def _f1(pred: torch.Tensor, true: torch.Tensor) -> float:
@@ -33,9 +33,10 @@ def test_tiny_runs_at_any_multiple_of_the_patch(chorale_crop, torch_single_threa
     mask = torch.zeros_like(x, dtype=torch.bool)
     mask[..., length // 2 :] = True  # continue the first half
     out = model.sample(x, mask, steps=2, generator=torch.Generator().manual_seed(0))
-    assert out.shape == (1, 1, 128, length)
+    assert out.shape == (1, 2, 128, length)
     assert torch.equal(out[..., : length // 2], x[..., : length // 2])
     assert 0 <= out.min() and out.max() <= 1
+    assert set(out[:, 1].unique().tolist()) <= {0.0, 1.0} and torch.all(out[:, 0][out[:, 1] > 0] > 0)
 
 
 def test_contract_properties_and_presets() -> None:
@@ -47,13 +48,14 @@ def test_contract_properties_and_presets() -> None:
     assert model.length_multiple == 8 and model.ema_decays == (0.9,)
     assert set(model.sample_defaults) == {"steps", "sampler", "cfg", "cfg_interval", "temperature", "silence_below"}
     with pytest.raises(NotImplementedError):
-        model.nll(torch.zeros(1, 1, 128, 16))
+        model.nll(torch.zeros(1, 2, 128, 16))
     with pytest.raises(ValueError, match="multiple of 8"):
         model.check_length(20)
     assert sum(count for _, count in model.parameter_table()) == sum(p.numel() for p in model.parameters())
-    # zero-initialised output layer: a fresh network predicts 0 (mid-grey in [-1, 1]) everywhere
-    out = model.net(torch.randn(2, 3, 128, 32), torch.rand(2), torch.zeros(2, dtype=torch.long))
-    assert out.shape == (2, 1, 128, 32) and not out.any()
+    # inputs: 3 noisy channels (sounding, onset, velocity), the 3 known ones and the mask; out: 3 channels.
+    # A zero-initialised output layer: a fresh network predicts 0 (mid-grey in [-1, 1]) everywhere
+    out = model.net(torch.randn(2, 7, 128, 32), torch.rand(2), torch.zeros(2, dtype=torch.long))
+    assert out.shape == (2, 3, 128, 32) and not out.any()
 
 
 def _overfit(model: torch.nn.Module, batch: torch.Tensor, max_steps: int = OVERFIT_MAX_STEPS) -> list[float]:
@@ -81,13 +83,17 @@ def test_overfits_one_chorale_crop_and_samples_it_back(chorale_crop, torch_singl
     first, last = sum(losses[:10]) / 10, sum(losses[-20:]) / 20
     assert last <= 0.1 * first, f"loss fell from {first:.3f} to {last:.3f} in {len(losses)} steps"
 
-    canvas = torch.zeros(2, 1, 128, OVERFIT_LENGTH)
+    canvas = torch.zeros(2, 2, 128, OVERFIT_LENGTH)
     mask = torch.ones_like(canvas, dtype=torch.bool)
-    notes = x[0] > 0
+    notes, onsets = x[0, 0] > 0, x[0, 1] > 0
     for sampler in ("euler", "heun"):
         out = model.sample(canvas, mask, sampler=sampler, steps=10, generator=torch.Generator().manual_seed(1))
         for roll in out:
-            assert _f1(roll > NOTE_THRESHOLD, notes) >= 0.9
+            played = roll[0] > 0
+            assert _f1(played, notes) >= 0.9, (sampler, _f1(played, notes))
+            assert _f1(roll[1] > 0, onsets) >= 0.9, (sampler, _f1(roll[1] > 0, onsets))  # where notes start
+            velocity = (roll[0][played & notes] * 127).round()
+            assert (velocity - CHORALE_VELOCITY).abs().le(8).float().mean() >= 0.9, velocity.unique()
 
 
 @pytest.mark.slow
@@ -97,7 +103,9 @@ def test_one_checkpoint_continues_each_prefix_its_own_way(chorale_crop, torch_si
     canvas alone tells the model which piece to continue."""
     torch.manual_seed(0)
     crop = chorale_crop(OVERFIT_LENGTH)
-    pieces = torch.cat([crop, crop.flip(-1)])
+    # the time reversal of its notes: velocities reversed, notes start where the reversed ones sound
+    reversed_notes = torch.from_numpy(codes_to_planes(as_uint8_roll(crop[0, :1].flip(-1))))[None]
+    pieces = torch.cat([crop, reversed_notes])
     model = build("jit-tiny", mask_probs={"prefix": 1.0})
     _overfit(model, pieces.repeat(OVERFIT_BATCH // 2, 1, 1, 1), max_steps=CONTINUE_MAX_STEPS)
     keep = OVERFIT_LENGTH // 2
@@ -105,7 +113,7 @@ def test_one_checkpoint_continues_each_prefix_its_own_way(chorale_crop, torch_si
     mask[..., keep:] = True
     out = model.sample(pieces, mask, steps=10, generator=torch.Generator().manual_seed(2))
     assert torch.equal(out[..., :keep], pieces[..., :keep])
-    notes, new = pieces[..., keep:] > 0, out[..., keep:] > NOTE_THRESHOLD
+    notes, new = pieces[:, 0, :, keep:] > 0, out[:, 0, :, keep:] > 0
     for i in range(2):
-        assert _f1(new[i], notes[i]) >= 0.9
+        assert _f1(new[i], notes[i]) >= 0.9, (i, _f1(new[i], notes[i]))
         assert _f1(new[i], notes[1 - i]) < 0.5  # not the other piece's continuation
