@@ -37,9 +37,14 @@ def test_loss_is_the_v_loss_by_hand(chorale_crop, probs: dict[str, float], loss_
     torch.manual_seed(7)
     mask = draw_masks(3, T, model.mask_probs, patch_size=model.patch_size)
     t = torch.sigmoid(torch.randn(3) * 0.8 - 0.8).view(3, 1, 1, 1)
-    # the network denoises three channels: sounding, onset, velocity (all in [-1, 1])
+    # the network denoises three channels: sounding, onset, velocity (all in [-1, 1]); the velocity
+    # channel holds the mean velocity of the roll's notes where none sounds
     assert x.shape == (3, 2, 128, T)
-    data = 2 * torch.stack([(x[:, 0] > 0).float(), x[:, 1], x[:, 0]], 1) - 1
+    sounding = x[:, 0] > 0
+    mean = torch.stack([x[i, 0][sounding[i]].mean() for i in range(3)]).view(3, 1, 1)
+    assert torch.allclose(mean, torch.full_like(mean, 90 / 127))  # the chorale's one velocity
+    velocity = torch.where(sounding, x[:, 0], mean)
+    data = 2 * torch.stack([sounding.float(), x[:, 1], velocity], 1) - 1
     z = t * data + (1 - t) * torch.randn_like(data) * model.noise_scale
     assert mask.shape == (3, 1, 128, T)  # one mask for all channels
     known = torch.where(mask, torch.zeros_like(data), data)
