@@ -12,10 +12,15 @@ import pytest
 from PIL import Image
 
 from fractalmidi.cli import main
+from fractalmidi.data.roll import ONSET_BIT, codes_to_planes
 from fractalmidi.viz import (
-    NUM_PITCHES,
+    LEGEND_GAP_PX,
+    LEGEND_WIDTH_PX,
+    MARGIN_BOTTOM,
+    MARGIN_RIGHT,
     find_soundfont,
     note_name,
+    pitch_window,
     render_wav,
     roll_to_rgb,
     save_gif,
@@ -41,6 +46,8 @@ def test_colours_follow_velocity():
     r, g, b = rgb[127 - 50, 3].astype(int)
     assert b > r and b > 150  # soft notes are blue
     assert np.array_equal(roll_to_rgb(roll.astype(np.float32) / 127), rgb)  # floats in [0, 1] too
+    assert np.array_equal(roll_to_rgb(roll | np.where(roll > 0, ONSET_BIT, 0).astype(np.uint8)), rgb)  # onset bits
+    assert np.array_equal(roll_to_rgb(codes_to_planes(roll[0])), rgb)  # and model planes
 
 
 def test_note_names():
@@ -49,19 +56,65 @@ def test_note_names():
 
 def test_png_has_the_colours_at_the_cells(tmp_path):
     roll = np.zeros((1, 128, 48), dtype=np.uint8)
-    roll[0, 72, 0:8] = 127
-    roll[0, 48, 16:20] = 64
+    roll[0, 72, 1:8] = 127
+    roll[0, 72, [1, 4]] |= ONSET_BIT  # re-struck at step 4 at the same velocity: two notes
+    roll[0, 48, 16:20] = 64  # no bit: an onset where it starts sounding
     layout = save_png(roll, tmp_path / "r.png", title="test")
     image = np.asarray(Image.open(tmp_path / "r.png").convert("RGB")).astype(int)
-    assert image.shape[0] == layout.top + NUM_PITCHES * layout.pitch_px + 44
+    # the pitch axis shows the music's range in whole octaves: C3 (48) .. B5 (83)
+    assert (layout.pitch_low, layout.pitch_high) == (48, 83)
+    assert image.shape[0] == layout.top + 36 * layout.pitch_px + MARGIN_BOTTOM
+    assert image.shape[1] == layout.left + 48 * layout.step_px + MARGIN_RIGHT
     expected = roll_to_rgb(roll)
-    for pitch, step in [(72, 3), (48, 17), (60, 30), (72, 8)]:
+    for pitch, step in [(72, 3), (72, 4), (48, 17), (60, 30), (72, 8), (48, 16)]:
         x, y = layout.pixel(pitch, step)
         assert np.abs(image[y, x] - expected[127 - pitch, step]).max() <= 2, (pitch, step, image[y, x])
     x, y = layout.pixel(72, 3)
     assert image[y, x, 0] > 220 and image[y, x, 1] < 40  # red
     x, y = layout.pixel(48, 17)
     assert image[y, x, 1] > 180 and image[y, x, 0] < 60  # green
+    # cell centres keep the velocity colour; each onset darkens its cell's first pixel column
+    assert layout.step_px == 8
+    for pitch, step, onset in [(72, 1, True), (72, 4, True), (48, 16, True), (72, 2, False), (72, 5, False),
+                               (48, 17, False)]:
+        x, y = layout.pixel(pitch, step)
+        first = image[y, layout.left + step * layout.step_px]
+        if onset:
+            assert first.max() <= 40, (pitch, step, first)
+        else:
+            assert np.abs(first - expected[127 - pitch, step]).max() <= 2, (pitch, step, first)
+
+
+def test_png_has_a_velocity_legend(tmp_path):
+    roll = np.zeros((1, 128, 32), dtype=np.uint8)
+    roll[0, 60, :4] = 100
+    layout = save_png(roll, tmp_path / "r.png")
+    image = np.asarray(Image.open(tmp_path / "r.png").convert("RGB")).astype(int)
+    plot_h = (layout.pitch_high - layout.pitch_low + 1) * layout.pitch_px
+    x = layout.left + layout.steps * layout.step_px + LEGEND_GAP_PX + LEGEND_WIDTH_PX // 2
+    column = image[layout.top + 2 : layout.top + plot_h - 2, x]
+    lut = roll_to_rgb(np.arange(128, dtype=np.uint8)[:, None])[::-1, 0].astype(int)  # velocity v -> colour
+    # the velocity whose colour each legend pixel shows, top to bottom
+    shown = np.abs(column[:, None, :] - lut[None, 1:, :]).sum(-1).argmin(1) + 1
+    assert shown[0] >= 122 and column[0, 0] > 220  # loud = red at the top
+    assert abs(int(shown[len(shown) // 2]) - 64) <= 4 and column[len(column) // 2, 1] > 180  # 64 = green mid-way
+    assert shown[-1] <= 6 and column[-1, 2] > column[-1, 0]  # soft = blue at the bottom
+    assert np.all(np.diff(shown) <= 0)  # louder upwards, all the way
+    assert len(set(shown.tolist())) > 80  # the whole scale (~1 velocity per pixel row), not a few bands
+
+
+@pytest.mark.parametrize("pitches, window", [
+    ([], (0, 127)),
+    ([60], (48, 71)),  # one octave widened downwards to two
+    ([60, 61, 70], (48, 71)),
+    ([0], (0, 23)),  # nothing below 0: widened upwards
+    ([127], (96, 127)),  # the top octave is cut at 127
+    ([30, 100], (24, 107)),
+])
+def test_pitch_window_rounds_out_to_whole_octaves(pitches, window):
+    codes = np.zeros((128, 4), dtype=np.uint8)
+    codes[pitches, 1] = 50 | ONSET_BIT
+    assert pitch_window(codes) == window
 
 
 def test_gif_has_one_frame_per_roll(tmp_path):
