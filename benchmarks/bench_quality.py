@@ -45,6 +45,8 @@ DATASETS = {
 CONFIGS = ("configs/fractal_tiny.yaml", "configs/jit_tiny.yaml")
 FEATURES_SHOWN = ("pitch_classes_used", "duration_mean", "ioi_mean", "polyphony_mean", "note_density",
                   "scale_consistency", "velocity_histogram", "duration_histogram", "pitch_class_histogram")
+ENV = dict(os.environ)
+"""Environment of the commands run (``--threads`` sets their thread count)."""
 ONE_STEP_QUARTERS = 0.25
 """A 16th-grid step in quarter notes: notes this short are 'one-step notes'."""
 
@@ -54,7 +56,8 @@ def fractalmidi(*args: str, log: Path) -> None:
     with open(log, "a") as handle:
         handle.write(f"$ fractalmidi {' '.join(args)}\n")
         handle.flush()
-        done = subprocess.run([sys.executable, "-m", "fractalmidi", *args], stdout=handle, stderr=subprocess.STDOUT)
+        done = subprocess.run([sys.executable, "-m", "fractalmidi", *args], stdout=handle, stderr=subprocess.STDOUT,
+                              env=ENV)
     if done.returncode:
         tail = log.read_text().splitlines()[-15:]
         raise SystemExit(f"fractalmidi {args[0]} failed ({done.returncode}):\n" + "\n".join(tail))
@@ -157,8 +160,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_quality")
     parser.add_argument("--sampling", nargs=argparse.REMAINDER, default=[],
                         help="extra generate flags, e.g. --sampling --temperature 0.9 (must come last)")
+    parser.add_argument("--threads", type=int, help="torch threads per command (1 on a machine busy with other work: "
+                                                      "two threads on one free core are many times slower)")
     parser.add_argument("--no-results", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = parser.parse_args()
+    if args.threads:
+        ENV.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     args.work.mkdir(parents=True, exist_ok=True)
     log = args.work / "commands.log"
     load_before = os.getloadavg()
@@ -178,7 +185,8 @@ def main() -> None:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         with open(ROOT / "benchmarks" / "RESULTS.md", "a") as handle:
             handle.write(f"\n## Music quality of the tiny presets ({stamp})\n\n"
-                         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {load}. Command: `{command}`. "
+                         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {load}, "
+                         f"{args.threads or 'default'} torch thread(s). Command: `{command}`. "
                          f"Training budget {args.minutes:g} min per row; {args.num_samples} unconditional samples of "
                          f"{args.length} steps against the test split.\n\n{text}\n")
 

@@ -234,8 +234,6 @@ def test_onsets_are_peaks_of_the_onset_channel() -> None:
     assert onsets(channel)[0, 0].nonzero().flatten().tolist() == [2, 9, 12]
 
 
-@pytest.mark.xfail(strict=True, reason="src bug (reported): onsets() keeps only the last of adjacent onsets "
-                   "equal at the clamp (1.0), so one-step re-struck notes merge into one")
 def test_adjacent_onsets_of_clean_restrikes_are_all_found() -> None:
     # three repeated sixteenths of one pitch (common in pop music): onsets at 0, 1 and 2 predicted with certainty
     channel = torch.tensor([[[1.0, 1.0, 1.0, 0.0, 0.0]]])

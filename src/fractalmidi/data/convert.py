@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
     reference, _ = midi_notes(args.input, grid=args.grid, sustain=args.sustain)
     scores = onset_f1(reference, roll_to_notes(roll))
     print(
-        f"{args.input}: {meta['source_notes']} notes -> roll (1, 128, {roll.shape[-1]}) on {meta['grid']} "
+        f"{args.input}: {meta['source_notes']} notes -> roll (1, 128, {roll.shape[-1]}) of {meta['notes']} notes on {meta['grid']} "
         f"(grid offset {meta['grid_offset_steps']:+.2f} steps; on-grid {meta['on_grid_raw']:.0%} -> {meta['on_grid']:.0%}) "
-        f"-> {out}: onset F1 {scores['f1']:.4f} (precision {scores['precision']:.4f}, recall {scores['recall']:.4f})"
+        f"-> {out}: onset F1 {scores['f1']:.4f} (precision {scores['precision']:.4f}, recall {scores['recall']:.4f}); "
+        f"{meta['collisions']} onset(s) lost to a second attack of the same pitch in one grid cell"
     )
     return 0

@@ -74,7 +74,8 @@ class NoteArrays:
     end: np.ndarray
     velocity: np.ndarray
     collisions: int = 0
-    """Onsets merged because another onset of the same pitch fell in the same grid cell."""
+    """Onsets lost because an earlier onset of the same pitch fell in the same grid cell (an attack
+    doubled at the same time on another track is a unison, merged and not counted)."""
 
     def __len__(self) -> int:
         return int(self.pitch.shape[0])
@@ -169,12 +170,13 @@ def quantize_notes(
     on = np.maximum(np.rint((onset - offset) / period), 0).astype(np.int64)
     off = np.maximum(np.rint((end - offset) / period).astype(np.int64), on + 1)
     vel = np.clip(velocity, 1, MAX_VELOCITY)
-    order = np.lexsort((on, pitch))
-    pitch, on, off, vel = pitch[order], on[order], off[order], vel[order]
+    order = np.lexsort((onset, on, pitch))
+    pitch, on, off, vel, raw = pitch[order], on[order], off[order], vel[order], onset[order]
     first = np.ones(pitch.shape[0], dtype=bool)
     first[1:] = (pitch[1:] != pitch[:-1]) | (on[1:] != on[:-1])
     starts = np.flatnonzero(first)
-    collisions = int(pitch.shape[0] - starts.size)
+    # a second attack in the same cell is a collision; the same attack on another track is a unison
+    collisions = int(np.sum(~first[1:] & (raw[1:] != raw[:-1])))
     if starts.size:
         vel = np.maximum.reduceat(vel, starts)
         off = np.maximum.reduceat(off, starts)

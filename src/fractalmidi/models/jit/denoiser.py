@@ -79,11 +79,13 @@ def channels(planes: torch.Tensor) -> torch.Tensor:
 
 
 def onsets(onset: torch.Tensor) -> torch.Tensor:
-    """Where notes start, from a generated onset channel ``(B, H, W)`` in [0, 1]: a local maximum in
-    time over :data:`ONSET_ABOVE` (a regression spreads an uncertain onset over neighbouring steps)."""
+    """Where notes start, from a generated onset channel ``(B, H, W)`` in [0, 1]: over one half, or a
+    peak in time over :data:`ONSET_ABOVE` (a regression spreads an uncertain onset over
+    neighbouring steps, which must give one note, while clear onsets on consecutive steps are
+    fast repeated notes)."""
     before = torch.nn.functional.pad(onset[..., :-1], (1, 0))
     after = torch.nn.functional.pad(onset[..., 1:], (0, 1))
-    return (onset > ONSET_ABOVE) & (onset >= before) & (onset > after)
+    return (onset > 0.5) | ((onset > ONSET_ABOVE) & (onset >= before) & (onset > after))
 
 
 @contextlib.contextmanager
