@@ -107,7 +107,7 @@ def notes_from_midi(path: str | Path) -> Notes:
 
 
 def notes_from_roll(roll: np.ndarray, steps_per_quarter: float = STEPS_PER_QUARTER) -> Notes:
-    """Notes of a roll ``(1, 128, T)`` / ``(128, T)`` (uint8 velocities or floats in [0, 1]).
+    """Notes of a roll ``(1, 128, T)`` / ``(128, T)`` (uint8 note codes or float planes ``(2, 128, T)``).
 
     Read exactly as ``roll_to_midi`` writes them (:func:`fractalmidi.data.roll_to_notes`), so a
     roll and the MIDI file made from it measure the same.

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
+from fractalmidi.data.roll import ROLL_PLANES
 from fractalmidi.models import NUM_PITCHES
 from fractalmidi.train.module import GeneratorModule, private_rng
 
@@ -80,7 +81,7 @@ class ImageLogger(Callback):
 
         experiment = trainer.logger.experiment if trainer.logger is not None else None
         n, length = self.num_samples, self.sample_length
-        canvas = torch.zeros(n, 1, NUM_PITCHES, length, device=pl_module.device)
+        canvas = torch.zeros(n, ROLL_PLANES, NUM_PITCHES, length, device=pl_module.device)
         mask = torch.ones_like(canvas, dtype=torch.bool)
         gen = torch.Generator(device=pl_module.device).manual_seed(self.seed + SAMPLE_SEED_OFFSET)
         with pl_module.sampling_model() as model, private_rng(self.seed + SAMPLE_SEED_OFFSET, pl_module.device):
