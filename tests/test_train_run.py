@@ -130,9 +130,10 @@ def test_load_generator_uses_ema_weights(straight_run: Path) -> None:
     for name, param in raw.named_parameters():
         assert torch.equal(param, ckpt["state_dict"][f"model.{name}"])
     assert any(not torch.equal(ema[n], ckpt["state_dict"][f"model.{n}"]) for n in ema)
-    canvas = torch.zeros(1, 1, 128, 32)
+    canvas = torch.zeros(1, 2, 128, 32)
     out = model.sample(canvas, torch.ones_like(canvas, dtype=torch.bool), generator=torch.Generator().manual_seed(0))
-    assert out.shape == (1, 1, 128, 32) and 0 <= out.min() and out.max() <= 1
+    assert out.shape == (1, 2, 128, 32) and 0 <= out.min() and out.max() <= 1
+    assert set(out[:, 1].unique().tolist()) <= {0.0, 1.0}
 
 
 def test_resume_refuses_a_different_model(straight_run: Path) -> None:
@@ -281,7 +282,7 @@ def test_fractal_tiny_config_learns_note_density_quickly(prepared_jsb: Path, tmp
                                  "data.crop_length=32", "training.limit_val_batches=0",
                                  "logging.log_images_every_n_steps=0", "logging.progress_bar=false"])
     model, _ = load_generator(run)
-    canvas = torch.zeros(2, 1, 128, 64)
+    canvas = torch.zeros(2, 2, 128, 64)
     out = model.sample(canvas, torch.ones_like(canvas, dtype=torch.bool), generator=torch.Generator().manual_seed(0))
-    active = (out > 0).float().mean().item()
+    active = (out[:, 0] > 0).float().mean().item()
     assert 0.5 * CHORALE_ACTIVE_FRACTION < active < 5 * CHORALE_ACTIVE_FRACTION
