@@ -159,14 +159,16 @@ def test_two_onsets_of_a_pitch_in_one_cell_are_merged_and_counted(tmp_path, make
     notes = [(60, 0, SIXTEENTH, 70), (60, 10, SIXTEENTH, 90),  # two onsets of 60 in cell 0
              (62, 4 * SIXTEENTH, SIXTEENTH, 50), (62, 4 * SIXTEENTH + 5, 2 * SIXTEENTH, 40),  # two in cell 4
              (62, 4 * SIXTEENTH + 20, SIXTEENTH, 30),  # and a third
-             (64, 0, SIXTEENTH, 80), (64, SIXTEENTH, SIXTEENTH, 80)]  # neighbouring cells: no collision
+             (64, 0, SIXTEENTH, 80), (64, SIXTEENTH, SIXTEENTH, 80),  # neighbouring cells: no collision
+             (66, 0, SIXTEENTH, 60), (66, 0, 2 * SIXTEENTH, 90)]  # one attack doubled (a unison): merged, not counted
     quantised, meta = midi_notes(make_midi(tmp_path / "c.mid", notes))
-    assert meta["collisions"] == quantised.collisions == 3 and meta["source_notes"] == 7
-    assert len(quantised) == 4
+    assert meta["collisions"] == quantised.collisions == 3 and meta["source_notes"] == 9
+    assert len(quantised) == 5
     merged = {(p, o): (e, v) for p, o, e, v in zip(quantised.pitch.tolist(), quantised.onset.tolist(),
                                                   quantised.end.tolist(), quantised.velocity.tolist())}
     assert merged[(60, 0)] == (1, 90) and merged[(62, 4)] == (6, 50)  # loudest and longest survive
     assert merged[(64, 0)] == (1, 80) and merged[(64, 1)] == (2, 80)
+    assert merged[(66, 0)] == (2, 90)
 
 
 def test_canonical_codes_add_onsets_after_silence_and_carry_the_onset_velocity():
