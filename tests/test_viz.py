@@ -186,10 +186,16 @@ def test_convert_round_trip_command(tmp_path, make_midi, capsys):
     notes = [(60 + i % 12, i * SIXTEENTH + 30, SIXTEENTH, 40 + i) for i in range(32)]
     src = make_midi(tmp_path / "in.mid", notes)
     assert main(["convert", str(src), str(tmp_path / "out.mid")]) == 0
-    assert "onset F1 1.0000" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "onset F1 1.0000" in out and "of 32 notes" in out and "0 onset(s) lost" in out
     from fractalmidi.data import midi_to_roll
 
     assert np.array_equal(midi_to_roll(tmp_path / "out.mid")[0], midi_to_roll(src)[0])
+    # two attacks of one pitch within one 16th: the second is lost, and the report says so
+    clash = make_midi(tmp_path / "clash.mid", [(60, 0, SIXTEENTH, 80), (60, 40, SIXTEENTH, 80), (64, 0, SIXTEENTH, 80)])
+    assert main(["convert", str(clash), str(tmp_path / "clash_out.mid")]) == 0
+    out = capsys.readouterr().out
+    assert "3 notes -> roll" in out and "of 2 notes" in out and "1 onset(s) lost" in out
 
 
 def test_out_of_range_velocities_and_empty_rolls(tmp_path):
