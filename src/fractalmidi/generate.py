@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--temperature", type=float, default=None, help="sampling temperature")
     group.add_argument("--sparsity-bias", type=float, default=None, help="fractal: added to the silence logit (>0 = fewer notes)")
     group.add_argument("--silence-below", type=float, default=None,
-                       help="jit: generated values under this (0..1 of velocity 127) become silence (default 0.1)")
+                       help="jit: pixels whose generated 'sounding' channel (0..1) is under this stay silent (default 0.5)")
     group.add_argument("--label", type=int, default=None, help="class label for a class-conditional checkpoint")
     parser.add_argument("--seed", type=int, default=None, help="random seed (results depend on seed and --batch-size)")
     parser.add_argument("--batch-size", type=int, default=None, help="samples generated at once")

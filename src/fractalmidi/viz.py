@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fractalmidi.data.roll import MAX_VELOCITY, NUM_PITCHES, ONSET_BIT, VELOCITY_BITS, as_uint8_roll
+from fractalmidi.data.roll import MAX_VELOCITY, NUM_PITCHES, ONSET_BIT, ROLL_PLANES, VELOCITY_BITS, as_uint8_roll
 from fractalmidi.errors import UserError
 
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -296,7 +296,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_input(path: Path, grid: str, sustain: bool) -> list[np.ndarray]:
-    """Frames of ``(128, T)`` uint8 rolls; the last is the piece."""
+    """Frames of ``(128, T)`` uint8 rolls; the last is the piece. A ``.npy`` holds one roll (codes, velocities
+    or float planes ``(2, 128, T)``) or frames of them."""
     if not path.is_file():
         raise UserError(f"no such file: {path}")
     if path.suffix.lower() == ".npy":
@@ -304,9 +305,10 @@ def _load_input(path: Path, grid: str, sustain: bool) -> list[np.ndarray]:
             array = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as err:
             raise UserError(f"{path}: not a readable .npy array ({err})") from None
-        if array.ndim == 4 and array.shape[1] == 1:
-            array = array[:, 0]
-        if array.ndim == 3 and array.shape[0] > 1 and array.shape[1] == NUM_PITCHES:
+        planes = array.dtype != np.uint8 and array.ndim >= 3 and array.shape[-3] == ROLL_PLANES
+        if array.ndim == 4 and array.shape[1] in (1, ROLL_PLANES):  # frames of rolls or of planes
+            return [as_uint8_roll(a) for a in array]
+        if array.ndim == 3 and array.shape[0] > 1 and array.shape[1] == NUM_PITCHES and not planes:
             return [as_uint8_roll(a) for a in array]
         try:
             return [as_uint8_roll(array)]

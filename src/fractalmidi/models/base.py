@@ -108,26 +108,32 @@ def decode_notes(canvas: torch.Tensor, mask: torch.Tensor, sounding: torch.Tenso
     """Roll planes ``(B, 2, H, W)`` of whole notes from a model's per-pixel output where ``mask`` is set.
 
     ``sounding``/``onset`` ``(B, H, W)`` bool say where generated notes sound and start (a sounding
-    pixel after silence starts one too); elsewhere the known ``canvas`` says it. Each note's
-    velocity is the ``weight``-weighted mean of ``velocity`` (in [0, 1]) over its pixels, known
-    pixels weighing 1, or :data:`DEFAULT_NOTE_VELOCITY` where the weights sum to 0; so a
-    generated hold continues the note before it. Known pixels come back as in ``canvas``.
+    pixel after silence starts one too); elsewhere the known ``canvas`` says it. A note with known
+    pixels keeps their velocity (so notes outside a rewritten region sound as before, and a
+    generated hold continues a known note); any other note takes the ``weight``-weighted mean of
+    ``velocity`` (in [0, 1]) over its generated pixels, or :data:`DEFAULT_NOTE_VELOCITY` where the
+    weights sum to 0. Known pixels come back as in ``canvas``.
     """
     gen = mask[:, 0]
     sounding = torch.where(gen, sounding, canvas[:, VELOCITY_PLANE] > 0)
     onset = torch.where(gen, onset, canvas[:, ONSET_PLANE] > 0.5)
     velocity = torch.where(gen, velocity, canvas[:, VELOCITY_PLANE])
-    weight = torch.where(gen, weight, torch.ones_like(weight)) * sounding
     before = torch.nn.functional.pad(sounding[..., :-1], (1, 0))
     start = sounding & (onset | ~before)
     note = torch.cumsum(start.reshape(-1).long(), 0).reshape(start.shape) * sounding  # 0 = no note
     count = int(note.max()) + 1 if note.numel() else 1
     flat = note.reshape(-1)
-    w = weight.reshape(-1).double()
-    total = torch.zeros(count, dtype=torch.float64, device=canvas.device).index_add_(0, flat, w)
-    summed = torch.zeros_like(total).index_add_(0, flat, w * velocity.reshape(-1).double())
-    default = torch.full_like(total, DEFAULT_NOTE_VELOCITY / MAX_VELOCITY)
-    mean = torch.where(total > 0, summed / total.clamp_min(1e-12), default)
+
+    def weighted_mean(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w = (w * sounding).reshape(-1).double()
+        total = torch.zeros(count, dtype=torch.float64, device=canvas.device).index_add_(0, flat, w)
+        summed = torch.zeros_like(total).index_add_(0, flat, w * velocity.reshape(-1).double())
+        return summed / total.clamp_min(1e-12), total
+
+    known_mean, known_total = weighted_mean((~gen).to(weight.dtype))
+    generated_mean, generated_total = weighted_mean(torch.where(gen, weight, torch.zeros_like(weight)))
+    default = torch.full_like(known_mean, DEFAULT_NOTE_VELOCITY / MAX_VELOCITY)
+    mean = torch.where(known_total > 0, known_mean, torch.where(generated_total > 0, generated_mean, default))
     level = (torch.round(mean.clamp(1 / MAX_VELOCITY, 1) * MAX_VELOCITY) / MAX_VELOCITY).to(canvas.dtype)
     planes = torch.stack([torch.where(sounding, level[note], torch.zeros_like(level[note])), start.to(canvas.dtype)], 1)
     return keep_known(planes, canvas, mask)
