@@ -5,7 +5,8 @@ commands: ``fractalmidi train CONFIG training.max_minutes=M``, ``fractalmidi gen
 unconditional pieces of 256 steps) and ``fractalmidi evaluate`` against the test split, then
 prints one table and appends it to ``benchmarks/RESULTS.md``: mean and per-feature OA, Frechet
 distance (with the train-vs-test ceiling on sets of the same size), mean note length, share of
-one-step notes, pitch classes per piece, velocity mean / std, and seconds per sample. The test
+one-step notes, pitch classes per piece, velocity mean / std, and seconds per sample (``sample``
+alone, one batch of 16, default options). The test
 split's own row is printed first, as the target.
 
     python benchmarks/bench_quality.py                       # fractal_tiny + jit_tiny on bach, pop909, folk
@@ -32,8 +33,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from fractalmidi.data.cache import PreparedData  # noqa: E402
 from fractalmidi.data.grid import parse_grid  # noqa: E402
-from fractalmidi.data.roll import roll_to_notes  # noqa: E402
+from fractalmidi.data.roll import NUM_PITCHES, ROLL_PLANES, roll_to_notes  # noqa: E402
 from fractalmidi.evaluate.features import notes_from_midi  # noqa: E402
+from fractalmidi.inference import load_checkpoint  # noqa: E402
 from fractalmidi.settings import shared_data_dir  # noqa: E402
 
 DATASETS = {
@@ -107,6 +109,19 @@ def generated_stats(folder: Path) -> dict:
     return note_stats(durations, velocities, pcs)
 
 
+def sampling_seconds(run_dir: Path, batch: int, length: int) -> float:
+    """Seconds per sample of ``model.sample`` alone (default options, one batch), best of two."""
+    model = load_checkpoint(run_dir).model
+    canvas = torch.zeros(batch, ROLL_PLANES, NUM_PITCHES, length)
+    mask = torch.ones_like(canvas, dtype=torch.bool)
+    times = []
+    for seed in range(2):
+        started = time.perf_counter()
+        model.sample(canvas, mask, generator=torch.Generator().manual_seed(seed))
+        times.append((time.perf_counter() - started) / batch)
+    return min(times)
+
+
 def run_case(config: str, name: str, data_dir: Path, args: argparse.Namespace, work: Path, log: Path) -> dict:
     tag = f"{Path(config).stem}-{name}"
     run_dir, gen_dir, report_dir = work / "runs" / tag, work / "samples" / tag, work / "reports" / tag
@@ -115,11 +130,10 @@ def run_case(config: str, name: str, data_dir: Path, args: argparse.Namespace, w
                 f"training.max_minutes={args.minutes}", "training.max_steps=1000000", "logging.progress_bar=false",
                 "--overwrite", log=log)
     train_s = time.perf_counter() - started
-    started = time.perf_counter()
     fractalmidi("generate", "--checkpoint", str(run_dir), "--mode", "unconditional", "--length", str(args.length),
                 "--num-samples", str(args.num_samples), "--batch-size", str(args.num_samples), "--seed", "0",
                 "--out", str(gen_dir), "--overwrite", *args.sampling, log=log)
-    sample_s = (time.perf_counter() - started) / args.num_samples
+    sample_s = sampling_seconds(run_dir, args.num_samples, args.length)
     fractalmidi("evaluate", "--generated", str(gen_dir), "--reference", str(data_dir), "--out", str(report_dir),
                 "--overwrite", log=log)
     report = json.loads((report_dir / "report.json").read_text())
@@ -166,6 +180,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         ENV.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     log = args.work / "commands.log"
     load_before = os.getloadavg()

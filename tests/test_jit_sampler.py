@@ -188,7 +188,8 @@ def test_temperature_scales_the_starting_noise(sampler: str) -> None:
 
 
 def test_pixels_whose_sounding_channel_is_low_are_silent() -> None:
-    assert build("jit-tiny").sample_defaults["silence_below"] == DEFAULT_SILENCE_BELOW == 0.5
+    assert build("jit-B").sample_defaults["silence_below"] == DEFAULT_SILENCE_BELOW == 0.5
+    assert build("jit-tiny").sample_defaults["silence_below"] == 0.35  # the tiny preset's own default
     gen = torch.Generator().manual_seed(5)
     unit = torch.zeros(1, CHANNELS, 128, T)
     unit[:, 0] = torch.rand(128, T, generator=gen)  # how sure the network is that a note sounds

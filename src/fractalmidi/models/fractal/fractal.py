@@ -61,12 +61,14 @@ class FractalGen(Generator):
         occupancy_weight: float = 1.0,
         empty_keep: float = 1.0,
         num_iter_list: Sequence[int] = (8, 4, 1),
+        temperature: float = 1.0,
         ema_decays: Sequence[float] = (),
         num_pitches: int = NUM_PITCHES,
         grad_checkpointing: bool = False,
     ) -> None:
         """One entry per level in ``generators`` (``mar`` | ``ar``), ``widths``, ``depths``, ``heads``
-        and ``num_iter_list`` (default MAR iterations); ``patch_sizes`` must end with 1 (pixels).
+        and ``num_iter_list`` (default MAR iterations); ``patch_sizes`` must end with 1 (pixels);
+        ``temperature``: the default sampling temperature.
         ``num_bins`` velocity levels (incl. silence); ``note_states`` adds the hold state and makes
         velocities onset-only (False: a binary / velocity-only head, e.g. for binary data).
         ``mask_ratio_min``: MAR training masks hide a share of patches drawn from
@@ -91,6 +93,7 @@ class FractalGen(Generator):
             raise ValueError(f"empty_keep must be in (0, 1], got {empty_keep}")
         self.empty_keep = empty_keep
         self.default_num_iter = tuple(int(n) for n in num_iter_list)
+        self.default_temperature = float(temperature)
         self._ema_decays = tuple(float(d) for d in ema_decays)
 
         top = widths[0]
@@ -156,7 +159,8 @@ class FractalGen(Generator):
 
     @property
     def sample_defaults(self) -> dict[str, Any]:
-        return {"num_iter_list": list(self.default_num_iter), "cfg": 1.0, "temperature": 1.0, "sparsity_bias": 0.0}
+        return {"num_iter_list": list(self.default_num_iter), "cfg": 1.0, "temperature": self.default_temperature,
+                "sparsity_bias": 0.0}
 
     def parameter_table(self) -> list[tuple[str, int]]:
         if self.labels is not None:
@@ -285,15 +289,17 @@ class FractalGen(Generator):
         return_steps: bool = False,
         num_iter_list: Sequence[int] | None = None,
         cfg: float = 1.0,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         sparsity_bias: float = 0.0,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Generate where ``mask`` is True, coarse to fine; see :mod:`.sampling` for how.
 
         ``num_iter_list``: MAR iterations per level; ``cfg``: guidance scale (needs labels);
-        ``temperature`` (0 = greedy); ``sparsity_bias``: added to the silence logit.
+        ``temperature`` (0 = greedy; None = the model's default); ``sparsity_bias``: added to the
+        silence logit.
         """
         self.check_canvas(canvas, mask)
+        temperature = self.default_temperature if temperature is None else temperature
         iters = tuple(int(n) for n in (num_iter_list if num_iter_list is not None else self.default_num_iter))
         if len(iters) != len(self.levels) or min(iters) < 1:
             raise ValueError(f"num_iter_list needs {len(self.levels)} positive entries, got {list(iters)}")
