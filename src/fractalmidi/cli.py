@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("fractalmidi.generate", "compose: unconditional, continue or inpaint from a checkpoint"),
     "evaluate": ("fractalmidi.evaluate", "compare generated music with a reference set"),
     "demo": ("fractalmidi.demo", "the whole loop on the embedded Bach chorales, on a CPU"),
+    "models": ("fractalmidi.pretrained", "the models shipped with fractalmidi (generate --model NAME)"),
+    "export": ("fractalmidi.train.export", "a trained run -> a slim inference checkpoint (weights + config)"),
 }
 
 

@@ -65,7 +65,9 @@ MODE_ONLY_FIELDS = ("input", "condition_length", "start", "end", "pitch_low", "p
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a training checkpoint (.ckpt) or run folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a training checkpoint (.ckpt), run folder or shipped model name")
+    source.add_argument("--model", dest="checkpoint", type=Path, help="a shipped model (see 'fractalmidi models')")
     parser.add_argument("--out", required=True, type=Path, help="output folder: sample_NNN.mid/.png[/.gif/.wav] + samples.json")
     parser.add_argument("--config", type=Path, help=f"inference YAML with defaults (default: {DEFAULT_CONFIG.name} when present); flags win")
     parser.add_argument("--mode", choices=MODES, default=None, help="unconditional | continue | inpaint (default from config)")
@@ -188,6 +190,7 @@ def resolve_request(args: argparse.Namespace) -> Request:
 def _check_request(req: Request) -> None:
     """Checks that need neither the model nor the input's content."""
     from fractalmidi.outdir import check_out_dir
+    from fractalmidi.pretrained import resolve
 
     if req.num_samples < 1:
         raise UserError(f"--num-samples must be at least 1, got {req.num_samples}")
@@ -195,8 +198,7 @@ def _check_request(req: Request) -> None:
         raise UserError(f"--batch-size must be at least 1, got {req.batch_size}")
     if req.tempo_bpm is not None and req.tempo_bpm <= 0:
         raise UserError(f"--tempo-bpm must be positive, got {req.tempo_bpm}")
-    if not Path(req.checkpoint).exists():
-        raise UserError(f"checkpoint {req.checkpoint} not found")
+    req.checkpoint = resolve(req.checkpoint)
     if req.mode != "unconditional":
         if req.input is None:
             raise UserError(f"--mode {req.mode} needs --input IN.mid")

@@ -40,13 +40,14 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint(path: str | Path, *, use_ema: bool = True) -> LoadedCheckpoint:
-    """Load a ``.ckpt`` or a run folder's last one (EMA weights by default).
+    """Load a ``.ckpt``, a run folder's last one or a shipped model by name (EMA weights by default).
 
     Any mismatch with this version becomes a one-line ``UserError``.
     """
+    from fractalmidi.pretrained import resolve
     from fractalmidi.train.checkpoint import CHECKPOINT_DIR, LAST_NAME, load_generator
 
-    path = Path(path)
+    path = resolve(path)
     if path.is_dir():  # a run folder: its last checkpoint
         if not (path / CHECKPOINT_DIR / LAST_NAME).is_file():
             raise UserError(f"run folder {path} has no {CHECKPOINT_DIR}/{LAST_NAME}; pass a .ckpt file")
