@@ -20,7 +20,7 @@ def test_demo_runs_the_whole_loop(prepared_jsb: Path, tmp_path: Path, capsys, mo
 
     # the loop's wiring is under test, not training or scoring: smaller batches and sets
     monkeypatch.setattr(demo, "TRAIN_OVERRIDES", (*demo.TRAIN_OVERRIDES, "data.crop_length=32", "training.batch_size=2"))
-    monkeypatch.setattr(demo, "CALIBRATION_STEPS", 2)
+    monkeypatch.setattr(demo, "MIN_TRAIN_STEPS", 2)
     monkeypatch.setattr(demo, "EVAL_NLL_STEPS", 16)
     monkeypatch.setattr(demo, "EVAL_MAX_PIECES", 8)
     out = tmp_path / "demo"
@@ -33,7 +33,8 @@ def test_demo_runs_the_whole_loop(prepared_jsb: Path, tmp_path: Path, capsys, mo
     for name in names:
         assert any(line.startswith(name) for line in printed.splitlines()), name
     assert "mean OA" in printed and "bits/pixel" in printed
-    assert record["train_steps"] == 2  # --minutes 0: the calibration chunk only
+    assert record["train_steps"] == 2  # --minutes 0: MIN_TRAIN_STEPS only
+    assert sorted(p.name for p in (out / "run" / "checkpoints").glob("last*")) == ["last.ckpt"]
     assert (out / "run" / "checkpoints" / "last.ckpt").is_file()
     for folder, count in (("unconditional", 2), ("continue", 1), ("inpaint", 1)):
         samples = json.loads((out / folder / "samples.json").read_text())["samples"]

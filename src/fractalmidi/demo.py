@@ -25,17 +25,12 @@ DEFAULT_MINUTES = 6.0
 MARKER = "demo.json"
 """A folder holding this file was written by the demo and may be replaced by the next demo."""
 
-CALIBRATION_STEPS = 5
-"""First training chunk: its wall time (startup included, so pessimistic) sets the next chunk."""
-BUDGET_SAFETY = 0.9
-"""Share of the remaining training time a chunk plans to use (at the last chunk's speed)."""
-MAX_RESUMES = 2
-MIN_CHUNK_STEPS = 5
-SAMPLING = {"fractal": {"temperature": 0.8}}
-"""A minutes-old tiny model is over-dense at temperature 1; 0.8 brings density and register near Bach's."""
+MIN_TRAIN_STEPS = 5
+"""With ``--minutes 0`` the demo trains only this many steps (it shows the loop, not the music)."""
+UNBOUNDED_STEPS = 1_000_000
+"""With a time budget the clock ends training, not a step count."""
 TRAIN_OVERRIDES = (
-    # each resumed chunk raises max_steps: warmup + cosine are re-fitted over the new total
-    "training.limit_val_batches=0",  # validation pauses would blur the measured speed
+    "training.limit_val_batches=0",  # validation pauses would eat the small budget
     "logging.log_images_every_n_steps=0",  # sampling previews would eat the small budget
     "logging.checkpoint_every_n_steps=1000000",  # last.ckpt is written at every stop anyway
 )
@@ -104,32 +99,19 @@ def _prepare(out: Path) -> Path:
 
 
 def _train(data: Path, run_dir: Path, minutes: float, seed: int) -> tuple[Path, int]:
-    """Train fractal_tiny for about ``minutes``: a short chunk measures the speed, resumed chunks
-    (exact resume: same result as one run) fill the rest of the budget."""
+    """Train fractal_tiny until the clock says ``minutes`` (``training.max_minutes``: the run stops at
+    the clock and its learning-rate schedule is fitted to the budget); ``minutes`` 0 trains
+    :data:`MIN_TRAIN_STEPS` steps."""
     from fractalmidi.train.checkpoint import CHECKPOINT_DIR, LAST_NAME
     from fractalmidi.train.runner import plan, train
 
     if not TRAIN_CONFIG.is_file():
         raise UserError(f"the demo needs {TRAIN_CONFIG} (run it from a source checkout)")
-    budget = minutes * 60.0
-    last = run_dir / CHECKPOINT_DIR / LAST_NAME
-    started = time.perf_counter()
-    total = CALIBRATION_STEPS
-    train(plan(str(TRAIN_CONFIG), [f"data.root={data}", f"training.seed={seed}", f"training.max_steps={total}",
-                                   f"logging.output_dir={run_dir}", *TRAIN_OVERRIDES]))
-    chunk_steps, chunk_seconds = total, time.perf_counter() - started
-    for _ in range(MAX_RESUMES):
-        remaining = budget - (time.perf_counter() - started)
-        extra = int(remaining * BUDGET_SAFETY * chunk_steps / chunk_seconds)
-        if extra < MIN_CHUNK_STEPS:
-            break
-        chunk_start = time.perf_counter()
-        total += extra
-        print(f"demo: {total - extra} steps done at {chunk_steps / chunk_seconds:.2f} steps/s; "
-              f"resuming for {extra} more to fill the {minutes:g}-minute budget", flush=True)
-        train(plan(None, [f"training.max_steps={total}"], resume=str(last)))
-        chunk_steps, chunk_seconds = extra, time.perf_counter() - chunk_start
-    return last, total
+    budget = ([f"training.max_minutes={minutes}", f"training.max_steps={UNBOUNDED_STEPS}"] if minutes > 0
+              else [f"training.max_steps={MIN_TRAIN_STEPS}"])
+    result = train(plan(str(TRAIN_CONFIG), [f"data.root={data}", f"training.seed={seed}", *budget,
+                                            f"logging.output_dir={run_dir}", *TRAIN_OVERRIDES]))
+    return run_dir / CHECKPOINT_DIR / LAST_NAME, result.global_step
 
 
 def _held_out_chorale(data: Path, folder: Path, min_steps: int) -> tuple[Path, int]:
@@ -154,7 +136,7 @@ def _generate(checkpoint: Path, out: Path, mode: str, seed: int, **fields: Any) 
     request = Request(
         checkpoint=checkpoint, out=out, config_file=None, mode=mode, num_samples=fields.pop("num_samples", 1),
         batch_size=int(BUILTIN_DEFAULTS["batch_size"]), seed=seed, tempo_bpm=fields.pop("tempo_bpm", None),
-        device="cpu", gif=True, wav=False, sampling=SAMPLING, **fields,
+        device="cpu", gif=True, wav=False, sampling={}, **fields,
     )
     return generate(request, progress=False)
 
