@@ -46,8 +46,8 @@ def _child(preset: str, crop: int, batch: int, checkpointing: bool) -> dict:
 
     torch.manual_seed(0)
     model = build(preset, grad_checkpointing=checkpointing).train()
-    notes = torch.rand(batch, 1, 128, crop) < NOTE_DENSITY
-    x = notes.float() * torch.randint(1, 128, notes.shape).float() / 127
+    notes = torch.rand(batch, 128, crop) < NOTE_DENSITY
+    x = torch.stack([notes.float() * torch.randint(1, 128, notes.shape).float() / 127, notes.float()], 1)
     before = _rss_bytes()
     start = time.perf_counter()
     total, _ = model.loss(x)
