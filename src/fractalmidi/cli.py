@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("fractalmidi.generate", "compose: unconditional, continue or inpaint from a checkpoint"),
     "evaluate": ("fractalmidi.evaluate", "compare generated music with a reference set"),
     "demo": ("fractalmidi.demo", "the whole loop on the embedded Bach chorales, on a CPU"),
+    "studio": ("fractalmidi.studio.cli", "local web page: open MIDI, paint a region, regenerate, listen"),
 }
 
 

@@ -1,0 +1,87 @@
+"""``fractalmidi studio``: start the local web page and print its address."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from pathlib import Path
+
+from fractalmidi.errors import UserError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+MAX_PORT = 65535
+STUDIO_HINT = "install the studio's packages with: pip install 'fractalmidi[studio]'"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a training checkpoint (.ckpt) or run folder to generate with; without one the page "
+                             "opens, draws and plays MIDI but cannot generate")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 opens "
+                             "the page to your network)")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (a taken port is a ``UserError``)."""
+    if not 1 <= port <= MAX_PORT:
+        raise UserError(f"--port must be in 1..{MAX_PORT}, got {port}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        raise UserError(f"--host {host!r} is not an address of this machine") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port} ({err.strerror}): choose another --port or --host") from None
+    sock.listen()
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+def serve(session, sock: socket.socket, allowed_hosts) -> None:
+    """Serve the studio on a bound socket until interrupted (Ctrl-C or SIGTERM)."""
+    import uvicorn
+
+    from fractalmidi.studio.app import create_app
+
+    config = uvicorn.Config(create_app(session, allowed_hosts), log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise UserError(f"the studio needs FastAPI and uvicorn: {STUDIO_HINT}") from None
+    from fractalmidi.inference import load_checkpoint
+    from fractalmidi.studio.app import LOCAL_HOSTS
+    from fractalmidi.studio.session import Session
+
+    loaded = load_checkpoint(args.checkpoint) if args.checkpoint is not None else None
+    sock = bind(args.host, args.port)
+    local = args.host in LOCAL_HOSTS
+    session = Session(loaded)
+    try:
+        model = f"{loaded.model.preset} from {loaded.path}" if loaded else "no model (pass --checkpoint to generate)"
+        print(f"FractalMIDI Studio: {url_of(sock)}  ({model}; Ctrl-C stops it)", flush=True)
+        if not local:
+            print(f"note: listening on {args.host}: anyone who can reach this machine can use the page", flush=True)
+        serve(session, sock, LOCAL_HOSTS if local else ["*"])
+    except KeyboardInterrupt:  # uvicorn stops gracefully, then passes Ctrl-C on: the normal way out
+        print("FractalMIDI Studio stopped", flush=True)
+    finally:
+        sock.close()
+        session.close()
+    return 0
