@@ -24,26 +24,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from fractalmidi.studio.app import create_app  # noqa: E402
 from fractalmidi.studio.session import Limits, Session  # noqa: E402
 
-TPQ = 480
-STEP_TICKS = TPQ // 4
-TEMPO = 100.0
-PIECE_STEPS = 64
 FAST = {"num_iter_list": [2, 1, 1]}
 LIMITS = Limits(max_upload_bytes=16 * 1024, max_piece_steps=256, max_window_steps=128, max_rects=64)
-
-
-def piece_notes() -> list[tuple[int, int, int, int]]:
-    """(pitch, onset step, end step, velocity): a melody, chords and a bass over four bars, with
-    notes that touch the regions the tests paint (they must come back unchanged)."""
-    notes = []
-    melody = [72, 74, 76, 77, 79, 77, 76, 74]
-    for i, pitch in enumerate(melody * 2):
-        notes.append((pitch, i * 4, i * 4 + 3, 96))
-    for bar in range(4):
-        for pitch in (52, 55, 60):  # chords ending exactly on bar lines (a new velocity: a new note)
-            notes.append((pitch, bar * 16, bar * 16 + 16, 64 + 8 * (bar % 2)))
-        notes.append((40 + bar, bar * 16, bar * 16 + 8, 80))
-    return notes
 
 
 def note_set_of(score: symusic.Score) -> set[tuple[int, int, int, int]]:
@@ -64,10 +46,8 @@ def mask_of(rects, length: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def midi_bytes(make_midi, tmp_path_factory) -> bytes:
-    notes = [(p, on * STEP_TICKS, (off - on) * STEP_TICKS, v) for p, on, off, v in piece_notes()]
-    path = make_midi(tmp_path_factory.mktemp("studio") / "piece.mid", notes, tpq=TPQ, tempo=TEMPO)
-    return path.read_bytes()
+def midi_bytes(studio_piece) -> bytes:
+    return studio_piece.path.read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -110,16 +90,17 @@ def test_page_assets_and_info(studio) -> None:
 
 
 @pytest.mark.data
-def test_upload_and_every_mode_keep_the_notes_outside_the_region(studio, midi_bytes) -> None:
+def test_upload_and_every_mode_keep_the_notes_outside_the_region(studio, midi_bytes, studio_piece) -> None:
     client, session = studio
+    steps, tempo = studio_piece.steps, studio_piece.tempo_bpm
     opened = _open(client, midi_bytes)
     assert opened.status_code == 200, opened.text
     first = opened.json()
-    assert first["version"]["id"] == "1" and first["version"]["steps"] == PIECE_STEPS
-    assert first["version"]["tempo_bpm"] == pytest.approx(TEMPO) and first["version"]["label"] == "opened piece.mid"
-    assert first["version"]["seconds_per_step"] == pytest.approx(60 / TEMPO / 4)
+    assert first["version"]["id"] == "1" and first["version"]["steps"] == steps
+    assert first["version"]["tempo_bpm"] == pytest.approx(tempo) and first["version"]["label"] == "opened piece.mid"
+    assert first["version"]["seconds_per_step"] == pytest.approx(60 / tempo / 4)
     source = {tuple(n) for n in first["notes"]}
-    assert source == set(piece_notes())
+    assert source == set(studio_piece.notes)
 
     regions = {
         "inpaint": [[16, 48, 48, 60]],  # a pitch band over two bars: keep melody and bass
@@ -132,21 +113,21 @@ def test_upload_and_every_mode_keep_the_notes_outside_the_region(studio, midi_by
         result = response.json()
         assert result["mode"] == ("continue" if name == "continue" else "inpaint")
         version = result["version"]
-        assert version["parent"] == "1" and version["steps"] == (96 if name == "continue" else PIECE_STEPS)
+        assert version["parent"] == "1" and version["steps"] == (96 if name == "continue" else steps)
         region = mask_of(rects, version["steps"])
         notes = {tuple(n) for n in result["notes"]}
         kept = outside(source, region)
         assert kept and kept <= notes, f"{name}: notes outside the region changed: {sorted(kept - notes)[:5]}"
         roll = session.version(version["id"]).roll[0]
         before = np.zeros_like(roll)
-        before[:, :PIECE_STEPS] = session.version("1").roll[0]
+        before[:, :steps] = session.version("1").roll[0]
         assert np.array_equal(roll[~region], before[~region])  # every cell outside, bit for bit
         frames = result["frames"]
         assert frames["start"] == 0 and len(frames["images"]) >= 2
         assert all(img.startswith("data:image/png;base64,") for img in frames["images"])
         downloaded = symusic.Score.from_midi(client.get(f"/api/versions/{version['id']}/mid").content)
         assert note_set_of(downloaded) == notes
-        assert downloaded.tempos[0].qpm == pytest.approx(TEMPO, rel=1e-3)
+        assert downloaded.tempos[0].qpm == pytest.approx(tempo, rel=1e-3)
 
     composed = _generate(client, None, [[0, 32, 0, 127]], seed=3)
     assert composed.status_code == 200, composed.text
@@ -174,14 +155,14 @@ def test_downloads_png_and_wav(studio, midi_bytes) -> None:
 
 
 @pytest.mark.data
-def test_a_region_in_a_long_piece_is_generated_in_a_window(loaded, midi_bytes, torch_single_thread) -> None:
+def test_a_region_in_a_long_piece_is_generated_in_a_window(loaded, midi_bytes, studio_piece, torch_single_thread) -> None:
     session = Session(loaded, limits=Limits(max_window_steps=32))
     try:
         base = session.open_midi(midi_bytes, "piece.mid")
         result = session.generate(base.id, [[40, 44, 50, 70]], FAST, 1)
         assert result["frames"]["start"] == 26  # 4 steps centred in 32: 14 of context either side
         assert len(result["frames"]["images"][0]) > 0
-        region = mask_of([[40, 44, 50, 70]], PIECE_STEPS)
+        region = mask_of([[40, 44, 50, 70]], studio_piece.steps)
         roll = session.version(result["version"]["id"]).roll[0]
         assert np.array_equal(roll[~region], base.roll[0][~region])
         with pytest.raises(Exception, match="spans 48 steps but the model takes at most 32"):

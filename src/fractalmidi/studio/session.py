@@ -366,8 +366,11 @@ class Session:
     def _label(self, mode: str, region: dict[str, int]) -> str:
         from fractalmidi.viz import note_name
 
-        bar = self.steps_per_bar()
-        span = f"bars {region['start'] / bar + 1:g}-{region['end'] / bar + 1:g}"
+        bar, start, end = self.steps_per_bar(), region["start"], region["end"]
+        if start % bar or end % bar:
+            span = f"steps {start}-{end}"
+        else:
+            span = f"bar {end // bar}" if end - start == bar else f"bars {start // bar + 1}-{end // bar}"
         pitches = "" if (region["pitch_low"], region["pitch_high"]) == (0, MAX_PITCH) else \
             f", {note_name(region['pitch_low'])}-{note_name(region['pitch_high'])}"
         return f"{mode} {span}{pitches}"
