@@ -11,6 +11,9 @@ from fractalmidi.errors import UserError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_PORT = 65535
+DEFAULT_THREADS = 1
+"""torch threads for generation: one is steadiest on a busy CPU (two threads on two shared cores
+were 8x slower than one for fractal-tiny); raise it on an idle many-core machine."""
 STUDIO_HINT = "install the studio's packages with: pip install 'fractalmidi[studio]'"
 
 
@@ -22,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=DEFAULT_HOST,
                         help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 opens "
                              "the page to your network)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help=f"CPU threads for generation (default {DEFAULT_THREADS}: steadiest when the CPU is shared)")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -69,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
     from fractalmidi.studio.app import LOCAL_HOSTS
     from fractalmidi.studio.session import Session
 
+    if args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
     loaded = load_checkpoint(args.checkpoint) if args.checkpoint is not None else None
     sock = bind(args.host, args.port)
     local = args.host in LOCAL_HOSTS

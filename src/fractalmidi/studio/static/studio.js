@@ -9,9 +9,13 @@ const RULER = 20;           // px: bar numbers on top
 const EXTRA_BARS = 8;       // empty bars shown after the end (room to select a continuation)
 const STEP_PX = [2, 3, 4, 6, 8, 12, 16, 24, 32];
 const PITCH_PX = [3, 4, 6, 8, 10, 14];
-const FRAME_MS = 90;        // per coarse-to-fine frame
-const MAX_FRAME_TOTAL_MS = 900;
+const FRAME_MS = 70;        // per coarse-to-fine frame
+const MAX_FRAME_TOTAL_MS = 450;
+const LOOKAHEAD_S = 1.5;    // the synth schedules the notes starting this far ahead ...
+const SCHEDULE_MS = 250;    // ... every this often (a timer: it keeps running in a background tab)
+const BRUSH_RADIUS = 1;     // pitch rows painted above and below the pointer
 const SYNTH_GAIN = 0.12;
+const START_DELAY_S = 0.03; // playback is scheduled this far ahead (counted in the latency shown)
 const NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
 const BLACK_KEYS = new Set([1, 3, 6, 8, 10]);
 
@@ -230,8 +234,7 @@ function drawPlayhead() {
 function tool() { return document.querySelector("input[name=tool]:checked").value; }
 
 function paintCells(cell) {
-  const radius = 0;
-  for (let p = cell.pitch - radius; p <= cell.pitch + radius; p++) {
+  for (let p = cell.pitch - BRUSH_RADIUS; p <= cell.pitch + BRUSH_RADIUS; p++) {
     if (p < 0 || p >= PITCHES) continue;
     if (!state.cells.has(p)) state.cells.set(p, new Set());
     state.cells.get(p).add(cell.step);
@@ -384,7 +387,7 @@ async function generate() {
     await audioReady;
     if (state.current && state.current.version.id === summary.id) {
       startPlayback(summary.region ? summary.region.start : 0);
-      state.lastLatencyMs = performance.now() - began;
+      state.lastLatencyMs = performance.now() - began + START_DELAY_S * 1000;
       say(`${summary.label}: generated in ${seconds} s, playing ${(state.lastLatencyMs / 1000).toFixed(2)} s after Generate.`);
     }
   }
@@ -515,38 +518,50 @@ function startPlayback(fromStep) {
   const version = state.current.version, spsec = version.seconds_per_step;
   const ac = ensureAudio();
   const from = Math.max(0, Math.min(fromStep, version.steps));
-  const startTime = ac.currentTime + 0.03;
-  const sources = [];
+  const startTime = ac.currentTime + START_DELAY_S;
   const buffer = state.audioCache.get(version.id);
+  state.play = { sources: [], startTime, offsetStep: from, secondsPerStep: spsec, endStep: version.steps, synth: null };
   if (buffer) {
     const src = ac.createBufferSource();
     src.buffer = buffer;
     src.connect(ac.out);
     src.start(startTime, from * spsec);
-    sources.push(src);
-  } else {
-    for (const [p, on, off, vel] of state.current.notes) {   // the in-browser synth
-      if (off <= from) continue;
-      const t0 = startTime + Math.max(0, on - from) * spsec, t1 = startTime + (off - from) * spsec;
-      const osc = ac.createOscillator(), gain = ac.createGain();
-      osc.type = "triangle";
-      osc.frequency.value = 440 * Math.pow(2, (p - 69) / 12);
-      gain.gain.setValueAtTime(0, t0);
-      gain.gain.linearRampToValueAtTime(SYNTH_GAIN * vel / 127, t0 + 0.005);
-      gain.gain.setTargetAtTime(0, t1, 0.03);
-      osc.connect(gain).connect(ac.out);
-      osc.start(t0);
-      osc.stop(t1 + 0.2);
-      sources.push(osc);
-    }
+    state.play.sources.push(src);
+  } else {                                            // the in-browser synth, scheduled a little ahead
+    const notes = state.current.notes.filter((n) => n[2] > from).sort((a, b) => a[1] - b[1]);
+    state.play.synth = { notes, next: 0 };
+    scheduleSynth();
+    state.play.timer = setInterval(scheduleSynth, SCHEDULE_MS);
   }
-  state.play = { sources, startTime, offsetStep: from, secondsPerStep: spsec, endStep: version.steps };
   $("play").textContent = "■ Stop";
   requestAnimationFrame(tick);
 }
 
+function scheduleSynth() {
+  const p = state.play, synth = p.synth, ac = audio;
+  const horizon = p.offsetStep + (ac.currentTime + LOOKAHEAD_S - p.startTime) / p.secondsPerStep;
+  p.sources = p.sources.filter((src) => src.endTime > ac.currentTime);
+  while (synth.next < synth.notes.length && synth.notes[synth.next][1] < horizon) {
+    const [pitch, on, off, vel] = synth.notes[synth.next++];
+    const t0 = p.startTime + Math.max(0, on - p.offsetStep) * p.secondsPerStep;
+    const t1 = p.startTime + (off - p.offsetStep) * p.secondsPerStep;
+    const osc = ac.createOscillator(), gain = ac.createGain();
+    osc.type = "triangle";
+    osc.frequency.value = 440 * Math.pow(2, (pitch - 69) / 12);
+    gain.gain.setValueAtTime(0, t0);
+    gain.gain.linearRampToValueAtTime(SYNTH_GAIN * vel / 127, t0 + 0.005);
+    gain.gain.setTargetAtTime(0, t1, 0.03);
+    osc.connect(gain).connect(ac.out);
+    osc.start(t0);
+    osc.stop(t1 + 0.2);
+    osc.endTime = t1 + 0.2;
+    p.sources.push(osc);
+  }
+}
+
 function stopPlayback() {
   if (!state.play) return;
+  clearInterval(state.play.timer);
   for (const src of state.play.sources) { try { src.stop(); } catch (e) { /* already stopped */ } }
   state.play = null;
   $("play").textContent = "▶ Play";
