@@ -257,6 +257,32 @@ def test_nothing_from_a_request_reaches_a_path(studio, midi_bytes) -> None:
     assert all(p.parent == session.folder and p.name.startswith("version-") for p in session.folder.iterdir())
 
 
+def test_a_jit_model_takes_its_own_options(midi_bytes, torch_single_thread) -> None:
+    """JiT's options through the page's JSON (untrained weights: only the mechanics are checked)."""
+    from fractalmidi.inference import LoadedCheckpoint
+    from fractalmidi.models import build
+
+    session = Session(LoadedCheckpoint(path=Path("jit-tiny.ckpt"), model=build("jit-tiny").eval(), config={}), limits=LIMITS)
+    try:
+        with TestClient(create_app(session, allowed_hosts=["testserver"])) as client:
+            options = client.get("/api/info").json()["model"]["options"]
+            assert options == {"steps": 10, "sampler": "heun", "temperature": 1.0, "silence_below": 0.1}
+            _open(client, midi_bytes)
+            rects = [[16, 32, 50, 70]]
+            body = {"version": "1", "rects": rects, "options": {"steps": 2, "sampler": "euler", "silence_below": 0.3}}
+            response = client.post("/api/generate", json=body)
+            assert response.status_code == 200, response.text
+            assert len(response.json()["frames"]["images"]) >= 2
+            region = mask_of(rects, 64)
+            assert np.array_equal(session.version("2").roll[0][~region], session.version("1").roll[0][~region])
+            bad = client.post("/api/generate", json={**body, "options": {"sampler": "rk4"}})
+            assert bad.status_code == 400 and "sampler 'rk4' is not one of euler, heun" in bad.json()["error"]
+            steps = client.post("/api/generate", json={**body, "options": {"steps": 2.5}})
+            assert steps.status_code == 400 and "whole number" in steps.json()["error"]
+    finally:
+        session.close()
+
+
 def test_without_a_model_the_page_opens_files_but_cannot_generate(midi_bytes) -> None:
     session = Session(None, limits=LIMITS)
     try:
@@ -265,6 +291,14 @@ def test_without_a_model_the_page_opens_files_but_cannot_generate(midi_bytes) ->
             assert _open(client, midi_bytes).status_code == 200
             refused = _generate(client, "1", [[0, 16, 0, 127]])
             assert refused.status_code == 400 and "--checkpoint" in refused.json()["error"]
+
+        def broken():
+            raise RuntimeError("disk on fire\nand more")
+
+        session.versions = broken  # a bug inside the server still answers in one sentence
+        with TestClient(create_app(session, allowed_hosts=["testserver"]), raise_server_exceptions=False) as client:
+            failed = client.get("/api/versions")
+            assert failed.status_code == 500 and failed.json() == {"error": "the studio failed (RuntimeError: disk on fire)"}
     finally:
         session.close()
 

@@ -77,6 +77,14 @@ def create_app(session: Session, allowed_hosts: list[str] | tuple[str, ...] = LO
     async def http_error(_: Request, err: HTTPException) -> JSONResponse:
         return _error(err.status_code, "there is no such page or file" if err.status_code == 404 else str(err.detail))
 
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, err: Exception) -> JSONResponse:  # a bug: say so in one line, log the rest
+        import logging
+
+        logging.getLogger(__name__).exception("studio request failed")
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return _error(500, f"the studio failed ({type(err).__name__}{': ' + first if first else ''})")
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
         return _error(400, "the request is not in the expected form")

@@ -331,10 +331,11 @@ function generationRequest() {
 }
 
 function updateGenerateLabel() {
-  const { mode } = generationRequest();
-  const bars = $("bars").value;
-  const text = { compose: `Compose ${bars} bars`, continue: "Continue", inpaint: "Regenerate region" }[mode];
-  $("generate").textContent = regionRects().length || mode === "compose" ? text : `Continue ${bars} bars`;
+  const { mode } = generationRequest(), bars = $("bars").value;
+  const text = regionRects().length
+    ? { compose: "Compose selection", continue: "Continue into selection", inpaint: "Regenerate region" }[mode]
+    : { compose: `Compose ${bars} bars`, continue: `Continue ${bars} bars` }[mode];
+  $("generate").textContent = text;
 }
 
 function readOptions() {
@@ -643,8 +644,15 @@ $("bars").addEventListener("input", updateGenerateLabel);
 $("play").addEventListener("click", togglePlay);
 $("undo").addEventListener("click", () => state.current && showVersion(state.current.version.parent));
 $("ab").addEventListener("click", () => showVersion(state.other));
-$("zoom-in").addEventListener("click", () => { state.stepZoom = Math.min(STEP_PX.length - 1, state.stepZoom + 1); layout(); });
-$("zoom-out").addEventListener("click", () => { state.stepZoom = Math.max(0, state.stepZoom - 1); layout(); });
+function zoomTime(delta) {                             // keeps the step in the middle of the view in place
+  const middle = (wrap.scrollLeft + (wrap.clientWidth - GUTTER) / 2) / stepPx();
+  state.stepZoom = Math.max(0, Math.min(STEP_PX.length - 1, state.stepZoom + delta));
+  layout();
+  wrap.scrollLeft = Math.max(0, middle * stepPx() - (wrap.clientWidth - GUTTER) / 2);
+  draw();
+}
+$("zoom-in").addEventListener("click", () => zoomTime(1));
+$("zoom-out").addEventListener("click", () => zoomTime(-1));
 $("pitch-in").addEventListener("click", () => { state.pitchZoom = Math.min(PITCH_PX.length - 1, state.pitchZoom + 1); layout(); centreOnNotes(); });
 $("pitch-out").addEventListener("click", () => { state.pitchZoom = Math.max(0, state.pitchZoom - 1); layout(); centreOnNotes(); });
 canvas.addEventListener("pointerdown", onPointerDown);
@@ -655,8 +663,7 @@ wrap.addEventListener("scroll", draw);
 wrap.addEventListener("wheel", (e) => {
   if (!e.ctrlKey) return;
   e.preventDefault();
-  state.stepZoom = Math.max(0, Math.min(STEP_PX.length - 1, state.stepZoom + (e.deltaY < 0 ? 1 : -1)));
-  layout();
+  zoomTime(e.deltaY < 0 ? 1 : -1);
 }, { passive: false });
 window.addEventListener("resize", layout);
 window.addEventListener("keydown", (e) => {
