@@ -38,6 +38,21 @@ def outside(notes, region: np.ndarray) -> set[tuple[int, int, int, int]]:
     return {n for n in notes if not region[n[0], n[1]:n[2]].any()}
 
 
+def cells_of(notes, length: int) -> np.ndarray:
+    """``(128, length)`` bool: the cells the notes cover."""
+    cells = np.zeros((128, length), dtype=bool)
+    for pitch, onset, end, _ in notes:
+        cells[pitch, onset:end] = True
+    return cells
+
+
+def notes_of(roll: np.ndarray) -> set[tuple[int, int, int, int]]:
+    from fractalmidi.data.roll import roll_to_notes
+
+    n = roll_to_notes(roll)
+    return set(zip(n.pitch.tolist(), n.onset.tolist(), n.end.tolist(), n.velocity.tolist()))
+
+
 def mask_of(rects, length: int) -> np.ndarray:
     region = np.zeros((128, length), dtype=bool)
     for start, end, low, high in rects:
@@ -119,9 +134,8 @@ def test_upload_and_every_mode_keep_the_notes_outside_the_region(studio, midi_by
         kept = outside(source, region)
         assert kept and kept <= notes, f"{name}: notes outside the region changed: {sorted(kept - notes)[:5]}"
         roll = session.version(version["id"]).roll[0]
-        before = np.zeros_like(roll)
-        before[:, :steps] = session.version("1").roll[0]
-        assert np.array_equal(roll[~region], before[~region])  # every cell outside, bit for bit
+        kept_cells = cells_of(kept, steps)
+        assert np.array_equal(roll[:, :steps][kept_cells], session.version("1").roll[0][kept_cells])  # bit for bit
         frames = result["frames"]
         assert frames["start"] == 0 and len(frames["images"]) >= 2
         assert all(img.startswith("data:image/png;base64,") for img in frames["images"])
@@ -162,9 +176,8 @@ def test_a_region_in_a_long_piece_is_generated_in_a_window(loaded, midi_bytes, s
         result = session.generate(base.id, [[40, 44, 50, 70]], FAST, 1)
         assert result["frames"]["start"] == 26  # 4 steps centred in 32: 14 of context either side
         assert len(result["frames"]["images"][0]) > 0
-        region = mask_of([[40, 44, 50, 70]], studio_piece.steps)
-        roll = session.version(result["version"]["id"]).roll[0]
-        assert np.array_equal(roll[~region], base.roll[0][~region])
+        kept = outside(notes_of(base.roll), mask_of([[40, 44, 50, 70]], studio_piece.steps))
+        assert kept and kept <= notes_of(session.version(result["version"]["id"]).roll)
         with pytest.raises(Exception, match="spans 48 steps but the model takes at most 32"):
             session.generate(base.id, [[0, 48, 0, 127]], FAST, 1)
     finally:
@@ -266,15 +279,16 @@ def test_a_jit_model_takes_its_own_options(midi_bytes, torch_single_thread) -> N
     try:
         with TestClient(create_app(session, allowed_hosts=["testserver"])) as client:
             options = client.get("/api/info").json()["model"]["options"]
-            assert options == {"steps": 10, "sampler": "heun", "temperature": 1.0, "silence_below": 0.1}
+            assert set(options) == {"steps", "sampler", "temperature", "silence_below"}
+            assert options["steps"] == session.loaded.model.sample_defaults["steps"]
             _open(client, midi_bytes)
             rects = [[16, 32, 50, 70]]
             body = {"version": "1", "rects": rects, "options": {"steps": 2, "sampler": "euler", "silence_below": 0.3}}
             response = client.post("/api/generate", json=body)
             assert response.status_code == 200, response.text
             assert len(response.json()["frames"]["images"]) >= 2
-            region = mask_of(rects, 64)
-            assert np.array_equal(session.version("2").roll[0][~region], session.version("1").roll[0][~region])
+            kept = outside(notes_of(session.version("1").roll), mask_of(rects, 64))
+            assert kept and kept <= notes_of(session.version("2").roll)
             bad = client.post("/api/generate", json={**body, "options": {"sampler": "rk4"}})
             assert bad.status_code == 400 and "sampler 'rk4' is not one of euler, heun" in bad.json()["error"]
             steps = client.post("/api/generate", json={**body, "options": {"steps": 2.5}})

@@ -69,7 +69,7 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
                 return_steps: bool = False):
     """``count`` samples of a plan (:mod:`fractalmidi.canvas`) on the model's device.
 
-    Returns ``(results, steps)``: results ``(count, 1, 128, plan.length)`` with the known
+    Returns ``(results, steps)``: results ``(count, planes, 128, plan.length)`` with the known
     pixels exactly as in the canvas, and, with ``return_steps``, the intermediate canvases
     (coarse to fine, each cropped the same way; else ``[]``). Option values the family rejects
     become a one-line ``UserError``.

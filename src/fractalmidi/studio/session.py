@@ -325,7 +325,7 @@ class Session:
         """
         import torch
 
-        from fractalmidi.canvas import region_plan, result_roll
+        from fractalmidi.canvas import region_plan, result_roll, separate_at_region_edges
         from fractalmidi.data.roll import DEFAULT_TEMPO_BPM
         from fractalmidi.inference import sample_plan
 
@@ -352,9 +352,10 @@ class Session:
             elapsed = time.perf_counter() - began
         finally:
             self._model_lock.release()
-        out = np.zeros((1, NUM_PITCHES, region.shape[1]), dtype=np.uint8)
-        out[..., :steps] = roll
-        out[..., start:end] = window
+        out = np.zeros((NUM_PITCHES, region.shape[1]), dtype=np.uint8)
+        out[:, :steps] = roll[0]
+        out[:, start:end] = np.where(region[:, start:end], window[0], out[:, start:end])
+        out = separate_at_region_edges(out, region)[None]  # notes across the window's edges stay whole
         info = {k: v + start if k in ("start", "end") else v for k, v in plan.region.items()}
         version = self._add(out, base.tempo_bpm if base is not None else DEFAULT_TEMPO_BPM, self._label(mode, info),
                             parent=base.id if base is not None else None, mode=mode, region=info,
