@@ -76,22 +76,24 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
-    import torch
-
-    torch.set_num_threads(args.threads)
-    loaded = load_checkpoint(args.checkpoint) if args.checkpoint is not None else None
-    sock = bind(args.host, args.port)
-    local = args.host in LOCAL_HOSTS
-    session = Session(loaded)
+    sock = bind(args.host, args.port)  # first: a taken port fails before the model loads
     try:
-        model = f"{loaded.model.preset} from {loaded.path}" if loaded else "no model (pass --checkpoint to generate)"
-        print(f"FractalMIDI Studio: {url_of(sock)}  ({model}; Ctrl-C stops it)", flush=True)
-        if not local:
-            print(f"note: listening on {args.host}: anyone who can reach this machine can use the page", flush=True)
-        serve(session, sock, LOCAL_HOSTS if local else ["*"])
-    except KeyboardInterrupt:  # uvicorn stops gracefully, then passes Ctrl-C on: the normal way out
-        print("FractalMIDI Studio stopped", flush=True)
+        import torch
+
+        torch.set_num_threads(args.threads)
+        loaded = load_checkpoint(args.checkpoint) if args.checkpoint is not None else None
+        local = args.host in LOCAL_HOSTS
+        session = Session(loaded)
+        try:
+            model = f"{loaded.model.preset} from {loaded.path}" if loaded else "no model (pass --checkpoint to generate)"
+            print(f"FractalMIDI Studio: {url_of(sock)}  ({model}; Ctrl-C stops it)", flush=True)
+            if not local:
+                print(f"note: listening on {args.host}: anyone who can reach this machine can use the page", flush=True)
+            serve(session, sock, LOCAL_HOSTS if local else ["*"])
+        except KeyboardInterrupt:  # uvicorn stops gracefully, then passes Ctrl-C on: the normal way out
+            print("FractalMIDI Studio stopped", flush=True)
+        finally:
+            session.close()
     finally:
         sock.close()
-        session.close()
     return 0
