@@ -49,10 +49,10 @@ def load(args):
 
 def chorale_midi(folder: Path) -> Path:
     from fractalmidi.data.roll import write_midi
-    from fractalmidi.data.sources import bach_chorale_paths, bach_chorale_score
+    from fractalmidi.data.sources import bach_chorale_paths, corpus_score
 
     path = folder / "chorale.mid"
-    write_midi(bach_chorale_score(bach_chorale_paths()[0]), path)
+    write_midi(corpus_score(bach_chorale_paths()[0]), path)
     return path
 
 

@@ -153,19 +153,31 @@ def test_upload_and_every_mode_keep_the_notes_outside_the_region(studio, midi_by
 
 
 @pytest.mark.data
-def test_downloads_png_and_wav(studio, midi_bytes) -> None:
+def test_downloads_png_wav_and_the_preview(studio, midi_bytes, studio_piece) -> None:
+    import wave
+
     client, session = studio
     _open(client, midi_bytes)
     png = client.get("/api/versions/1/png")
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG" and png.headers["content-type"] == "image/png"
     assert 'filename="fractalmidi-v1.png"' in png.headers["content-disposition"]
     wav = client.get("/api/versions/1/wav")
+    assert client.get("/api/versions/1/preview").status_code == 404  # only generated versions have one
+    generated = _generate(client, "1", [[16, 32, 0, 127]]).json()["version"]
+    preview = client.get(f"/api/versions/{generated['id']}/preview")
     if session.wav_available:
         assert wav.status_code == 200 and wav.content[:4] == b"RIFF" and len(wav.content) > 44
+        assert generated["preview"] == {"start": 16, "end": 48}  # the region and one bar after it
+        assert preview.status_code == 200 and preview.headers["content-type"] == "audio/wav"
+        with wave.open(io.BytesIO(preview.content)) as clip:
+            seconds = clip.getnframes() / clip.getframerate()
+        assert 32 * generated["seconds_per_step"] <= seconds < 32 * generated["seconds_per_step"] + 3  # + release tail
     else:
         assert wav.status_code == 404 and "FluidSynth" in wav.json()["error"]
-    assert sorted(p.name for p in session.folder.iterdir()) == sorted(
-        ["version-1.png", "version-1.mid"] + (["version-1.wav"] if session.wav_available else []))
+        assert generated["preview"] is None and preview.status_code == 404
+    expected = ["version-1.png", "version-1.mid"] + (["version-1.wav", "version-2.preview.mid", "version-2.preview.wav"]
+                                                       if session.wav_available else [])
+    assert sorted(p.name for p in session.folder.iterdir()) == sorted(expected)
 
 
 @pytest.mark.data

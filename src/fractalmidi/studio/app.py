@@ -137,7 +137,8 @@ def create_app(session: Session, allowed_hosts: list[str] | tuple[str, ...] = LO
     @app.get("/api/versions/{version_id}/{kind}")
     async def download(version_id: str, kind: str) -> FileResponse:
         path = await run_in_threadpool(session.file, version_id, kind)
-        return FileResponse(path, media_type=FILE_KINDS[kind], headers=SECURITY_HEADERS,
-                            filename=f"fractalmidi-v{session.version(version_id).id}.{kind}")
+        suffix, media_type = FILE_KINDS[kind]
+        return FileResponse(path, media_type=media_type, headers=SECURITY_HEADERS,
+                            filename=f"fractalmidi-v{session.version(version_id).id}.{suffix}")
 
     return app

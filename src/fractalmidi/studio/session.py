@@ -34,8 +34,10 @@ EXCLUDED_OPTIONS = ("cfg", "cfg_interval")
 MAX_OPTION_TEXT = 32
 MAX_OPTION_LIST = 8
 MAX_NAME_CHARS = 60
-FILE_KINDS = {"mid": "audio/midi", "wav": "audio/wav", "png": "image/png"}
-"""Files a version can be downloaded as, and their media types."""
+FILE_KINDS = {"mid": ("mid", "audio/midi"), "wav": ("wav", "audio/wav"), "png": ("png", "image/png"),
+              "preview": ("preview.wav", "audio/wav")}
+"""Files of a version: file name suffix and media type. ``preview`` is the audio played right
+after a generation: the region and one bar after it (rendered at once, in the background)."""
 
 
 @dataclass(frozen=True)
@@ -200,11 +202,14 @@ class Session:
         self._state_lock = threading.Lock()
         self._model_lock = threading.Lock()
         self._file_lock = threading.Lock()
+        self._renders: list[threading.Thread] = []
 
     # ----- state --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Remove the session folder and everything in it."""
+        """Remove the session folder and everything in it (after any render in progress)."""
+        for render in self._renders:
+            render.join()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _add(self, roll: np.ndarray, tempo_bpm: float, label: str, **extra: Any) -> Version:
@@ -219,8 +224,9 @@ class Session:
             return version
 
     def _remove_files(self, version_id: str) -> None:
-        for kind in FILE_KINDS:
-            (self.folder / f"version-{version_id}.{kind}").unlink(missing_ok=True)
+        for suffix, _ in FILE_KINDS.values():
+            (self.folder / f"version-{version_id}.{suffix}").unlink(missing_ok=True)
+        (self.folder / f"version-{version_id}.preview.mid").unlink(missing_ok=True)
 
     def version(self, version_id: str) -> Version:
         """The version with this id (``NotFound`` for anything else)."""
@@ -274,9 +280,18 @@ class Session:
         }
 
     def summary(self, version: Version) -> dict[str, Any]:
+        preview = self.preview_span(version)
         return {"id": version.id, "parent": version.parent, "label": version.label, "steps": version.steps,
                 "tempo_bpm": version.tempo_bpm, "seconds_per_step": self.seconds_per_step(version.tempo_bpm),
-                "mode": version.mode, "region": version.region, "elapsed_s": version.elapsed_s}
+                "mode": version.mode, "region": version.region, "elapsed_s": version.elapsed_s,
+                "preview": None if preview is None else {"start": preview[0], "end": preview[1]}}
+
+    def preview_span(self, version: Version) -> tuple[int, int] | None:
+        """Steps of the preview audio: the generated region and one bar after it (``None``: no
+        FluidSynth, or not a generated version)."""
+        if not self.wav_available or version.region is None:
+            return None
+        return version.region["start"], min(version.steps, version.region["end"] + self.steps_per_bar())
 
     def notes(self, version: Version) -> list[list[int]]:
         """``[pitch, onset, end, velocity]`` per note, in steps."""
@@ -360,6 +375,10 @@ class Session:
         version = self._add(out, base.tempo_bpm if base is not None else DEFAULT_TEMPO_BPM, self._label(mode, info),
                             parent=base.id if base is not None else None, mode=mode, region=info,
                             elapsed_s=round(elapsed, 3))
+        if self.preview_span(version) is not None:  # the audio the page asks for next, rendered meanwhile
+            render = threading.Thread(target=self._render_quietly, args=(version.id, "preview"), daemon=True)
+            self._renders = [r for r in self._renders if r.is_alive()] + [render]
+            render.start()
         images = [frame_png(f[0].cpu()) for f in thin(frames, self.limits.max_frames)]
         return {"version": self.summary(version), "notes": self.notes(version), "mode": mode,
                 "frames": {"start": start, "images": images}}
@@ -378,28 +397,40 @@ class Session:
 
     # ----- files ------------------------------------------------------------------------------
 
+    def _render_quietly(self, version_id: str, kind: str) -> None:
+        """Write a file ahead of its request; a failure shows when the page asks for it."""
+        try:
+            self.file(version_id, kind)
+        except (UserError, OSError):
+            pass
+
     def file(self, version_id: str, kind: str) -> Path:
-        """The version as MIDI, WAV or PNG, written into the session folder on first use."""
+        """The version as MIDI, WAV, PNG or preview WAV, written into the session folder on first use."""
         from fractalmidi.data.roll import roll_to_midi
         from fractalmidi.viz import FLUIDSYNTH_HINT, render_wav, save_png
 
         if kind not in FILE_KINDS:
-            raise NotFound(f"a version can be downloaded as {', '.join(FILE_KINDS)}, not {str(kind)[:10]!r}")
+            raise NotFound(f"a version can be downloaded as mid, wav, png, not {str(kind)[:10]!r}")
         version = self.version(version_id)
-        path = self.folder / f"version-{version.id}.{kind}"
+        stem = self.folder / f"version-{version.id}"
+        path = stem.with_name(f"{stem.name}.{FILE_KINDS[kind][0]}")
         with self._file_lock:
             if path.is_file():
                 return path
             if kind == "png":
                 save_png(version.roll, path, title=f"version {version.id}: {version.label}", grid=self.grid)
                 return path
-            midi = self.folder / f"version-{version.id}.mid"
+            if kind in ("wav", "preview") and not self.wav_available:
+                raise NotFound(f"WAV needs FluidSynth, which is not installed: {FLUIDSYNTH_HINT}")
+            span = (0, version.steps) if kind != "preview" else self.preview_span(version)
+            if span is None:
+                raise NotFound("only a generated version has a preview")
+            roll = version.roll[..., span[0] : span[1]]
+            if not roll.any():
+                raise UserError("this version has no notes there to write")
+            midi = stem.with_name(f"{stem.name}.preview.mid" if kind == "preview" else f"{stem.name}.mid")
             if not midi.is_file():
-                if not version.roll.any():
-                    raise UserError("this version has no notes to write")
-                roll_to_midi(version.roll, midi, grid=self.grid, tempo_bpm=version.tempo_bpm)
-            if kind == "wav":
-                if not self.wav_available:
-                    raise NotFound(f"WAV needs FluidSynth, which is not installed: {FLUIDSYNTH_HINT}")
+                roll_to_midi(roll, midi, grid=self.grid, tempo_bpm=version.tempo_bpm)
+            if kind != "mid":
                 render_wav(midi, path)
         return path

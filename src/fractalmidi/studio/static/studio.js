@@ -379,15 +379,16 @@ async function generate() {
   $("seed").value = String((parseInt($("seed").value, 10) || 0) + 1);
   const summary = result.version;
   state.versions.push(summary);
-  const audioReady = $("autoplay").checked ? loadAudio(summary.id).catch(() => null) : null;
+  const audioReady = $("autoplay").checked ? loadPreview(summary).catch(() => null) : null;
   await showFrames(result.frames);
   setCurrent({ version: summary, notes: result.notes }, true);  // the region stays: Generate again = another take
   const seconds = (state.lastGenerateMs / 1000).toFixed(2);
   say(`${summary.label}: generated in ${seconds} s (model ${summary.elapsed_s.toFixed(2)} s).`);
   if (audioReady) {
-    await audioReady;
+    const region = summary.region || { start: 0, end: summary.steps };
+    const clip = (await audioReady) || { buffer: null, start: region.start, end: Math.min(summary.steps, region.end + stepsPerBar()) };
     if (state.current && state.current.version.id === summary.id) {
-      startPlayback(summary.region ? summary.region.start : 0);
+      startPlayback(region.start, clip);
       state.lastLatencyMs = performance.now() - began + START_DELAY_S * 1000;
       say(`${summary.label}: generated in ${seconds} s, playing ${(state.lastLatencyMs / 1000).toFixed(2)} s after Generate.`);
     }
@@ -508,28 +509,37 @@ async function loadAudio(id) {
   state.audioCache.set(id, await ensureAudio().decodeAudioData(await response.arrayBuffer()));
 }
 
+async function loadPreview(summary) {           // the region and a bar after it, rendered by the server meanwhile
+  if (!summary.preview) return null;
+  const response = await fetch(`/api/versions/${encodeURIComponent(summary.id)}/preview`);
+  if (!response.ok) return null;
+  const buffer = await ensureAudio().decodeAudioData(await response.arrayBuffer());
+  return { buffer, start: summary.preview.start, end: summary.preview.end };
+}
+
 function playStep() {
   const p = state.play;
   return p.offsetStep + (audio.currentTime - p.startTime) / p.secondsPerStep;
 }
 
-function startPlayback(fromStep) {
+function startPlayback(fromStep, clip = null) {   // clip: play steps [start, end) only, from buffer (else the synth)
   stopPlayback();
   if (!state.current) return;
   const version = state.current.version, spsec = version.seconds_per_step;
   const ac = ensureAudio();
-  const from = Math.max(0, Math.min(fromStep, version.steps));
+  const from = Math.max(clip ? clip.start : 0, Math.min(fromStep, version.steps));
   const startTime = ac.currentTime + START_DELAY_S;
-  const buffer = state.audioCache.get(version.id);
-  state.play = { sources: [], startTime, offsetStep: from, secondsPerStep: spsec, endStep: version.steps, synth: null };
+  const buffer = clip ? clip.buffer : state.audioCache.get(version.id);
+  const endStep = clip ? clip.end : version.steps;
+  state.play = { sources: [], startTime, offsetStep: from, secondsPerStep: spsec, endStep, synth: null };
   if (buffer) {
     const src = ac.createBufferSource();
     src.buffer = buffer;
     src.connect(ac.out);
-    src.start(startTime, from * spsec);
+    src.start(startTime, (from - (clip ? clip.start : 0)) * spsec);
     state.play.sources.push(src);
   } else {                                            // the in-browser synth, scheduled a little ahead
-    const notes = state.current.notes.filter((n) => n[2] > from).sort((a, b) => a[1] - b[1]);
+    const notes = state.current.notes.filter((n) => n[2] > from && n[1] < endStep).sort((a, b) => a[1] - b[1]);
     state.play.synth = { notes, next: 0 };
     scheduleSynth();
     state.play.timer = setInterval(scheduleSynth, SCHEDULE_MS);
