@@ -35,6 +35,8 @@ REGION_BAR = 3
 """The selected span starts at this bar (1-based) ..."""
 REGION_BARS = 4
 """... and lasts this many bars (64 steps of the 16th grid)."""
+SHOT_AFTER_S = 1.5
+"""The screenshot is taken this long after the result starts playing."""
 
 
 def load(args):
@@ -56,8 +58,9 @@ def chorale_midi(folder: Path) -> Path:
     return path
 
 
-def takes(driver, session, repeats: int) -> list[dict[str, float]]:
-    """Click Generate ``repeats`` times on the selected span; the page's timings of each take."""
+def takes(driver, session, repeats: int, shot: Path) -> list[dict[str, float]]:
+    """Click Generate ``repeats`` times on the selected span; the page's timings of each take. The
+    page is saved to ``shot`` while the last take plays."""
     from selenium.webdriver.common.by import By
     from test_studio_browser import wait_for
 
@@ -71,6 +74,8 @@ def takes(driver, session, repeats: int) -> list[dict[str, float]]:
         timing = driver.execute_script("const s = window.studio.state; return [s.lastGenerateMs, s.lastLatencyMs]")
         model_s = session.versions()[-1].elapsed_s
         rows.append({"model_s": model_s, "response_s": timing[0] / 1000, "playing_s": timing[1] / 1000})
+        time.sleep(SHOT_AFTER_S)  # the playhead moves on a little
+        driver.save_screenshot(str(shot))
         driver.find_element(By.ID, "play").click()  # stop before the next take
         time.sleep(0.2)
     return rows
@@ -99,8 +104,7 @@ def run_path(args, loaded, midi: Path, workdir: Path, wav: bool) -> tuple[list[d
             drag(driver, (60, first + 1), (60, first + REGION_BARS * 16 - 2))
             rects = driver.execute_script("return window.studio.regionRects()")
             assert rects == [[first, first + REGION_BARS * 16, 0, 127]], rects
-            rows = takes(driver, session, args.repeats)
-            driver.save_screenshot(str(shot))
+            rows = takes(driver, session, args.repeats, shot)
     finally:
         if driver is not None:
             driver.quit()

@@ -161,7 +161,7 @@ def test_paint_a_pitch_band_regenerate_and_download(tiny_fractal_checkpoint, stu
             message = driver.find_element(By.ID, "message")
             assert "error" not in message.get_attribute("class") and "inpaint bars 2-3" in message.text
             assert [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#history li")] == \
-                ["opened piece.mid", "inpaint bars 2-3, C3-C4"]
+                ["opened piece.mid", "inpaint bars 2-3, C3-C4 (seed 0)"]
 
             driver.find_element(By.ID, "dl-mid").click()
             result = symusic.Score(str(downloaded(downloads, "fractalmidi-v2.mid")))

@@ -372,7 +372,8 @@ class Session:
         out[:, start:end] = np.where(region[:, start:end], window[0], out[:, start:end])
         out = separate_at_region_edges(out, region)[None]  # notes across the window's edges stay whole
         info = {k: v + start if k in ("start", "end") else v for k, v in plan.region.items()}
-        version = self._add(out, base.tempo_bpm if base is not None else DEFAULT_TEMPO_BPM, self._label(mode, info),
+        tempo = base.tempo_bpm if base is not None else DEFAULT_TEMPO_BPM
+        version = self._add(out, tempo, f"{self._label(mode, info)} (seed {seed})",
                             parent=base.id if base is not None else None, mode=mode, region=info,
                             elapsed_s=round(elapsed, 3))
         if self.preview_span(version) is not None:  # the audio the page asks for next, rendered meanwhile
