@@ -166,6 +166,12 @@ def test_paint_a_pitch_band_regenerate_and_download(tiny_fractal_checkpoint, stu
             driver.find_element(By.ID, "dl-mid").click()
             result = symusic.Score(str(downloaded(downloads, "fractalmidi-v2.mid")))
             driver.save_screenshot(str(tmp_path / "studio.png"))
+
+            current = "window.studio.state.current.version.id"
+            driver.find_element(By.ID, "undo").click()  # back to the opened file ...
+            wait_for(driver, f"{current} === '1'", "undo")
+            driver.find_element(By.ID, "ab").click()  # ... and A/B to the take again
+            wait_for(driver, f"{current} === '2'", "A/B")
     finally:
         if driver is not None:
             driver.quit()

@@ -322,7 +322,7 @@ function layoutIfGrown() { if (viewSteps() !== laidOutSteps) { laidOutSteps = vi
 
 function generationRequest() {
   const rects = regionRects(), steps = pieceSteps(), bar = stepsPerBar();
-  const bars = Math.max(1, Math.min(64, parseInt($("bars").value, 10) || 4));
+  const bars = Math.max(1, Math.min(32, parseInt($("bars").value, 10) || 4));
   if (rects.length) {
     const inside = rects.some(([start]) => start < steps);
     return { rects, mode: steps === 0 ? "compose" : inside ? "inpaint" : "continue" };
@@ -678,7 +678,11 @@ wrap.addEventListener("wheel", (e) => {
 window.addEventListener("resize", layout);
 window.addEventListener("keydown", (e) => {
   if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
-  if (e.key === " ") { e.preventDefault(); togglePlay(); }
+  if (e.key === " ") {                                  // play/stop, not "press the focused button"
+    e.preventDefault();
+    if (document.activeElement instanceof HTMLButtonElement) document.activeElement.blur();
+    togglePlay();
+  }
   else if (e.key === "Escape") clearRegion();
   else if ((e.ctrlKey || e.metaKey) && e.key === "z") { e.preventDefault(); $("undo").click(); }
   else if (e.key === "b") $("ab").click();
