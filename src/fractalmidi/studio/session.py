@@ -246,10 +246,10 @@ class Session:
         return parse_grid(self.grid).seconds_per_step(tempo_bpm)
 
     def steps_per_bar(self) -> int:
-        from fractalmidi.data.grid import STEPS_PER_BAR, parse_grid
+        """Bar lines of the page (one a second on an fps grid)."""
+        from fractalmidi.data.grid import parse_grid
 
-        grid = parse_grid(self.grid)
-        return STEPS_PER_BAR * grid.steps_per_quarter // 4 if grid.beat_relative else max(1, round(grid.fps))
+        return parse_grid(self.grid).ruler_steps
 
     def sampling_defaults(self) -> dict[str, Any]:
         """The family's options the page offers, with the checkpoint's defaults."""
