@@ -63,6 +63,19 @@ def test_generated_notes_never_merge_with_known_ones() -> None:
     assert {(60, 0, 4, 90), (60, 4, 8, 90), (62, 4, 8, 70), (62, 8, 12, 70), (64, 4, 8, 30)} == found
 
 
+def test_a_note_cut_by_the_region_end_keeps_the_loudness_of_its_known_frames() -> None:
+    codes = np.zeros((128, 16), dtype=np.uint8)
+    region = np.zeros((128, 16), dtype=bool)
+    region[:, 4:8] = True
+    codes[60, 5:8] = 40 | np.array([ONSET_BIT, 0, 0], dtype=np.uint8)  # generated onset at velocity 40 ...
+    codes[60, 8:12] = 100  # ... held on into known frames of velocity 100 (the input's note began inside the region)
+    out = separate_at_region_edges(codes, region)
+    assert out[60, 5] == 100 | ONSET_BIT and out[60, 6:12].tolist() == [100] * 6
+    assert np.array_equal(out[~region], codes[~region])
+    notes = roll_to_notes(out)
+    assert (notes.pitch.tolist(), notes.onset.tolist(), notes.end.tolist(), notes.velocity.tolist()) == ([60], [5], [12], [100])
+
+
 def test_result_roll_crops_and_keeps_outside_notes() -> None:
     roll = np.zeros((1, 128, 20), dtype=np.uint8)
     roll[0, 60, 0:4] = 90

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fractalmidi.data.roll import NUM_PITCHES, ONSET_BIT, ROLL_PLANES, VELOCITY_BITS, as_uint8_roll, canonical_codes, codes_to_planes
+from fractalmidi.data.roll import (MAX_VELOCITY, NUM_PITCHES, ONSET_BIT, ONSET_PLANE, ROLL_PLANES, VELOCITY_BITS, VELOCITY_PLANE,
+                                   as_uint8_roll, canonical_codes, codes_to_planes)
 from fractalmidi.errors import UserError
 
 MAX_PITCH = NUM_PITCHES - 1
@@ -118,26 +119,39 @@ def inpaint_plan(roll: np.ndarray, start: int, end: int, pitch_low: int | None, 
 def result_roll(plan: Plan, result: torch.Tensor) -> np.ndarray:
     """One sample of the model's output ``(2, 128, T_pad)`` -> uint8 note codes ``(1, 128, length)``.
 
-    Known cells come back as given (the sampler keeps them); this also keeps every note that
-    lies outside the region exactly as it was: see :func:`separate_at_region_edges`.
+    Generated cells decode as the model wrote them, known cells keep their codes (velocity and
+    onset) as given, and the two are joined by :func:`separate_at_region_edges`, so every note
+    outside the region comes back exactly as it was.
     """
-    codes = as_uint8_roll(result[..., : plan.length])
     region = plan.mask[0, 0, :, : plan.length].cpu().numpy()
-    return separate_at_region_edges(codes, region)[None]
+    generated = as_uint8_roll(result[..., : plan.length])
+    known = plan.canvas[0, :, :, : plan.length].cpu().numpy()  # planes of the canonical input: no decoding needed
+    known_codes = np.rint(known[VELOCITY_PLANE] * MAX_VELOCITY).astype(np.uint8)
+    known_codes[known[ONSET_PLANE] > 0.5] |= ONSET_BIT
+    return separate_at_region_edges(np.where(region, generated, known_codes), region)[None]
 
 
 def separate_at_region_edges(codes: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Canonical note codes ``(128, T)`` where no generated note continues a known one.
+    """Canonical note codes ``(128, T)`` from generated (``region``) and known cells, joined so
+    that no known frame changes.
 
     A generated frame held (no onset) right after a known sounding frame of its pitch would
-    lengthen the known note, which lies outside the region; it becomes an onset instead (a
-    re-strike), so every note outside the region decodes exactly as before.
+    lengthen that note, which lies outside the region: it becomes an onset (a re-strike). A
+    generated note held on into known frames (a note cut by the region's end) takes their
+    velocity, so the known frames keep their loudness.
     """
     out = codes.copy()
     sounding = (out & VELOCITY_BITS) > 0
     enters = np.zeros_like(region)
     enters[:, 1:] = region[:, 1:] & ~region[:, :-1] & sounding[:, 1:] & sounding[:, :-1]
     out[enters] |= ONSET_BIT
+    leaves = np.zeros_like(region)
+    leaves[:, :-1] = region[:, :-1] & ~region[:, 1:] & sounding[:, :-1] & sounding[:, 1:] & ((out[:, 1:] & ONSET_BIT) == 0)
+    for pitch, step in zip(*np.nonzero(leaves)):
+        onset = int(step)  # walk back to where the generated note starts
+        while not out[pitch, onset] & ONSET_BIT and onset > 0 and region[pitch, onset - 1] and sounding[pitch, onset - 1]:
+            onset -= 1
+        out[pitch, onset] = (out[pitch, onset] & ONSET_BIT) | (out[pitch, step + 1] & VELOCITY_BITS)
     return canonical_codes(out)
 
 
