@@ -12,7 +12,7 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/python -m pip install -q "torch==2.13.0"
 fi
-if ! .venv/bin/python -c "import fractalmidi, pytest, pretty_midi, fastapi, uvicorn, httpx, selenium" 2>/dev/null \
+if ! .venv/bin/python -c "import fractalmidi, pytest, pretty_midi, fastapi, uvicorn, httpx2, selenium" 2>/dev/null \
     || [ pyproject.toml -nt .venv/.fractalmidi-installed ]; then
     .venv/bin/python -m pip install -q -e ".[dev,studio]"
     touch .venv/.fractalmidi-installed
