@@ -12,14 +12,24 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/python -m pip install -q "torch==2.13.0"
 fi
-if ! .venv/bin/python -c "import fractalmidi, pytest, pretty_midi" 2>/dev/null \
+if ! .venv/bin/python -c "import fractalmidi, pytest, pretty_midi, fastapi, uvicorn, httpx2, selenium" 2>/dev/null \
     || [ pyproject.toml -nt .venv/.fractalmidi-installed ]; then
-    .venv/bin/python -m pip install -q -e ".[dev]"
+    .venv/bin/python -m pip install -q -e ".[dev,studio]"
     touch .venv/.fractalmidi-installed
 fi
-# Optional audio: FluidSynth and a General-MIDI soundfont (WAV rendering). Best effort only.
-if ! command -v fluidsynth >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    (apt-get install -y -q fluidsynth fluid-soundfont-gm >/dev/null 2>&1 \
-        || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q fluidsynth fluid-soundfont-gm >/dev/null 2>&1)) \
-        || echo "note: could not install fluidsynth; WAV rendering will be unavailable" >&2
+# Debian packages, installed when running as root with apt-get (best effort; the tests that need
+# them skip with the reason, except the studio's browser test under CI):
+#   fluidsynth + fluid-soundfont-gm: WAV rendering (optional audio);
+#   chromium + chromium-driver: the studio's end-to-end test in a real headless browser.
+APT_PACKAGES=()
+command -v fluidsynth >/dev/null 2>&1 || APT_PACKAGES+=(fluidsynth fluid-soundfont-gm)
+{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || APT_PACKAGES+=(chromium chromium-driver)
+if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        { apt-get update -q >/dev/null 2>&1 \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${APT_PACKAGES[@]}" >/dev/null 2>&1; } \
+            || echo "note: could not install ${APT_PACKAGES[*]}: WAV rendering / the browser test will be unavailable" >&2
+    else
+        echo "note: ${APT_PACKAGES[*]} not installed (needs root and apt-get): WAV rendering / the browser test will be unavailable" >&2
+    fi
 fi

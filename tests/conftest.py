@@ -144,3 +144,28 @@ def huge_note_midi():
         return Path(path)
 
     return write
+
+
+STUDIO_PIECE_TEMPO = 100.0
+STUDIO_PIECE_STEPS = 64
+
+
+@pytest.fixture(scope="session")
+def studio_piece(make_midi, tmp_path_factory: pytest.TempPathFactory):
+    """Four bars on the 16th grid at 100 BPM, 480 ticks per quarter, as a namespace with ``notes``
+    (``(pitch, onset step, end step, velocity)``), ``path``, ``tempo_bpm`` and ``steps``. A melody, chords ending on bar lines (a new velocity
+    every bar, so each is its own note) and a bass: notes that touch the regions tests paint."""
+    notes = []
+    melody = [72, 74, 76, 77, 79, 77, 76, 74]
+    for i, pitch in enumerate(melody * 2):
+        notes.append((pitch, i * 4, i * 4 + 3, 96))
+    for bar in range(STUDIO_PIECE_STEPS // 16):
+        for pitch in (52, 55, 60):
+            notes.append((pitch, bar * 16, bar * 16 + 16, 64 + 8 * (bar % 2)))
+        notes.append((40 + bar, bar * 16, bar * 16 + 8, 80))
+    ticks = 480 // 4
+    events = [(p, on * ticks, (off - on) * ticks, v) for p, on, off, v in notes]
+    path = make_midi(tmp_path_factory.mktemp("studio_piece") / "piece.mid", events, tpq=480, tempo=STUDIO_PIECE_TEMPO)
+    from types import SimpleNamespace
+
+    return SimpleNamespace(notes=notes, path=path, tempo_bpm=STUDIO_PIECE_TEMPO, steps=STUDIO_PIECE_STEPS)

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("fractalmidi.demo", "the whole loop on the embedded Bach chorales, on a CPU"),
     "models": ("fractalmidi.pretrained", "the models shipped with fractalmidi (generate --model NAME)"),
     "export": ("fractalmidi.train.export", "a trained run -> a slim inference checkpoint (weights + config)"),
+    "studio": ("fractalmidi.studio.cli", "local web page: open MIDI, paint a region, regenerate, listen"),
 }
 
 

@@ -253,8 +253,8 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
-    from fractalmidi.canvas import build_plan
-    from fractalmidi.inference import load_checkpoint
+    from fractalmidi.canvas import build_plan, result_roll
+    from fractalmidi.inference import load_checkpoint, sample_plan
     from fractalmidi.outdir import staged_dir
 
     started = time.perf_counter()
@@ -282,21 +282,14 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
     frames: list[list] = []
     sizes = [min(req.batch_size, req.num_samples - i) for i in range(0, req.num_samples, req.batch_size)]
     for size in tqdm(sizes, desc=f"generate ({req.mode})", unit="batch", disable=not progress):
-        canvas = plan.canvas.to(device).expand(size, -1, -1, -1).contiguous()
-        mask = plan.mask.to(device).expand(size, -1, -1, -1).contiguous()
         if req.label is not None:
             labels = torch.full((size,), int(req.label), dtype=torch.long, device=device)
-        try:
-            with torch.no_grad():
-                out = model.sample(canvas, mask, labels=labels, generator=generator, return_steps=req.gif, **options)
-        except ValueError as err:  # the family's own check of option values (e.g. sampler name)
-            raise UserError(f"sampling options rejected by the {model.family} family: {str(err).splitlines()[0]}") from None
-        result, steps = out if req.gif else (out, [])
-        result = torch.where(mask, result, canvas)  # known pixels exactly as given, whatever the model did
-        batch = list(result[..., : plan.length].cpu())
+        result, steps = sample_plan(model, plan, size, generator=generator, labels=labels, options=options,
+                                    return_steps=req.gif)
+        batch = [result_roll(plan, sample) for sample in result.cpu()]  # notes outside the region kept whole
         results.extend(batch)
         if req.gif:  # per sample: the intermediate canvases, coarse to fine, then the result
-            frames.extend([step[k, ..., : plan.length].cpu() for step in steps] + [batch[k]] for k in range(size))
+            frames.extend([step[k].cpu() for step in steps] + [batch[k]] for k in range(size))
 
     record = {
         "fractalmidi_version": __version__,

@@ -64,3 +64,28 @@ def load_checkpoint(path: str | Path, *, use_ema: bool = True) -> LoadedCheckpoi
         raise UserError(f"checkpoint {path} does not match this version of fractalmidi: {first_line}") from None
     model.eval()
     return LoadedCheckpoint(path=path, model=model, config=dict(config or {}))
+
+
+def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, options: dict[str, Any] | None = None,
+                return_steps: bool = False):
+    """``count`` samples of a plan (:mod:`fractalmidi.canvas`) on the model's device.
+
+    Returns ``(results, steps)``: results ``(count, planes, 128, plan.length)`` with the known
+    pixels exactly as in the canvas, and, with ``return_steps``, the intermediate canvases
+    (coarse to fine, each cropped the same way; else ``[]``). Option values the family rejects
+    become a one-line ``UserError``.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    canvas = plan.canvas.to(device).expand(count, -1, -1, -1).contiguous()
+    mask = plan.mask.to(device).expand(count, -1, -1, -1).contiguous()
+    try:
+        with torch.no_grad():
+            out = model.sample(canvas, mask, labels=labels, generator=generator, return_steps=return_steps,
+                               **(options or {}))
+    except ValueError as err:  # the family's own check of option values (e.g. sampler name)
+        raise UserError(f"sampling options rejected by the {model.family} family: {str(err).splitlines()[0]}") from None
+    result, steps = out if return_steps else (out, [])
+    result = torch.where(mask, result, canvas)  # known pixels exactly as given, whatever the model did
+    return result[..., : plan.length], [step[..., : plan.length] for step in steps]

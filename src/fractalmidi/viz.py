@@ -136,13 +136,10 @@ def _atomic_target(path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def _time_ticks(steps: int, grid: str, tempo_bpm: float | None) -> tuple[np.ndarray, list[str], str]:
-    from fractalmidi.data.grid import STEPS_PER_BAR, parse_grid
+    from fractalmidi.data.grid import parse_grid
 
     parsed = parse_grid(grid)
-    if parsed.beat_relative:
-        unit, label = STEPS_PER_BAR * parsed.steps_per_quarter // 4, "bar"
-    else:
-        unit, label = max(1, round(parsed.fps)), "seconds"
+    unit, label = parsed.ruler_steps, "bar" if parsed.beat_relative else "seconds"
     count = steps // unit + 1
     every = max(1, int(np.ceil(count / MAX_TIME_TICKS)))
     ticks = np.arange(0, count, every) * unit

@@ -28,6 +28,13 @@ class Grid:
     def beat_relative(self) -> bool:
         return self.steps_per_quarter is not None
 
+    @property
+    def ruler_steps(self) -> int:
+        """Steps between the main lines of a time axis: a 4/4 bar on a beat grid, a second on an fps grid."""
+        if self.steps_per_quarter is not None:
+            return STEPS_PER_BAR * self.steps_per_quarter // STEPS_PER_QUARTER
+        return max(1, round(self.fps))
+
     def seconds_per_step(self, tempo_bpm: float) -> float:
         if self.fps is not None:
             return 1.0 / self.fps
