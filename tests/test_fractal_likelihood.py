@@ -84,7 +84,8 @@ def test_sampler_matches_exact_likelihood() -> None:
     probs = torch.exp(-model.nll(rolls)["nats"].double())
     count = 20_000
     canvas = torch.zeros(count, 2, 2, 4)
-    samples = model.sample(canvas, torch.ones_like(canvas, dtype=torch.bool), generator=torch.Generator().manual_seed(0))
+    samples = model.sample(canvas, torch.ones_like(canvas, dtype=torch.bool), generator=torch.Generator().manual_seed(0),
+                           temperature=1.0)
     index = ((samples[:, 0] > 0).long().reshape(count, -1) * 2 ** torch.arange(8)).sum(1)
     freq = torch.bincount(index, minlength=len(rolls)).double() / count
     total_variation = 0.5 * (freq - probs).abs().sum().item()

@@ -283,6 +283,8 @@ def test_fractal_tiny_config_learns_note_density_quickly(prepared_jsb: Path, tmp
                                  "logging.log_images_every_n_steps=0", "logging.progress_bar=false"])
     model, _ = load_generator(run)
     canvas = torch.zeros(2, 2, 128, 64)
-    out = model.sample(canvas, torch.ones_like(canvas, dtype=torch.bool), generator=torch.Generator().manual_seed(0))
+    # at temperature 1 (the preset's 0.8 sharpens a 40-step model's silence into near-empty rolls)
+    out = model.sample(canvas, torch.ones_like(canvas, dtype=torch.bool), generator=torch.Generator().manual_seed(0),
+                       temperature=1.0)
     active = (out[:, 0] > 0).float().mean().item()
     assert 0.5 * CHORALE_ACTIVE_FRACTION < active < 5 * CHORALE_ACTIVE_FRACTION
