@@ -177,9 +177,10 @@ def jsb_roll(voices: list[list[float]]) -> np.ndarray:
 
 
 def frames_roll(frames: list[list[int]]) -> np.ndarray:
-    """Frames of sounding MIDI pitches (``[[60, 64, 67], [], ...]``) -> ``(1, 128, T)`` uint8.
+    """Frames of sounding MIDI pitches (``[[60, 64, 67], [], ...]``) -> ``(1, 128, T)`` uint8 codes.
 
-    The benchmark's frames are binary: every sounding pitch gets ``JSB_VELOCITY``. A pitch outside
+    The benchmark's frames are binary: every sounding pitch gets ``JSB_VELOCITY``, and a pitch that
+    starts sounding is an onset (the file cannot tell held from repeated notes). A pitch outside
     0..127 is a ``BadMidiError`` (checked before it could index anything).
     """
     roll = np.zeros((1, NUM_PITCHES, len(frames)), dtype=np.uint8)
@@ -188,7 +189,7 @@ def frames_roll(frames: list[list[int]]) -> np.ndarray:
             if not (isinstance(pitch, int) and 0 <= pitch < NUM_PITCHES):
                 raise BadMidiError(f"frame {t}: {pitch!r} is not a MIDI pitch 0..127")
             roll[0, pitch, t] = JSB_VELOCITY
-    return roll
+    return canonical_codes(roll)
 
 
 def load_jsb_chorales(root: str | os.PathLike | None = None) -> dict[str, list[np.ndarray]]:

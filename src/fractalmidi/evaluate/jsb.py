@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fractalmidi.data.cache import PreparedData
-from fractalmidi.data.roll import MAX_VELOCITY
+from fractalmidi.data.roll import codes_to_planes
 
 KEYBOARD_LOW = 21
 KEYBOARD_HIGH = 108
@@ -120,7 +120,7 @@ def _padded(length: int, multiple: int) -> int:
 @torch.no_grad()
 def model_nll(model: Any, rolls: list[np.ndarray], *, window: int, stride: int, batch_size: int = 16,
               progress: Any = None) -> dict[str, Any]:
-    """Exact NLL of uint8 rolls ``(1, 128, T)`` (a split's pieces) under ``model``, in nats per frame.
+    """Exact NLL of uint8 note-code rolls ``(1, 128, T)`` (a split's pieces) under ``model``, in nats per frame.
 
     Each window is padded with silence to the model's length multiple; padded frames, and the
     context frames a window re-reads, are never scored (``scored_frames``). Returns the totals, the
@@ -139,12 +139,13 @@ def model_nll(model: Any, rolls: list[np.ndarray], *, window: int, stride: int, 
     batches = [(length, group[i : i + batch_size]) for length, group in sorted(groups.items())
                for i in range(0, len(group), batch_size)]
     for length, batch in batches:
-        x = np.zeros((len(batch), 1, rolls[0].shape[1], length), dtype=np.float32)
+        codes = np.zeros((len(batch), rolls[0].shape[1], length), dtype=np.uint8)
         scored = np.zeros((len(batch), length), dtype=bool)
         for row, w in enumerate(batch):
-            x[row, :, :, : w.stop - w.start] = rolls[w.piece][:, :, w.start : w.stop]
+            codes[row, :, : w.stop - w.start] = rolls[w.piece][0, :, w.start : w.stop]
             scored[row, w.score_from - w.start : w.stop - w.start] = True
-        out = model.nll(torch.from_numpy(x / MAX_VELOCITY), scored_frames=torch.from_numpy(scored))
+        x = torch.from_numpy(codes_to_planes(codes))
+        out = model.nll(x, scored_frames=torch.from_numpy(scored))
         exact = exact and bool(out.get("exact"))
         nats = out["nats"].double().cpu().numpy()
         for row, w in enumerate(batch):
