@@ -170,3 +170,63 @@ def test_windowed_scoring_is_a_normalised_distribution():
     result = jsb.model_nll(model, rolls, window=4, stride=2, batch_size=4096)
     assert result["frames"] == 6 * len(rolls) and result["windows"] == 2 * len(rolls)
     assert np.exp(-np.asarray(result["per_piece_nats"])).sum() == pytest.approx(1.0, abs=1e-4)
+
+
+# ----- the benchmark script end to end ----------------------------------------------------------
+
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_jsb.py"
+    spec = importlib.util.spec_from_file_location("bench_jsb", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_baselines_print_the_published_rows(quarter_data, capsys):
+    assert _bench().main(["--baselines", "--data", str(quarter_data.root)]) == 0
+    out = capsys.readouterr().out
+    assert "| per-key unigram (add-one, train split) | 11.061 |" in out
+    assert "| per-key first-order Markov (add-one, train split) | 10.471 |" in out
+    assert "DMM-Aug" in out and "test frames: 4725" in out
+
+
+MICRO_TRAINING = ["model.widths=[16, 16, 16]", "model.heads=[2, 2, 2]", "model.depths=[1, 1, 1]", "model.head_width=16",
+                  "data.crop_length=16", "training.batch_size=2", "training.max_steps=50", "training.warmup_steps=1",
+                  "training.limit_val_batches=0", "logging.checkpoint_every_n_steps=1000"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("torch_single_thread")
+def test_bench_trains_within_its_budget_selects_exports_and_rescores(quarter_data, tmp_path, capsys):
+    """A budget of 0.005 minutes stops a 50-step run early (training.max_minutes); the selected
+    checkpoint is scored over all 4,725 test frames, exported small, and --eval-only agrees."""
+    bench = _bench()
+    exported = tmp_path / "micro.ckpt"
+    args = ["--data", str(quarter_data.root), "--out", str(tmp_path / "bench"), "--minutes", "0.005", "--no-append",
+            "--export", str(exported), "--stride", "8"]
+    for override in MICRO_TRAINING:
+        args += ["--set", override]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("test_nll_nats_per_frame=") and last.endswith(" frames=4725")
+    nll = float(last.split()[0].split("=")[1])
+    assert 0 < nll < 128 * math.log(2)  # below the uniform binary model over 128 rows
+    assert "128 rows scored" in out and "upper bound on the 88-key NLL" in out and "exact (all-AR levels)" in out
+    step = torch.load(tmp_path / "bench" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert 1 <= step < 50
+    assert exported.stat().st_size < 1 << 20
+    assert bench.main(["--eval-only", "--checkpoint", str(exported), "--data", str(quarter_data.root),
+                       "--stride", "8"]) == 0
+    again = capsys.readouterr().out.strip().splitlines()[-1]
+    assert again == last
+
+
+def test_shipped_checkpoint_names_are_never_paths():
+    from fractalmidi.pretrained import shipped_checkpoint
+
+    assert shipped_checkpoint("no-such-model") is None
+    assert shipped_checkpoint("../jsb-quarter") is None and shipped_checkpoint("/etc/passwd") is None

@@ -30,8 +30,7 @@ DEFAULT = {"widths": (768, 384, 192), "depths": (4, 2, 1), "heads": (12, 6, 3), 
            "num_iter_list": (16, 1, 1), "ema_decays": (0.9999,), "dropout": 0.1, "empty_keep": 0.25}
 LARGE = {**DEFAULT, "depths": (16, 4, 2)}
 JSB = {"patch_sizes": (8, 2, 1), "widths": (192, 64, 32), "depths": (3, 2, 1), "heads": (6, 4, 2), "head_width": 32,
-       "num_bins": 2, "note_states": False, "scan_order": "column_major", "num_iter_list": (1, 1, 1),
-       "ema_decays": (0.995,)}
+       "num_bins": 2, "note_states": False, "scan_order": "column_major", "num_iter_list": (1, 1, 1)}
 
 register_preset("fractal-tiny", FractalGen, generators=MAR_AR_AR, **TINY)
 register_preset("fractal-ar-tiny", FractalGen, generators=AR3, **TINY)
