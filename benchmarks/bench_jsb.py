@@ -260,7 +260,7 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
         run_dir, command, seconds = run_train(args, out)
         minutes = seconds / 60
         data = _data(argparse.Namespace(data=str(Path(args.data) if args.data else out / "jsb-quarter")), scratch)
-    print("validation NLL per checkpoint (exact, EMA weights):", flush=True)
+    print("exact validation NLL per checkpoint (EMA weights where the run kept them):", flush=True)
     best, table = select_best(run_dir, data, args)
     model, config = _load(best)
     window, stride = _window(config, args)
