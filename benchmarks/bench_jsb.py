@@ -97,19 +97,6 @@ def _load(path: Path):
     return loaded.model, loaded.config
 
 
-def resolve(name_or_path: str) -> Path:
-    from fractalmidi.errors import UserError
-    from fractalmidi.pretrained import shipped_checkpoint
-
-    path = Path(name_or_path)
-    if path.exists():
-        return path
-    shipped = shipped_checkpoint(name_or_path)
-    if shipped is None:
-        raise UserError(f"--checkpoint {name_or_path!r}: no such file or run folder, nor a shipped model name")
-    return shipped
-
-
 def select_best(run_dir: Path, data, args: argparse.Namespace) -> tuple[Path, list[tuple[Path, int, float]]]:
     """Exact validation NLL of every saved checkpoint of a run (EMA weights); the lowest wins."""
     import torch
@@ -132,22 +119,6 @@ def select_best(run_dir: Path, data, args: argparse.Namespace) -> tuple[Path, li
         table.append((path, step, nll))
     best = min(table, key=lambda row: row[2])
     return best[0], table
-
-
-def export(checkpoint: Path, out: Path, notes: dict[str, Any]) -> Path:
-    """A small inference checkpoint: the (EMA) generator weights and the config, no optimiser state."""
-    import torch
-
-    from fractalmidi.train.checkpoint import EXTRA_KEY, MODEL_PREFIX, atomic_torch_save, package_versions, safe_load
-
-    model, config = _load(checkpoint)
-    saved = safe_load(checkpoint)
-    state = {MODEL_PREFIX + k: v.detach().clone() for k, v in model.state_dict().items()}
-    extra = {"format": saved[EXTRA_KEY]["format"], "config": config, "versions": package_versions(),
-             "family": model.family, "ema_decays": [], "ema": None, "benchmark": notes}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({"state_dict": state, EXTRA_KEY: extra, "global_step": saved["global_step"]}, out)
-    return out
 
 
 def table_text(rows: list[tuple[str, str]], ours: list[tuple[str, float]], baselines: list[tuple[str, float]]) -> str:
@@ -218,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines", action="store_true", help="print the unigram and Markov baseline rows")
     parser.add_argument("--window", type=int, help="scoring window in frames (default: the model's training crop)")
     parser.add_argument("--stride", type=int, help="scoring stride (default: half the window)")
-    parser.add_argument("--export", metavar="CKPT", help="also write the selected model as a small inference checkpoint")
+    parser.add_argument("--export", metavar="CKPT", help="also write the selected model as a slim inference checkpoint "
+                        "(fractalmidi export; ship it as src/fractalmidi/pretrained/jsb-quarter.ckpt with a model card)")
     parser.add_argument("--no-append", action="store_true", help="do not append the table to RESULTS.md")
     args = parser.parse_args(argv)
 
@@ -245,6 +217,8 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
     if args.eval_only:
         if not args.checkpoint:
             raise SystemExit("--eval-only needs --checkpoint CKPT_OR_NAME")
+        from fractalmidi.pretrained import resolve
+
         model, config = _load(resolve(args.checkpoint))
         window, stride = _window(config, args)
         result = score(model, data, "test", window, stride)
@@ -268,8 +242,10 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
     step = next(s for p, s, _ in table if p == best)
     valid = min(v for _, _, v in table)
     if args.export:
-        export(best, Path(args.export), {"test_nll_nats_per_frame": result["nats_per_frame"], "frames": result["frames"],
-                                         "valid_nll_nats_per_frame": valid, "step": step, "window": window, "stride": stride})
+        from fractalmidi.train.export import export_generator
+
+        size = export_generator(best, Path(args.export))
+        print(f"exported step {step} to {args.export} ({size / 2**20:.2f} MiB)")
     rows = [("training command", f"`{command}`"), ("training wall time", f"{minutes:.1f} min"),
             ("selected", f"step {step} of {max(s for _, s, _ in table)} by exact validation NLL {valid:.4f} "
                          f"({', '.join(f'{s}: {v:.3f}' for _, s, v in table)})"),

@@ -223,10 +223,3 @@ def test_bench_trains_within_its_budget_selects_exports_and_rescores(quarter_dat
                        "--stride", "8"]) == 0
     again = capsys.readouterr().out.strip().splitlines()[-1]
     assert again == last
-
-
-def test_shipped_checkpoint_names_are_never_paths():
-    from fractalmidi.pretrained import shipped_checkpoint
-
-    assert shipped_checkpoint("no-such-model") is None
-    assert shipped_checkpoint("../jsb-quarter") is None and shipped_checkpoint("/etc/passwd") is None
