@@ -98,7 +98,7 @@ def _load(path: Path):
 
 
 def select_best(run_dir: Path, data, args: argparse.Namespace) -> tuple[Path, list[tuple[Path, int, float]]]:
-    """Exact validation NLL of every saved checkpoint of a run (EMA weights); the lowest wins."""
+    """Exact validation NLL of every saved checkpoint of a run (EMA weights where kept); the lowest wins."""
     import torch
 
     from fractalmidi.train.checkpoint import CHECKPOINT_DIR
