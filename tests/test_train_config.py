@@ -15,7 +15,7 @@ from fractalmidi.train.schedule import WarmupCosine
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TRAIN_CONFIGS = ("fractal_128x512", "fractal_128x256", "fractal_128x128", "fractal_ar", "jit_128x128",
-                 "jit_128x256", "fractal_tiny", "jit_tiny")
+                 "jit_128x256", "fractal_tiny", "jit_tiny", "fractal_jsb")
 
 
 @pytest.mark.parametrize("name", TRAIN_CONFIGS)
@@ -66,6 +66,7 @@ def test_bad_key_names_the_closest_valid_key(override: str, closest: str) -> Non
     ("hardware.strategy=dpp", "did you mean 'ddp'"),
     ("model.name=jit-tinny", "did you mean 'jit-tiny'"),
     ("training.grad_checkpointing=maybe", "training.grad_checkpointing: expected true or false"),
+    ("training.max_minutes=0", "training.max_minutes must be a positive number of minutes"),
     ("training.lr", "not of the form section.key=value"),
 ])
 def test_bad_values_are_one_line_errors(override: str, message: str) -> None:

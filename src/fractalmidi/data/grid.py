@@ -12,8 +12,12 @@ STEPS_PER_QUARTER = 4
 STEPS_PER_BAR = 16
 """Bar length on the 16th grid (4/4); POP909 time signatures are unreliable, so bars are fixed."""
 
+BEAT_GRIDS = {"16th": STEPS_PER_QUARTER, "quarter": 1}
+"""Beat-relative grids by name and their steps per quarter note (``quarter``: the JSB benchmark's frames)."""
+
 DEFAULT_GRID = "16th"
-GRID_HELP = "'16th' (beat-relative, 4 steps per quarter) or 'fps:N' (N frames per second, e.g. fps:16)"
+GRID_HELP = ("'16th' (beat-relative, 4 steps per quarter), 'quarter' (one step per quarter) or "
+             "'fps:N' (N frames per second, e.g. fps:16)")
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,12 @@ class Grid:
 
 
 def parse_grid(spec: str | Grid) -> Grid:
-    """``"16th"`` or ``"fps:N"`` -> :class:`Grid`; anything else is a :class:`UserError`."""
+    """``"16th"``, ``"quarter"`` or ``"fps:N"`` -> :class:`Grid`; anything else is a :class:`UserError`."""
     if isinstance(spec, Grid):
         return spec
     text = str(spec).strip().lower()
-    if text == "16th":
-        return Grid("16th", steps_per_quarter=STEPS_PER_QUARTER)
+    if text in BEAT_GRIDS:
+        return Grid(text, steps_per_quarter=BEAT_GRIDS[text])
     if text.startswith("fps:"):
         try:
             fps = float(text[4:])

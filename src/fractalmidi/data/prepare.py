@@ -28,7 +28,15 @@ from fractalmidi.data.cache import (
 from fractalmidi.data.grid import GRID_HELP, parse_grid
 from fractalmidi.data.pool import CrashedJob, run_ordered
 from fractalmidi.data.roll import DEFAULT_MAX_STEPS
-from fractalmidi.data.sources import DATASETS, LAYOUT_DEFAULT_GRID, LAYOUTS, SPLITS, convert_job, open_source
+from fractalmidi.data.sources import (
+    DATASETS,
+    LAYOUT_DEFAULT_GRID,
+    LAYOUT_FIXED_GRID,
+    LAYOUTS,
+    SPLITS,
+    convert_job,
+    open_source,
+)
 from fractalmidi.data.split import DEFAULT_MIN_SPLIT_COUNT, DEFAULT_SPLIT, assign_splits, parse_ratios
 from fractalmidi.errors import UserError
 
@@ -42,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", nargs="?", metavar="SRC", help="folder of MIDI files (searched recursively) or a known dataset folder")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the prepared data")
     parser.add_argument("--layout", default="auto", choices=LAYOUTS,
-                        help="folder layout (default: auto = jsb if Jsb16thSeparated.json, pop909 for NNN.mid songs, else midi-dir)")
+                        help="folder layout (default: auto = jsb if Jsb16thSeparated.json, pop909 for NNN.mid songs, else midi-dir; "
+                             "jsb-quarter = the quarter-note JSB benchmark file)")
     parser.add_argument("--dataset", choices=DATASETS, help="a dataset bundled with music21 instead of SRC: bach = its Bach chorales, folk = the fiddle tunes of Ryan's Mammoth Collection")
     parser.add_argument("--grid", help=f"time grid: {GRID_HELP} (default: 16th; fps:16 for aria)")
     parser.add_argument("--sustain", action="store_true", help="extend notes held by the sustain pedal (CC64)")
@@ -72,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
     ratios = parse_ratios(args.split)
     source = open_source(args.src, layout=args.layout, dataset=args.dataset)
     grid = parse_grid(args.grid or LAYOUT_DEFAULT_GRID[source.layout])
-    if source.layout == "jsb" and grid.name != "16th":
-        raise UserError(f"the jsb layout exists only on the 16th grid, got --grid {grid.name}")
+    fixed = LAYOUT_FIXED_GRID.get(source.layout)
+    if fixed is not None and grid.name != fixed:
+        raise UserError(f"the {source.layout} layout exists only on the {fixed} grid, got --grid {grid.name}")
     settings = {
         "layout": source.layout, "root": source.root, "grid": grid.name, "sustain": bool(args.sustain),
         "max_steps": args.max_steps_per_piece, "split": list(ratios), "min_split_count": args.min_split_count,

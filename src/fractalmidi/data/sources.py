@@ -20,7 +20,7 @@ from symusic import Note, Score, Tempo, Track
 from fractalmidi.data.roll import NUM_PITCHES, BadMidiError, canonical_codes, midi_to_roll
 from fractalmidi.errors import UserError
 
-LAYOUTS = ("auto", "midi-dir", "pop909", "jsb", "aria")
+LAYOUTS = ("auto", "midi-dir", "pop909", "jsb", "jsb-quarter", "aria")
 DATASETS = ("bach", "folk")
 """Datasets inside the music21 package (no download): its Bach chorales, and the ~1,000 fiddle tunes
 (reels, hornpipes, jigs: one melody each) of Ryan's Mammoth Collection."""
@@ -28,11 +28,17 @@ FOLK_FOLDER = "ryansMammoth"
 SPLITS = ("train", "valid", "test")
 MIDI_SUFFIXES = (".mid", ".midi")
 
-LAYOUT_DEFAULT_GRID = {"midi-dir": "16th", "pop909": "16th", "jsb": "16th", "aria": "fps:16", "bach": "16th", "folk": "16th"}
+LAYOUT_DEFAULT_GRID = {"midi-dir": "16th", "pop909": "16th", "jsb": "16th", "jsb-quarter": "quarter",
+                       "aria": "fps:16", "bach": "16th", "folk": "16th"}
 """Aria-MIDI holds transcribed performances whose beat grid is meaningless: absolute frames."""
+LAYOUT_FIXED_GRID = {"jsb": "16th", "jsb-quarter": "quarter"}
+"""Layouts whose files hold frames already quantised to one grid."""
 
 JSB_FILE = "Jsb16thSeparated.json"
 """The JSON copy of the Coconet file (the pickle is never loaded): SATB pitches per 16th, -1 = rest."""
+JSB_QUARTER_FILE = "jsb-chorales-quarter.json"
+"""Boulanger-Lewandowski's benchmark file: per quarter-note frame, the list of sounding MIDI pitches
+(an empty list is a rest, a frame like any other)."""
 
 JSB_VELOCITY = 90
 """JSB chorales carry no dynamics: every sounding pitch gets this velocity."""
@@ -128,8 +134,8 @@ def open_source(src: str | os.PathLike | None, *, layout: str = "auto", dataset:
         raise UserError(f"unknown layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     if layout == "auto":
         layout = detect_layout(root)
-    if layout == "jsb":
-        return _jsb_source(root)
+    if layout in ("jsb", "jsb-quarter"):
+        return _jsb_source(root, layout)
     if layout == "pop909":
         files = list(iter_pop909_files(root))
         if not files:
@@ -138,20 +144,21 @@ def open_source(src: str | os.PathLike | None, *, layout: str = "auto", dataset:
     return Source(layout=layout, root=str(root), jobs=(Job(str(p)) for p in iter_midi_files(root)))
 
 
-def _jsb_source(root: Path) -> Source:
-    data = read_jsb_json(root)
+def _jsb_source(root: Path, layout: str) -> Source:
+    """Both JSB files keep the standard 229/76/77 split; pieces are keyed ``jsb:SPLIT/I``."""
+    data = read_jsb_json(root, JSB_QUARTER_FILE if layout == "jsb-quarter" else JSB_FILE)
     jobs = (
-        Job(key=f"jsb:{split}/{i}", kind="jsb", payload=piece, split=split)
+        Job(key=f"jsb:{split}/{i}", kind=layout, payload=piece, split=split)
         for split in SPLITS
         for i, piece in enumerate(data[split])
     )
-    return Source(layout="jsb", root=str(root), jobs=jobs, total=sum(len(data[s]) for s in SPLITS), fixed_splits=True)
+    return Source(layout=layout, root=str(root), jobs=jobs, total=sum(len(data[s]) for s in SPLITS), fixed_splits=True)
 
 
-def read_jsb_json(root: Path) -> dict[str, list]:
-    path = Path(root) / JSB_FILE
+def read_jsb_json(root: Path, name: str = JSB_FILE) -> dict[str, list]:
+    path = Path(root) / name
     if not path.is_file():
-        raise UserError(f"JSB layout needs {JSB_FILE} in {root}")
+        raise UserError(f"JSB layout needs {name} in {root}")
     data = json.loads(path.read_text())
     missing = [s for s in SPLITS if s not in data]
     if missing:
@@ -166,6 +173,22 @@ def jsb_roll(voices: list[list[float]]) -> np.ndarray:
     roll = np.zeros((1, NUM_PITCHES, rows.shape[0]), dtype=np.uint8)
     t, v = np.nonzero(np.nan_to_num(rows, nan=-1.0) >= 0)
     roll[0, rows[t, v].astype(np.int64), t] = JSB_VELOCITY
+    return canonical_codes(roll)
+
+
+def frames_roll(frames: list[list[int]]) -> np.ndarray:
+    """Frames of sounding MIDI pitches (``[[60, 64, 67], [], ...]``) -> ``(1, 128, T)`` uint8 codes.
+
+    The benchmark's frames are binary: every sounding pitch gets ``JSB_VELOCITY``, and a pitch that
+    starts sounding is an onset (the file cannot tell held from repeated notes). A pitch outside
+    0..127 is a ``BadMidiError`` (checked before it could index anything).
+    """
+    roll = np.zeros((1, NUM_PITCHES, len(frames)), dtype=np.uint8)
+    for t, pitches in enumerate(frames):
+        for pitch in pitches:
+            if not (isinstance(pitch, int) and 0 <= pitch < NUM_PITCHES):
+                raise BadMidiError(f"frame {t}: {pitch!r} is not a MIDI pitch 0..127")
+            roll[0, pitch, t] = JSB_VELOCITY
     return canonical_codes(roll)
 
 
@@ -250,13 +273,13 @@ def convert_job(job: Job, grid: str, sustain: bool, max_steps: int) -> tuple[np.
     if crash_on and Path(job.key).name == crash_on:
         os._exit(CRASH_HOOK_EXIT_CODE)
     try:
-        if job.kind == "jsb":
-            roll = jsb_roll(job.payload)
+        if job.kind in ("jsb", "jsb-quarter"):
+            if len(job.payload) > max_steps:
+                raise BadMidiError(f"too long: {len(job.payload)} steps > max {max_steps}")
+            roll = jsb_roll(job.payload) if job.kind == "jsb" else frames_roll(job.payload)
             if not roll.any():
                 raise BadMidiError("no notes")
-            if roll.shape[-1] > max_steps:
-                raise BadMidiError(f"too long: {roll.shape[-1]} steps > max {max_steps}")
-            meta = {"grid": "16th", "tempo_bpm": CHORALE_TEMPO_BPM, "steps": int(roll.shape[-1])}
+            meta = {"grid": LAYOUT_FIXED_GRID[job.kind], "tempo_bpm": CHORALE_TEMPO_BPM, "steps": int(roll.shape[-1])}
         elif job.kind == "corpus":
             roll, meta = midi_to_roll(corpus_score(job.payload), grid=grid, sustain=sustain, max_steps=max_steps)
         else:

@@ -189,12 +189,13 @@ class FractalGen(Generator):
 
     def _descend(self, level: int, states: torch.Tensor, conds: list[torch.Tensor],
                  owner: torch.Tensor, weight: torch.Tensor, out: dict[str, Any],
-                 estimate: bool, generator: torch.Generator | None) -> None:
+                 estimate: bool, generator: torch.Generator | None, scored: torch.Tensor | None = None) -> None:
         """Score regions ``(N, H, W)`` at ``level`` and recurse into the patches it predicts.
 
         Training (``estimate`` False) masks MAR patches as MAR training does; likelihood mode
         masks them for an unbiased any-order estimate. ``owner`` maps regions to samples,
-        ``weight`` is each region's estimator weight; results accumulate in ``out``.
+        ``weight`` is each region's estimator weight; results accumulate in ``out``. ``scored``
+        ``(N, H, W)`` bool (None = all): pixels whose NLL counts; the others are context only.
         """
         net = self.levels[level]
         size = self.patch_sizes[level]
@@ -230,23 +231,28 @@ class FractalGen(Generator):
         if size == 1:
             logits = self.head(child).float()
             nll = F.cross_entropy(logits, tokens.reshape(-1)[index], reduction="none")
+            if scored is not None:
+                nll = nll * patchify(scored, size).reshape(-1)[index]
             out["pixel_nll"].append(nll)
             out["pixel_owner"].append(owner)
             out["pixel_weight"].append(weight)
             return
         sub_states = tokens.reshape(n * length, size, size)[index]
-        self._descend(level + 1, sub_states, child, owner, weight, out, estimate, generator)
+        sub_scored = None if scored is None else patchify(scored, size).reshape(n * length, size, size)[index]
+        self._descend(level + 1, sub_states, child, owner, weight, out, estimate, generator, sub_scored)
 
     def _score(self, x: torch.Tensor, labels: torch.Tensor | None, *, estimate: bool,
-               generator: torch.Generator | None = None, drop: bool | None = None) -> dict[str, Any]:
+               generator: torch.Generator | None = None, drop: bool | None = None,
+               scored_frames: torch.Tensor | None = None) -> dict[str, Any]:
         self.check_rolls(x)
         batch = x.shape[0]
         states = self.pixel_states.from_planes(x)
         out: dict[str, Any] = {"occupancy": [[] for _ in self.levels], "occupancy_count": [0] * len(self.levels),
                                "pixel_nll": [], "pixel_owner": [], "pixel_weight": []}
         top = self._top_conds(batch, labels, x.device, drop)
+        scored = None if scored_frames is None else scored_frames[:, None, :].expand_as(states)
         self._descend(0, states, [top], torch.arange(batch, device=x.device),
-                      torch.ones(batch, device=x.device), out, estimate, generator)
+                      torch.ones(batch, device=x.device), out, estimate, generator, scored)
         return out
 
     def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -262,18 +268,24 @@ class FractalGen(Generator):
 
     @torch.no_grad()
     def nll(self, x: torch.Tensor, labels: torch.Tensor | None = None,
-            generator: torch.Generator | None = None) -> dict[str, Any]:
+            generator: torch.Generator | None = None, scored_frames: torch.Tensor | None = None) -> dict[str, Any]:
         """Per-sample NLL of the pixel states: exact for all-AR models, else a one-sample estimate.
 
         Returns ``bits_per_pixel`` and ``nats_per_step`` ``(B,)``, ``nats`` ``(B,)`` (whole roll)
         and ``exact`` (bool). Average several calls to tighten a MAR estimate.
+        ``scored_frames`` ``(B, T)`` bool: only these frames' pixels are scored (padding, or context
+        of a sliding window, adds nothing); per-step and per-pixel means count scored frames only.
         """
-        scored = self._score(x, labels, estimate=True, generator=generator, drop=False)
+        if scored_frames is not None and scored_frames.shape != (x.shape[0], x.shape[-1]):
+            raise ValueError(f"scored_frames must be (B, T) = {(x.shape[0], x.shape[-1])}, got {tuple(scored_frames.shape)}")
+        scored = self._score(x, labels, estimate=True, generator=generator, drop=False, scored_frames=scored_frames)
         nll = torch.cat(scored["pixel_nll"]) * torch.cat(scored["pixel_weight"])
         per_sample = torch.zeros(x.shape[0], device=x.device, dtype=nll.dtype)
         per_sample.index_add_(0, torch.cat(scored["pixel_owner"]), nll)
-        pixels = x.shape[2] * x.shape[3]
-        return {"bits_per_pixel": per_sample / pixels / math.log(2), "nats_per_step": per_sample / x.shape[3],
+        steps = (torch.full_like(per_sample, x.shape[3]) if scored_frames is None
+                 else scored_frames.sum(1).to(per_sample.dtype))
+        pixels = x.shape[2] * steps
+        return {"bits_per_pixel": per_sample / pixels / math.log(2), "nats_per_step": per_sample / steps,
                 "nats": per_sample, "exact": self.exact_likelihood}
 
     # ----- sampling -----------------------------------------------------------------------------
