@@ -32,6 +32,7 @@ OWN_PREFIX = ".fractalmidi-"
 """Names of the tool's own helper entries inside an output folder (marker, lock, stage, old)."""
 STAGE_TAG, OLD_TAG = "stage", "old"
 _TEMP_NAME = re.compile(r"^\.(?P<name>.*)\.fractalmidi-(?P<pid>\d+)-[0-9a-f]+\.partial$")
+_TEMP_FILE = re.compile(r"^\..*\.fractalmidi-(?P<pid>\d+)-[0-9a-f]+\.tmp$")
 _INNER_NAME = re.compile(rf"^{re.escape(OWN_PREFIX)}(?:{STAGE_TAG}|{OLD_TAG})-(?P<pid>\d+)-[0-9a-f]+$")
 TOKEN_BYTES = 4
 
@@ -44,6 +45,21 @@ def resolved(path: str | os.PathLike) -> Path:
 def unique_suffix() -> str:
     """``PID-TOKEN``: unique to this run, and tells a later run whether its owner is still alive."""
     return f"{os.getpid()}-{secrets.token_hex(TOKEN_BYTES)}"
+
+
+def temp_file_name(name: str) -> str:
+    """Hidden name of a file being written, unique to the run; :func:`sweep_stale_files` knows it."""
+    return f".{name}.fractalmidi-{unique_suffix()}.tmp"
+
+
+def sweep_stale_files(folder: Path) -> None:
+    """Remove files a killed run was writing in ``folder`` (named by :func:`temp_file_name`, dead pid)."""
+    if not Path(folder).is_dir():
+        return
+    for entry in Path(folder).iterdir():
+        match = _TEMP_FILE.match(entry.name)
+        if match and entry.is_file() and not _alive(int(match["pid"])):
+            entry.unlink(missing_ok=True)
 
 
 def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], flag: str = "--out") -> None:
