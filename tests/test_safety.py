@@ -479,3 +479,38 @@ def test_config_sizes_are_checked_against_the_weights_before_building(tmp_path: 
     with pytest.raises(UserError, match="does not match the model"):
         load_generator(path)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 512 * 1024  # KiB: nothing huge allocated
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncate_rolls", "ends past the"),
+    ("huge_start", "ends past the"),
+    ("bad_split", "split code"),
+    ("bad_info", "metadata offset"),
+    ("index_shape", "not (N, 6) integers"),
+])
+def test_damaged_prepared_folder_is_one_line_for_train_and_evaluate(home: Path, tmp_path: Path, damage: str,
+                                                                    message: str, capsys) -> None:
+    from fractalmidi.data.cache import INDEX_FILE, ROLLS_FILE
+
+    data = tmp_path / "data"
+    assert main(["prepare", str(home / "songs"), "--out", str(data), "--workers", "0", "--split", "0.5,0,0.5"]) == 0
+    index = np.load(data / INDEX_FILE)
+    if damage == "truncate_rolls":
+        rolls = (data / ROLLS_FILE).read_bytes()
+        (data / ROLLS_FILE).write_bytes(rolls[: len(rolls) // 2 // 128 * 128])
+    elif damage == "huge_start":
+        index[0, 0] = 2**62
+    elif damage == "bad_split":
+        index[0, 2] = 7
+    elif damage == "bad_info":
+        index[-1, 5] = 10**12
+    else:
+        index = index[:, :3].astype(np.float32)
+    np.save(data / INDEX_FILE, index)
+    capsys.readouterr()
+    assert main(["evaluate", "--generated", str(home / "songs"), "--reference", str(data), "--out", str(tmp_path / "r")]) == 2
+    assert "damaged prepared folder" in (line := one_line_error(capsys, "evaluate")) and message in line
+    config = Path(__file__).resolve().parents[1] / "configs" / "fractal_tiny.yaml"
+    assert main(["train", str(config), f"data.root={data}", f"logging.output_dir={tmp_path / 'run'}"]) == 2
+    assert "damaged prepared folder" in one_line_error(capsys, "train")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "run").exists()
