@@ -514,3 +514,23 @@ def test_damaged_prepared_folder_is_one_line_for_train_and_evaluate(home: Path, 
     assert main(["train", str(config), f"data.root={data}", f"logging.output_dir={tmp_path / 'run'}"]) == 2
     assert "damaged prepared folder" in one_line_error(capsys, "train")
     assert not (tmp_path / "r").exists() and not (tmp_path / "run").exists()
+
+
+def test_sigkill_of_prepare_takes_its_workers_along(tmp_path: Path, make_midi) -> None:
+    src = tmp_path / "src"
+    for i in range(20):
+        make_midi(src / f"s{i:02d}.mid", tune(i % 12))
+    env = {**os.environ, "FRACTALMIDI_TEST_SLOW_JOB_S": "0.2"}
+    proc = subprocess.Popen([sys.executable, "-m", "fractalmidi", "prepare", str(src), "--out", str(tmp_path / "out"),
+                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    journal = tmp_path / "out.partial" / "journal.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (journal.is_file() and journal.stat().st_size):
+        time.sleep(0.05)
+    children = _children(proc.pid)
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and [pid for pid in children if _alive(pid)]:
+        time.sleep(0.1)
+    assert children and not [pid for pid in children if _alive(pid)]

@@ -382,9 +382,11 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
 
 def _inputs(req: Request) -> list[Path | None]:
     """What ``--out`` must never be, contain or lie inside."""
-    from fractalmidi.train.checkpoint import resolve_checkpoint
+    from fractalmidi.train.checkpoint import CHECKPOINT_DIR, LAST_NAME
 
-    return [req.input, resolve_checkpoint(req.checkpoint), req.config_file]
+    checkpoint = Path(req.checkpoint)
+    last = checkpoint / CHECKPOINT_DIR / LAST_NAME  # a run folder: its checkpoint (samples may go beside it)
+    return [req.input, last if checkpoint.is_dir() and last.is_file() else checkpoint, req.config_file]
 
 
 def _write_input(stage: Path, req: Request, roll, meta: dict, grid: str, tempo: float) -> dict | None:
