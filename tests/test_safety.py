@@ -534,3 +534,28 @@ def test_sigkill_of_prepare_takes_its_workers_along(tmp_path: Path, make_midi) -
     while time.monotonic() < deadline and [pid for pid in children if _alive(pid)]:
         time.sleep(0.1)
     assert children and not [pid for pid in children if _alive(pid)]
+
+
+@pytest.mark.data
+def test_generate_into_dot_with_an_odd_name_and_a_full_disk(tiny_fractal_checkpoint: Path, tmp_path: Path,
+                                                            make_midi, monkeypatch, capsys) -> None:
+    import fractalmidi.viz as viz
+
+    here = tmp_path / "here"
+    here.mkdir()
+    song = make_midi(Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.mid")), [(60 + i % 7, i * SIXTEENTH, SIXTEENTH, 80)
+                                                                           for i in range(32)])
+    monkeypatch.chdir(here)
+    argv = ["generate", "--checkpoint", str(tiny_fractal_checkpoint), "--out", ".", "--num-iter-list", "1", "1", "1",
+            "--mode", "continue", "--input", str(song), "--condition-length", "16", "--length", "16", "--num-samples", "1"]
+    assert main(argv) == 0  # an empty current folder is written in place
+    names = sorted(p.name for p in here.iterdir())
+    assert names == [MARKER, "input.mid", "input.png", "sample_000.mid", "sample_000.png", "samples.json"]
+    assert main([*argv, "--overwrite"]) == 0 and Path.cwd() == here.resolve()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["caf\udce9.mid", "here"]  # nothing left beside it
+    capsys.readouterr()
+    with monkeypatch.context() as patch:
+        patch.setattr(viz, "save_png", disk_full)
+        assert main([*argv[:4], str(tmp_path / "new"), *argv[5:]]) == 2
+        assert "No space left on device" in one_line_error(capsys, "generate")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["caf\udce9.mid", "here"]
