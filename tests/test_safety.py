@@ -157,13 +157,17 @@ def test_staging_is_unique_cleaned_on_failure_and_swept_after_a_kill(tmp_path: P
     leftover = tmp_path / f".out.fractalmidi-{int(dead.stdout)}-0badc0de.partial"
     leftover.mkdir()
     write_marker(leftover, "test")
+    running = tmp_path / f".out.fractalmidi-{os.getpid()}-0badc0de.partial"  # a live run's: kept
+    running.mkdir()
+    write_marker(running, "test")
     foreign = tmp_path / ".out.fractalmidi-1-abc.partial.txt"
     foreign.write_text("not ours")
-    sweep_stale(out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [foreign.name]
-    with staged_dir(out, False, command="test") as stage:
+    with staged_dir(out, False, command="test") as stage:  # the next run on the same output sweeps
         (stage / "a.txt").write_text("a")
     assert sorted(p.name for p in out.iterdir()) == [MARKER, "a.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [foreign.name, running.name, "out"]
+    sweep_stale(out)
+    assert running.is_dir()
 
 
 def test_out_dot_works_in_place(home: Path, tmp_path: Path, monkeypatch, capsys) -> None:

@@ -138,8 +138,8 @@ def check_out_dir(out: str | os.PathLike, overwrite: bool, inputs: Iterable[str 
     path = resolved(out)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {out} exists and is not a folder; choose another path")
+    sweep_stale(path)
     if path.is_dir():
-        sweep_stale(path)
         if any(path.iterdir()):
             if not overwrite:
                 raise UserError(f"{flag} {out} already exists and is not empty; pass --overwrite to replace a folder "
