@@ -563,3 +563,13 @@ def test_generate_into_dot_with_an_odd_name_and_a_full_disk(tiny_fractal_checkpo
         assert main([*argv[:4], str(tmp_path / "new"), *argv[5:]]) == 2
         assert "No space left on device" in one_line_error(capsys, "generate")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["caf\udce9.mid", "here"]
+
+
+def test_training_never_writes_its_run_into_the_data(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.json").write_text("{}")
+    for run in (data, data / "run"):
+        assert main(_train_argv(data, run)) == 2
+        assert "the input" in one_line_error(capsys, "train")
+    assert sorted(p.name for p in data.iterdir()) == ["manifest.json"]
