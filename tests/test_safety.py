@@ -432,7 +432,7 @@ def _train_argv(data: Path, run: Path, *overrides: str) -> list[str]:
 
 
 @pytest.mark.data
-def test_training_refuses_nan_and_stops_on_a_diverging_loss(prepared_jsb: Path, tmp_path: Path, capsys,
+def test_training_refuses_nan_and_stops_on_a_diverging_loss(prepared_jsb: Path, tmp_path: Path, capsys, monkeypatch,
                                                             torch_single_thread) -> None:
     run = tmp_path / "run"
     assert main(_train_argv(prepared_jsb, run, "training.lr=nan", "training.max_steps=2")) == 2
@@ -452,6 +452,15 @@ def test_training_refuses_nan_and_stops_on_a_diverging_loss(prepared_jsb: Path, 
     assert main(["train", "--resume", str(run), "training.max_steps=2"]) == 0
     assert sorted(p.name for p in ckpts.iterdir()) == ["last.ckpt"]
     capsys.readouterr()
+    # a full disk when the checkpoint is written: one line, and the fresh run leaves nothing
+    import fractalmidi.train.checkpoint as checkpoint
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "atomic_torch_save", disk_full)
+        assert main(_train_argv(prepared_jsb, tmp_path / "full", "training.max_steps=1")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "fractalmidi train: error: No space left on device", err[-3:]
+    assert not (tmp_path / "full").exists()
 
 
 def test_weights_only_refusal_names_what_the_file_is_not(tmp_path: Path, capsys) -> None:
