@@ -582,3 +582,22 @@ def test_training_never_writes_its_run_into_the_data(tmp_path: Path, capsys) -> 
         assert main(_train_argv(data, run)) == 2
         assert "the input" in one_line_error(capsys, "train")
     assert sorted(p.name for p in data.iterdir()) == ["manifest.json"]
+
+
+def test_two_prepares_on_one_run_the_second_stops_cleanly(tmp_path: Path, make_midi) -> None:
+    src = tmp_path / "src"
+    for i in range(12):
+        make_midi(src / f"s{i:02d}.mid", tune(i))
+    argv = [sys.executable, "-m", "fractalmidi", "prepare", str(src), "--out", str(tmp_path / "out"), "--workers", "0"]
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "FRACTALMIDI_TEST_SLOW_JOB_S": "0.3"})
+    journal = tmp_path / "out.partial" / "journal.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (journal.is_file() and journal.stat().st_size):
+        time.sleep(0.05)
+    second = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.strip().splitlines()[-1].startswith("fractalmidi prepare: error: another 'fractalmidi prepare'")
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["pieces"] == 12
