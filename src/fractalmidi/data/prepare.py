@@ -1,7 +1,9 @@
 """``fractalmidi prepare``: a MIDI folder or known dataset -> cached piano-rolls, splits, manifest.
 
-The output is built in ``OUT.partial`` (journaled, so ``--resume`` continues a killed run) and
-renamed to ``OUT`` when complete. Bad files are skipped with their reason in the manifest.
+The output is built in ``OUT.partial`` (journaled, so ``--resume`` continues a killed run; locked,
+so a second run on it stops) and published to ``OUT`` by :mod:`fractalmidi.outdir` when complete.
+Bad files and duplicates are skipped with their reason in the manifest; pieces sharing a file-name
+stem share a split.
 """
 
 from __future__ import annotations
