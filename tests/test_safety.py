@@ -601,3 +601,18 @@ def test_two_prepares_on_one_run_the_second_stops_cleanly(tmp_path: Path, make_m
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["pieces"] == 12
+
+
+@pytest.mark.data
+def test_export_never_overwrites_its_source(tiny_fractal_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    last = run / "checkpoints" / "last.ckpt"
+    shutil.copy(tiny_fractal_checkpoint, last)
+    before = last.read_bytes()
+    assert main(["export", str(run), str(last), "--overwrite"]) == 2
+    assert "is the input" in one_line_error(capsys, "export")
+    assert last.read_bytes() == before
+    assert main(["export", str(run), str(run / "slim.ckpt")]) == 0  # beside it is fine
