@@ -356,7 +356,7 @@ def test_sigterm_stops_prepare_with_its_workers_and_keeps_the_run_resumable(tmp_
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "fractalmidi prepare: interrupted"
-    assert children and not [pid for pid in children if _alive(pid)]  # no orphaned workers
+    assert children and not _still_alive(children)  # no orphaned workers
     assert (tmp_path / "out.partial").is_dir() and not (tmp_path / "out").exists()
     done = subprocess.run([sys.executable, "-m", "fractalmidi", "prepare", str(src), "--out", str(tmp_path / "out"),
                            "--workers", "0", "--resume"], capture_output=True, text=True, timeout=120)
@@ -375,6 +375,14 @@ def _children(pid: int) -> list[int]:
             if ppid == pid:
                 found.append(int(entry.name))
     return found
+
+
+def _still_alive(pids: list[int], patience_s: float = 30.0) -> list[int]:
+    """The processes of ``pids`` still running after up to ``patience_s`` (exiting takes a moment)."""
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline and [pid for pid in pids if _alive(pid)]:
+        time.sleep(0.1)
+    return [pid for pid in pids if _alive(pid)]
 
 
 def _alive(pid: int) -> bool:
@@ -543,10 +551,7 @@ def test_sigkill_of_prepare_takes_its_workers_along(tmp_path: Path, make_midi) -
     children = _children(proc.pid)
     proc.kill()
     proc.wait(timeout=30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and [pid for pid in children if _alive(pid)]:
-        time.sleep(0.1)
-    assert children and not [pid for pid in children if _alive(pid)]
+    assert children and not _still_alive(children)
 
 
 @pytest.mark.data
