@@ -19,6 +19,7 @@ from fractalmidi.data.roll import ONSET_BIT, VELOCITY_BITS, canonical_codes
 from fractalmidi.data.sources import BACH_VELOCITY, CRASH_HOOK_ENV, bach_chorale_paths, load_bach_chorales
 from fractalmidi.data.split import assign_splits, parse_ratios, split_counts
 from fractalmidi.errors import UserError
+from fractalmidi.outdir import write_marker
 
 SIXTEENTH = 120
 BAD_REASONS = {
@@ -237,6 +238,7 @@ def test_aria_layout_defaults_to_frames_per_second(midi_dir, tmp_path, capsys):
     # a resumed run must use the same settings
     (tmp_path / "aria2.partial").mkdir()
     (tmp_path / "aria2.partial" / "settings.json").write_text(json.dumps(data.manifest["settings"]))
+    write_marker(tmp_path / "aria2.partial", "prepare")  # a run of ours, not a stranger's folder
     capsys.readouterr()
     assert main(["prepare", str(good), "--out", str(tmp_path / "aria2"), "--layout", "aria", "--grid", "16th", "--resume"]) == 2
     assert "different settings (grid)" in capsys.readouterr().err

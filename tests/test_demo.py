@@ -9,6 +9,7 @@ import pytest
 
 from fractalmidi.cli import main
 from fractalmidi.demo import MARKER, claim_out_dir, run_demo
+from fractalmidi.outdir import MARKER as OUT_MARKER
 from fractalmidi.errors import UserError
 
 STAGES = ["data", "train", "compose", "continue", "inpaint", "evaluate"]
@@ -50,7 +51,7 @@ def test_demo_runs_the_whole_loop(prepared_jsb: Path, tmp_path: Path, capsys, mo
         run_demo(out, 0, data=prepared_jsb, num_samples=1)
     assert (out / MARKER).stat().st_mtime_ns == before
     claim_out_dir(out, overwrite=False)
-    assert list(out.iterdir()) == []
+    assert [p.name for p in out.iterdir()] == [OUT_MARKER]
 
 
 def test_demo_refuses_a_foreign_folder(tmp_path: Path, capsys) -> None:
@@ -59,6 +60,9 @@ def test_demo_refuses_a_foreign_folder(tmp_path: Path, capsys) -> None:
     (out / "thesis.tex").write_text("precious")
     assert main(["demo", "--out", str(out), "--minutes", "0"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+    assert main(["demo", "--out", str(out), "--minutes", "0", "--overwrite"]) == 2
+    assert "not made by fractalmidi" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["thesis.tex"]
     assert main(["demo", "--out", str(tmp_path / "x"), "--data", str(tmp_path)]) == 2
     assert "not a prepared data folder" in capsys.readouterr().err

@@ -230,7 +230,15 @@ def test_bad_requests_fail_in_one_line_and_write_nothing(
         (["--mode", "unconditional", "--length", "20"], "multiple of 16 (nearest: 16, 32)"),
         (["--mode", "unconditional", "--length", "16", "--steps", "4"], "--steps not used by the fractal family"),
         (["--mode", "unconditional", "--length", "16", "--start", "3"], "--start not used by --mode unconditional"),
-        (["--mode", "unconditional", "--length", "16", "--num-samples", "0"], "--num-samples must be at least 1"),
+        (["--mode", "unconditional", "--length", "16", "--num-samples", "0"], "--num-samples must be in 1..10000"),
+        (["--mode", "unconditional", "--length", "16", "--num-samples", "100000000"], "--num-samples must be in 1..10000"),
+        (["--mode", "unconditional", "--length", "16", "--batch-size", "100000000"], "--batch-size must be in 1..65536"),
+        (["--mode", "unconditional", "--length", "10000000"], "the limit is 16384 steps"),
+        (["--mode", "unconditional", "--length", "16384", "--num-samples", "8", "--batch-size", "8"], "exceeds the limit of 65536 steps"),
+        (["--mode", "unconditional", "--length", "16", "--sparsity-bias", "nan"], "--sparsity-bias must be a finite number"),
+        (["--mode", "unconditional", "--length", "16", "--temperature", "-1"], "--temperature must be > 0"),
+        (["--mode", "unconditional", "--length", "16", "--tempo-bpm", "nan"], "--tempo-bpm must be"),
+        (["--mode", "unconditional", "--length", "16", "--num-iter-list", "0", "1", "1"], "--num-iter-list must be whole"),
         (["--checkpoint", str(mismatched_checkpoint), "--mode", "unconditional", "--length", "16"], "does not match the model"),
         (["--checkpoint", str(junk), "--mode", "unconditional", "--length", "16"], "junk.ckpt"),
         (["--checkpoint", str(tmp_path / "missing.ckpt"), "--mode", "unconditional", "--length", "16"], "not found"),
@@ -250,8 +258,13 @@ def test_bad_requests_fail_in_one_line_and_write_nothing(
             "--mode", "unconditional", "--length", "16", "--num-samples", "1"]
     assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
-    assert main([*argv, "--overwrite"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["sample_000.mid", "sample_000.png", "samples.json"]
+    assert main([*argv, "--overwrite"]) == 2 and "not made by fractalmidi" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]  # a folder of the user's is never replaced
+    ours = tmp_path / "ours"
+    assert main([*argv[:4], str(ours), *argv[5:]]) == 0
+    assert main([*argv[:4], str(ours), *argv[5:], "--overwrite"]) == 0  # one fractalmidi made: replaced
+    assert sorted(p.name for p in ours.iterdir()) == [".fractalmidi-output.json", "sample_000.mid", "sample_000.png",
+                                                      "samples.json"]
 
 
 @pytest.fixture(scope="module")

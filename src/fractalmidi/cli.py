@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -66,16 +67,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     name, rest = args_list[0], args_list[1:]
     parser, module = _command_parser(name)
     args = parser.parse_args(rest)
+    previous = _stop_on_sigterm()
     try:
         return int(module.run(args) or 0)
-    except UserError as err:
+    except (UserError, OSError, MemoryError) as err:
         if args.debug:
             traceback.print_exc()
-        print(f"fractalmidi {name}: error: {err}", file=sys.stderr)
+        print(f"fractalmidi {name}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fractalmidi {name}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of a user error, or what the system said (disk full, permission, memory) and where."""
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, MemoryError):
+        return "out of memory; ask for less (a smaller --batch-size, fewer or shorter pieces)"
+    where = f": {err.filename}" if getattr(err, "filename", None) else ""
+    reason = err.strerror or (str(err).splitlines()[0] if str(err) else type(err).__name__)
+    return f"{reason}{where}"
+
+
+def _stop_on_sigterm():
+    """``kill`` (SIGTERM) unwinds like Ctrl-C, so staging folders and worker processes are cleaned
+    up on the way out. Returns the previous handler (None off the main thread)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (e.g. called from a test runner's worker thread)
+        return None
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fractalmidi.data.prepare import PARTIAL_SUFFIX
 from fractalmidi.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +24,9 @@ DEFAULT_OUT = Path("demo_out")
 DEFAULT_MINUTES = 6.0
 """Training budget; preparing, generating and evaluating take about 3-4 more minutes on 2 cores."""
 MARKER = "demo.json"
-"""A folder holding this file was written by the demo and may be replaced by the next demo."""
+"""The demo's record: what ran, how long each stage took."""
+DEMO_ENTRIES = ("data", f"data{PARTIAL_SUFFIX}", "run", "unconditional", "input", "continue", "inpaint", "report", MARKER)
+"""What a demo writes into ``--out`` (listed in its fractalmidi marker)."""
 
 MIN_TRAIN_STEPS = 5
 """With ``--minutes 0`` the demo trains only this many steps (it shows the loop, not the music)."""
@@ -51,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"steps of each composed piece, of the kept opening and of the continuation (default {UNCONDITIONAL_LENGTH})")
     parser.add_argument("--num-samples", type=int, default=NUM_UNCONDITIONAL, help=f"composed pieces, evaluated against the test split (default {NUM_UNCONDITIONAL})")
     parser.add_argument("--seed", type=int, default=0, help="seed of training and sampling (default 0)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out that is not a previous demo")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out that fractalmidi made but is not a previous demo")
 
 
 @dataclass
@@ -81,15 +84,27 @@ def _invoke(module_name: str, argv: list[str]) -> int:
     return int(module.run(parser.parse_args(argv)) or 0)
 
 
-def claim_out_dir(out: Path, overwrite: bool) -> None:
-    """Replace a previous demo in ``out``; refuse any other non-empty folder unless ``overwrite``."""
+def claim_out_dir(out: Path, overwrite: bool, inputs: tuple[Path | None, ...] = ()) -> None:
+    """Empty ``out`` for a new demo: a previous demo is replaced; another non-empty folder only with
+    ``overwrite`` and only if fractalmidi made it (see :mod:`fractalmidi.outdir`); never an input."""
+    from fractalmidi.outdir import check_not_input, check_replaceable, read_marker, write_marker
+
+    check_not_input(out, inputs)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER).is_file() and not overwrite:
-            raise UserError(f"--out {out} is not empty and holds no previous demo; pass --overwrite or choose another folder")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+        previous = (read_marker(out) or {}).get("command") == "demo"
+        if not previous and not overwrite:
+            raise UserError(f"--out {out} is not empty and holds no previous demo; pass --overwrite to replace a "
+                            f"folder fractalmidi made, or choose another folder")
+        check_replaceable(out)
+        for entry in out.iterdir():  # the folder itself stays (it may be the current one)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "demo", DEMO_ENTRIES)  # now, so that an interrupted demo is still replaceable
 
 
 def _prepare(out: Path) -> Path:
@@ -168,9 +183,7 @@ def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int
         raise UserError(f"--num-samples must be at least 2 (a set to evaluate), got {num_samples}")
     if data is not None and not (data / "manifest.json").is_file():
         raise UserError(f"--data {data} is not a prepared data folder (no manifest.json)")
-    if data is not None and data.resolve().is_relative_to(out.resolve()):
-        raise UserError(f"--data {data} lies inside --out {out}, which the demo replaces; copy it elsewhere first")
-    claim_out_dir(out, overwrite)
+    claim_out_dir(out, overwrite, (data,))
     result = DemoResult(out=out)
     clock = time.perf_counter()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fractalmidi import __version__
+from fractalmidi.data.roll import DEFAULT_MAX_STEPS
 from fractalmidi.errors import UserError
 
 MODES = ("unconditional", "continue", "inpaint")
@@ -27,6 +29,15 @@ SAMPLES_FILE = "samples.json"
 INPUT_STEM = "input"
 SAMPLE_STEM = "sample_{index:03d}"
 VELOCITY_SCALE = 127.0
+
+MAX_STEPS = DEFAULT_MAX_STEPS
+"""Longest piece generated in one run (the longest piece ``prepare`` accepts by default)."""
+MAX_NUM_SAMPLES = 10_000
+MAX_BATCH_STEPS = 65_536
+"""Batch size x steps generated at once: bounds the canvases and the model's activations."""
+MAX_ITERATIONS = 10_000
+"""Most MAR iterations per level / ODE steps accepted."""
+MAX_TEMPO_BPM = 1000.0
 
 BUILTIN_DEFAULTS: dict[str, Any] = {
     "mode": "unconditional",
@@ -188,16 +199,17 @@ def resolve_request(args: argparse.Namespace) -> Request:
 
 
 def _check_request(req: Request) -> None:
-    """Checks that need neither the model nor the input's content."""
+    """Checks that need neither the model nor the input's content; every size is bounded here,
+    before anything is allocated."""
     from fractalmidi.outdir import check_out_dir
     from fractalmidi.pretrained import resolve
 
-    if req.num_samples < 1:
-        raise UserError(f"--num-samples must be at least 1, got {req.num_samples}")
-    if req.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {req.batch_size}")
-    if req.tempo_bpm is not None and req.tempo_bpm <= 0:
-        raise UserError(f"--tempo-bpm must be positive, got {req.tempo_bpm}")
+    if not 1 <= req.num_samples <= MAX_NUM_SAMPLES:
+        raise UserError(f"--num-samples must be in 1..{MAX_NUM_SAMPLES}, got {req.num_samples}")
+    if not 1 <= req.batch_size <= MAX_BATCH_STEPS:
+        raise UserError(f"--batch-size must be in 1..{MAX_BATCH_STEPS}, got {req.batch_size}")
+    if req.tempo_bpm is not None and not (math.isfinite(req.tempo_bpm) and 0 < req.tempo_bpm <= MAX_TEMPO_BPM):
+        raise UserError(f"--tempo-bpm must be a number of beats per minute in (0, {MAX_TEMPO_BPM:g}], got {req.tempo_bpm}")
     req.checkpoint = resolve(req.checkpoint)
     if req.mode != "unconditional":
         if req.input is None:
@@ -210,6 +222,14 @@ def _check_request(req: Request) -> None:
         raise UserError(f"--condition-length must be a positive number of steps, got {req.condition_length}")
     if req.mode == "inpaint" and (req.start is None or req.end is None):
         raise UserError("--mode inpaint needs --start STEP and --end STEP (the region [start, end) to rewrite)")
+    steps = (req.length or 0) + (req.condition_length or 0 if req.mode == "continue" else 0)
+    if req.mode == "inpaint":
+        steps = max(req.end, 0)
+    if steps > MAX_STEPS:
+        raise UserError(f"{steps} steps asked for; the limit is {MAX_STEPS} steps per piece (generate longer music by "
+                        f"continuing a piece in parts)")
+    _check_batch(req, steps)
+    _check_option_values(req.sampling_flags, "")
     if req.wav:
         import shutil
 
@@ -217,7 +237,43 @@ def _check_request(req: Request) -> None:
 
         if shutil.which("fluidsynth") is None or find_soundfont() is None:
             raise UserError(f"--wav needs the fluidsynth program and a General-MIDI soundfont: {FLUIDSYNTH_HINT}")
-    check_out_dir(Path(req.out), req.overwrite)
+    check_out_dir(Path(req.out), req.overwrite, _inputs(req))
+
+
+def _check_batch(req: Request, steps: int) -> None:
+    """Samples generated at once x their steps stay under :data:`MAX_BATCH_STEPS`."""
+    if min(req.batch_size, req.num_samples) * steps > MAX_BATCH_STEPS:
+        raise UserError(f"--batch-size {req.batch_size} x {steps} steps exceeds the limit of {MAX_BATCH_STEPS} steps "
+                        f"generated at once; use --batch-size {max(1, MAX_BATCH_STEPS // max(steps, 1))} or less")
+
+
+def _check_option_values(options: dict[str, Any], where: str) -> None:
+    """Sampling values that no family can use: non-finite numbers, a temperature <= 0, ranges
+    outside [0, 1]. (Names are checked against the checkpoint's family in :func:`sampling_options`.)"""
+    def name(key: str) -> str:
+        return f"{where}{key}" if where else SAMPLING_FLAGS.get(key, key)
+
+    for key, value in options.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for item in values:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            if not math.isfinite(item):
+                raise UserError(f"{name(key)} must be a finite number, got {value}")
+    if "temperature" in options and not (isinstance(options["temperature"], (int, float)) and options["temperature"] > 0):
+        raise UserError(f"{name('temperature')} must be > 0, got {options['temperature']}")
+    if "cfg" in options and isinstance(options["cfg"], (int, float)) and options["cfg"] < 0:
+        raise UserError(f"{name('cfg')} must be >= 0 (1 = off), got {options['cfg']}")
+    if "silence_below" in options and not 0 <= options["silence_below"] <= 1:
+        raise UserError(f"{name('silence_below')} must be in [0, 1], got {options['silence_below']}")
+    interval = options.get("cfg_interval")
+    if isinstance(interval, (list, tuple)) and not (len(interval) == 2 and 0 <= interval[0] <= interval[1] <= 1):
+        raise UserError(f"{name('cfg_interval')} must be LOW HIGH with 0 <= LOW <= HIGH <= 1, got {interval}")
+    for key in ("steps", "num_iter_list"):
+        if key in options:
+            counts = options[key] if isinstance(options[key], (list, tuple)) else [options[key]]
+            if not all(isinstance(c, int) and 1 <= c <= MAX_ITERATIONS for c in counts):
+                raise UserError(f"{name(key)} must be whole numbers in 1..{MAX_ITERATIONS}, got {options[key]}")
 
 
 def sampling_options(req: Request, model) -> dict[str, Any]:
@@ -234,6 +290,7 @@ def sampling_options(req: Request, model) -> dict[str, Any]:
     bad_flags = [SAMPLING_FLAGS[k] for k in req.sampling_flags if k not in accepted]
     if bad_flags:
         raise UserError(f"{', '.join(bad_flags)} not used by the {model.family} family of this checkpoint; it takes: {accepted_flags}")
+    _check_option_values(from_config, f"config sampling.{model.family}.")
     return {**from_config, **req.sampling_flags}
 
 
@@ -266,30 +323,19 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
 
     input_roll, input_meta = None, {}
     if req.input is not None:
-        from fractalmidi.data import midi_to_roll
+        from fractalmidi.data.roll import BadMidiError, midi_to_roll
 
-        input_roll, input_meta = midi_to_roll(req.input, grid=loaded.grid)
+        try:
+            input_roll, input_meta = midi_to_roll(req.input, grid=loaded.grid, max_steps=MAX_STEPS)
+        except BadMidiError as err:
+            raise UserError(f"--input {req.input}: {err}") from None
     tempo = req.tempo_bpm if req.tempo_bpm is not None else float(input_meta.get("tempo_bpm", BUILTIN_DEFAULTS["tempo_bpm"]))
     plan = build_plan(req, input_roll, model.length_multiple)
+    _check_batch(req, int(plan.canvas.shape[-1]))
     try:
         model.check_length(plan.canvas.shape[-1])
     except ValueError as err:
         raise UserError(f"the model cannot take {plan.canvas.shape[-1]} steps: {err}") from None
-
-    labels = None
-    generator = torch.Generator(device=device).manual_seed(req.seed)
-    results: list = []
-    frames: list[list] = []
-    sizes = [min(req.batch_size, req.num_samples - i) for i in range(0, req.num_samples, req.batch_size)]
-    for size in tqdm(sizes, desc=f"generate ({req.mode})", unit="batch", disable=not progress):
-        if req.label is not None:
-            labels = torch.full((size,), int(req.label), dtype=torch.long, device=device)
-        result, steps = sample_plan(model, plan, size, generator=generator, labels=labels, options=options,
-                                    return_steps=req.gif)
-        batch = [result_roll(plan, sample) for sample in result.cpu()]  # notes outside the region kept whole
-        results.extend(batch)
-        if req.gif:  # per sample: the intermediate canvases, coarse to fine, then the result
-            frames.extend([step[k].cpu() for step in steps] + [batch[k]] for k in range(size))
 
     record = {
         "fractalmidi_version": __version__,
@@ -313,15 +359,34 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
         "label": req.label,
         "device": str(device),
     }
-    with staged_dir(Path(req.out), req.overwrite) as stage:
+    labels = None
+    generator = torch.Generator(device=device).manual_seed(req.seed)
+    sizes = [min(req.batch_size, req.num_samples - i) for i in range(0, req.num_samples, req.batch_size)]
+    with staged_dir(Path(req.out), req.overwrite, command="generate", inputs=_inputs(req)) as stage:
         record["input"] = _write_input(stage, req, input_roll, input_meta, loaded.grid, tempo)
-        record["samples"] = [
-            _write_sample(stage, index, roll, frames[index] if req.gif else None, req, loaded.grid, tempo)
-            for index, roll in enumerate(tqdm(results, desc="writing", unit="sample", disable=not progress, leave=False))
-        ]
+        record["samples"] = []
+        for size in tqdm(sizes, desc=f"generate ({req.mode})", unit="batch", disable=not progress):
+            if req.label is not None:
+                labels = torch.full((size,), int(req.label), dtype=torch.long, device=device)
+            result, steps = sample_plan(model, plan, size, generator=generator, labels=labels, options=options,
+                                        return_steps=req.gif)
+            batch = [result_roll(plan, sample) for sample in result.cpu()]  # notes outside the region kept whole
+            for k, roll in enumerate(batch):  # written per batch: memory stays one batch, whatever --num-samples
+                frames = [step[k].cpu() for step in steps] + [roll] if req.gif else None
+                record["samples"].append(
+                    _write_sample(stage, len(record["samples"]), roll, frames, req, loaded.grid, tempo))
         record["elapsed_s"] = round(time.perf_counter() - started, 3)
         _write_json(stage / SAMPLES_FILE, record)
     return record
+
+
+def _inputs(req: Request) -> list[Path | None]:
+    """What ``--out`` must never be, contain or lie inside."""
+    from fractalmidi.train.checkpoint import CHECKPOINT_DIR, LAST_NAME
+
+    checkpoint = Path(req.checkpoint)
+    last = checkpoint / CHECKPOINT_DIR / LAST_NAME  # a run folder: its checkpoint (samples may go beside it)
+    return [req.input, last if checkpoint.is_dir() and last.is_file() else checkpoint, req.config_file]
 
 
 def _write_input(stage: Path, req: Request, roll, meta: dict, grid: str, tempo: float) -> dict | None:
@@ -329,10 +394,10 @@ def _write_input(stage: Path, req: Request, roll, meta: dict, grid: str, tempo: 
     if roll is None:
         return None
     from fractalmidi.data import roll_to_midi
-    from fractalmidi.viz import save_png
+    from fractalmidi.viz import printable, save_png
 
     roll_to_midi(roll, stage / f"{INPUT_STEM}.mid", grid=grid, tempo_bpm=tempo)
-    save_png(roll, stage / f"{INPUT_STEM}.png", title=f"input: {Path(req.input).name}", grid=grid)
+    save_png(roll, stage / f"{INPUT_STEM}.png", title=f"input: {printable(Path(req.input).name)}", grid=grid)
     return {
         "path": str(Path(req.input).resolve()),
         "steps": int(roll.shape[-1]),

@@ -277,6 +277,12 @@ def reveal_frames(roll: np.ndarray, count: int = GIF_REVEAL_FRAMES) -> list[np.n
 # ---------------------------------------------------------------- the `render` command
 
 
+def printable(text: str) -> str:
+    """``text`` safe to draw and print: a file name that is not UTF-8 (surrogate escapes from the
+    file system) gets U+FFFD for its bad bytes instead of crashing matplotlib."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fractalmidi.data.grid import DEFAULT_GRID, GRID_HELP
 
@@ -324,19 +330,25 @@ def run(args: argparse.Namespace) -> int:
     outputs = [p for p in (args.png, args.wav, args.gif) if p]
     if not outputs:
         raise UserError("nothing to render: give --png OUT.png, --wav OUT.wav and/or --gif OUT.gif")
-    for out in outputs:
-        if Path(out).exists() and not args.overwrite:
-            raise UserError(f"{out} already exists: pass --overwrite to replace it")
+    from fractalmidi.outdir import check_out_file
+
+    if args.tempo is not None and not (np.isfinite(args.tempo) and args.tempo > 0):
+        raise UserError(f"--tempo must be a positive number of beats per minute, got {args.tempo}")
+    if len({os.path.realpath(p) for p in outputs}) < len(outputs):
+        raise UserError("--png, --wav and --gif must name different files")
+    for flag, out in (("--png", args.png), ("--wav", args.wav), ("--gif", args.gif)):
+        if out:
+            check_out_file(out, args.overwrite, [args.input], flag)
     source = Path(args.input)
     frames = _load_input(source, args.grid, args.sustain)
     roll = frames[-1]
     if args.png:
-        save_png(roll, args.png, title=args.title or source.name, grid=args.grid)
+        save_png(roll, args.png, title=printable(args.title or source.name), grid=args.grid)
     if args.gif:
         save_gif(frames if len(frames) > 1 else reveal_frames(roll), args.gif)
     if args.wav:
         _render_roll_audio(roll, source, Path(args.wav), args.grid, args.tempo)
-    print(f"{source} (1, 128, {roll.shape[-1]}) -> {', '.join(outputs)}")
+    print(printable(f"{source} (1, 128, {roll.shape[-1]}) -> {', '.join(outputs)}"))
     return 0
 
 

@@ -166,6 +166,40 @@ def check_format(manifest: dict, root: Path) -> None:
                         f"upgrade fractalmidi or re-run 'fractalmidi prepare' with this one")
 
 
+def read_index(root: Path) -> np.ndarray:
+    """``index.npy`` checked against the files it points into: a corrupt or truncated folder is a
+    one-line ``UserError`` here, not an IndexError deep in training."""
+    def corrupt(why: str) -> UserError:
+        return UserError(f"{root} is a damaged prepared folder ({why}); re-run 'fractalmidi prepare'")
+
+    try:
+        index = np.load(root / INDEX_FILE, allow_pickle=False)
+        rolls_bytes = (root / ROLLS_FILE).stat().st_size
+        info_bytes = (root / PIECES_FILE).stat().st_size
+    except (OSError, ValueError) as err:
+        raise corrupt(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}") from None
+    if index.ndim != 2 or index.shape[1] != len(INDEX_COLUMNS) or index.dtype.kind not in "iu":
+        raise corrupt(f"{INDEX_FILE} has shape {index.shape} and type {index.dtype}, not (N, {len(INDEX_COLUMNS)}) integers")
+    if rolls_bytes % NUM_PITCHES:
+        raise corrupt(f"{ROLLS_FILE} is {rolls_bytes} bytes, not whole frames of {NUM_PITCHES}")
+    if len(index):
+        start, steps = index[:, COL_START], index[:, COL_STEPS]
+        low, high = index[:, COL_PITCH_LO], index[:, COL_PITCH_HI]
+        frames = rolls_bytes // NUM_PITCHES
+        problems = {  # compared without adding: huge values must not overflow
+            "a piece starts before the first frame or has no steps": (start < 0).any() or (steps < 1).any(),
+            f"a piece ends past the {frames} frames of {ROLLS_FILE} (truncated?)":
+                (steps > frames).any() or (start > frames - steps).any(),
+            "a split code is not 0, 1 or 2": (~np.isin(index[:, COL_SPLIT], list(SPLIT_CODES.values()))).any(),
+            f"a pitch range is outside 0..{NUM_PITCHES - 1}": (low < 0).any() or (high >= NUM_PITCHES).any() or (low > high).any(),
+            f"a metadata offset lies outside {PIECES_FILE}": (index[:, COL_INFO] < 0).any() or (index[:, COL_INFO] >= info_bytes).any(),
+        }
+        for why, bad in problems.items():
+            if bad:
+                raise corrupt(why)
+    return index
+
+
 class PreparedData:
     """Read a prepared folder: ``len()``, ``piece(i)``, ``crop(i, start, length)``, ``split(name)``.
 
@@ -180,7 +214,7 @@ class PreparedData:
             raise UserError(f"{self.root} is not a prepared data folder (no {MANIFEST_FILE}); run 'fractalmidi prepare'")
         self.manifest: dict = json.loads(manifest.read_text())
         check_format(self.manifest, self.root)
-        self.index: np.ndarray = np.load(self.root / INDEX_FILE, allow_pickle=False)
+        self.index: np.ndarray = read_index(self.root)
         self._frames: np.ndarray | None = None
 
     def __len__(self) -> int:

@@ -22,9 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
+
+    from fractalmidi.outdir import check_out_file
+
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise UserError(f"{out} already exists: pass --overwrite to replace it")
+    check_out_file(out, args.overwrite, [args.input], "OUT.mid")
+    if args.tempo is not None and not (math.isfinite(args.tempo) and args.tempo > 0):
+        raise UserError(f"--tempo must be a positive number of beats per minute, got {args.tempo}")
+    if args.max_steps < 1:
+        raise UserError(f"--max-steps must be a positive number of steps, got {args.max_steps}")
     try:
         roll, meta = midi_to_roll(args.input, grid=args.grid, sustain=args.sustain, max_steps=args.max_steps)
     except BadMidiError as err:

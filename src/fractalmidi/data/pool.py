@@ -17,6 +17,29 @@ from typing import Any
 
 IN_FLIGHT_PER_WORKER = 8
 CRASH_REASON = "worker process crashed while parsing (segfault/abort in the parser)"
+PR_SET_PDEATHSIG = 1
+"""Linux prctl option: a signal the kernel sends a process when its parent exits."""
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: exit when the parent dies, even by SIGKILL (no orphaned workers)."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the pool's own shutdown still stops workers
+        return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
+
+
+def _pool(workers: int, context) -> ProcessPoolExecutor:
+    import os
+
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),))
 
 
 class CrashedJob:
@@ -38,7 +61,7 @@ def run_ordered(
         return
     context = multiprocessing.get_context("spawn")
     window = workers * IN_FLIGHT_PER_WORKER
-    pool = ProcessPoolExecutor(workers, mp_context=context)
+    pool = _pool(workers, context)
     pending: deque[tuple[Any, Future]] = deque()
     try:
         for job in jobs:
@@ -61,7 +84,7 @@ def _drain_one(pending, pool, func, args, workers, context):
         pool.shutdown(wait=True, cancel_futures=True)
         suspects = list(pending)
         pending.clear()
-        solo = ProcessPoolExecutor(1, mp_context=context)  # one suspect at a time names the culprit
+        solo = _pool(1, context)  # one suspect at a time names the culprit
         try:
             for suspect, done in suspects:
                 if done.done() and not done.cancelled() and done.exception() is None:
@@ -72,10 +95,10 @@ def _drain_one(pending, pool, func, args, workers, context):
                 except BrokenProcessPool:
                     yield suspect, CrashedJob()
                     solo.shutdown(wait=True, cancel_futures=True)
-                    solo = ProcessPoolExecutor(1, mp_context=context)
+                    solo = _pool(1, context)
         finally:
             solo.shutdown(wait=True, cancel_futures=True)
-        return ProcessPoolExecutor(workers, mp_context=context)
+        return _pool(workers, context)
     pending.popleft()
     yield job, result
     return pool

@@ -1,15 +1,20 @@
 """``fractalmidi prepare``: a MIDI folder or known dataset -> cached piano-rolls, splits, manifest.
 
-The output is built in ``OUT.partial`` (journaled, so ``--resume`` continues a killed run) and
-renamed to ``OUT`` when complete. Bad files are skipped with their reason in the manifest.
+The output is built in ``OUT.partial`` (journaled, so ``--resume`` continues a killed run; locked,
+so a second run on it stops) and published to ``OUT`` by :mod:`fractalmidi.outdir` when complete.
+Bad files and duplicates are skipped with their reason in the manifest; pieces sharing a file-name
+stem share a split.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import shutil
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,10 @@ from tqdm import tqdm
 from fractalmidi import __version__
 from fractalmidi.data.cache import (
     INDEX_COLUMNS,
+    INDEX_FILE,
+    JOURNAL_FILE,
     MANIFEST_FILE,
+    PIECES_FILE,
     ROLLS_FILE,
     SPLIT_CODES,
     CacheWriter,
@@ -30,18 +38,33 @@ from fractalmidi.data.pool import CrashedJob, run_ordered
 from fractalmidi.data.roll import DEFAULT_MAX_STEPS
 from fractalmidi.data.sources import (
     DATASETS,
+    DIGEST_KEY,
     LAYOUT_DEFAULT_GRID,
     LAYOUT_FIXED_GRID,
     LAYOUTS,
     SPLITS,
     convert_job,
+    group_key,
     open_source,
 )
 from fractalmidi.data.split import DEFAULT_MIN_SPLIT_COUNT, DEFAULT_SPLIT, assign_splits, parse_ratios
 from fractalmidi.errors import UserError
+from fractalmidi.outdir import (
+    check_not_input,
+    check_out_dir,
+    check_replaceable,
+    is_ours,
+    publish,
+    resolved,
+    write_marker,
+)
 
 PARTIAL_SUFFIX = ".partial"
 SETTINGS_FILE = "settings.json"
+PARTIAL_ENTRIES = (ROLLS_FILE, INDEX_FILE, PIECES_FILE, MANIFEST_FILE, JOURNAL_FILE, SETTINGS_FILE)
+"""What a run of ``prepare`` writes into ``OUT.partial`` (its marker lists them)."""
+DUPLICATE_REASON = "duplicate: same notes as"
+MAX_REASONS_SHOWN = 4
 RESUME_KEYS = ("layout", "root", "grid", "sustain", "max_steps")
 """Settings that must match for ``--resume`` to append to an earlier run."""
 
@@ -71,7 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out).expanduser()
     if args.max_steps_per_piece < 1:
         raise UserError(f"--max-steps-per-piece must be a positive number of steps, got {args.max_steps_per_piece}")
     if args.workers < 0:
@@ -89,55 +111,139 @@ def run(args: argparse.Namespace) -> int:
         "max_steps": args.max_steps_per_piece, "split": list(ratios), "min_split_count": args.min_split_count,
         "seed": args.seed, "workers": args.workers,
     }
+    out = resolved(args.out)
+    inputs = [args.src] if args.src is not None else []
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
-    if not _claim_output(out, partial, args, settings):
-        return 0
+    check_not_input(out, inputs)
+    check_not_input(partial, inputs, "--out's work folder")
+    with _claim_output(out, partial, args, settings) as claimed:
+        if not claimed:
+            return 0
+        manifest = _convert_all(source, partial, grid.name, args, settings, ratios)
+        (partial / SETTINGS_FILE).unlink(missing_ok=True)
+        publish(partial, out, args.overwrite, "prepare")
+    print(f"prepared {manifest['pieces']} pieces ({manifest['total_steps']} steps, splits {manifest['splits']}), "
+          f"skipped {len(manifest['failed'])} (of which {manifest['duplicates']} duplicates) -> {out}")
+    return 0
+
+
+def _convert_all(source, partial: Path, grid: str, args: argparse.Namespace, settings: dict, ratios) -> dict[str, Any]:
+    """Convert every job into ``partial`` (resumable), then write the index and manifest."""
     writer = CacheWriter(partial)
+    seen = _digests(writer)
     jobs = (job for job in source.jobs if job.key not in writer.done_keys)
     bar = tqdm(total=source.total, initial=len(writer.done_keys), unit="file", desc="prepare", dynamic_ncols=True)
     try:
-        for job, result in run_ordered(convert_job, jobs, (grid.name, args.sustain, args.max_steps_per_piece), args.workers):
+        for job, result in run_ordered(convert_job, jobs, (grid, args.sustain, args.max_steps_per_piece), args.workers):
             roll, meta = (None, result.reason) if isinstance(result, CrashedJob) else result
+            if roll is not None and not source.fixed_splits:  # a layout's own split is kept as published
+                first = seen.setdefault(meta[DIGEST_KEY], job.key)
+                if first != job.key:
+                    roll, meta = None, f"{DUPLICATE_REASON} {first}"
             if roll is None and args.strict:
-                writer.close()
-                shutil.rmtree(partial, ignore_errors=True)
                 raise UserError(f"{job.key}: {meta} (--strict stops at the first skipped file)")
             writer.add(job.key, roll, meta, job.split)
             bar.update(1)
             bar.set_postfix(pieces=writer.pieces, skipped=writer.failed, refresh=False)
+    except UserError:
+        writer.close()
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     finally:
         bar.close()
         writer.close()  # flushed, so that --resume continues after an interrupt too
-    if writer.pieces + writer.failed == 0:
+    if writer.pieces == 0:
+        reasons = _reason_counts(writer)
         shutil.rmtree(partial, ignore_errors=True)
-        raise UserError(f"no MIDI files (.mid/.midi) found in {source.root}")
-    manifest = _finish(writer, source.fixed_splits, ratios, args, settings)
-    _publish(partial, out)
-    print(f"prepared {manifest['pieces']} pieces ({manifest['total_steps']} steps, splits "
-          f"{manifest['splits']}), skipped {len(manifest['failed'])} -> {out}")
-    return 0
+        if not reasons:
+            raise UserError(f"no MIDI files (.mid/.midi) found in {source.root}")
+        listed = "; ".join(f"{count} {reason}" for reason, count in reasons.most_common(MAX_REASONS_SHOWN))
+        raise UserError(f"no usable piece in {source.root}: all {sum(reasons.values())} files were skipped ({listed})")
+    return _finish(writer, source.fixed_splits, ratios, args, settings)
 
 
-def _claim_output(out: Path, partial: Path, args: argparse.Namespace, settings: dict) -> bool:
-    """Refuse or clear existing output; returns False when ``--resume`` finds OUT complete."""
-    if args.overwrite:
-        shutil.rmtree(partial, ignore_errors=True)
-    elif args.resume:
+def _digests(writer: CacheWriter) -> dict[str, str]:
+    """Content digest -> first key, from the journal of a resumed run (duplicates stay duplicates)."""
+    seen: dict[str, str] = {}
+    if writer.done_keys:
+        for record in writer.records():
+            digest = record.get("meta", {}).get(DIGEST_KEY) if record.get("ok") else None
+            if digest:
+                seen.setdefault(digest, record["key"])
+    return seen
+
+
+def _reason_counts(writer: CacheWriter) -> Counter:
+    """How many files were skipped for each reason (the file-specific tail of a reason cut off)."""
+    return Counter(str(r["reason"]).split(" (")[0].split(": ")[0] for r in writer.records() if not r["ok"])
+
+
+@contextlib.contextmanager
+def _claim_output(out: Path, partial: Path, args: argparse.Namespace, settings: dict) -> Iterator[bool]:
+    """Check ``out`` and take ``partial`` (locked while this run writes it); yields False when
+    ``--resume`` finds OUT complete. Never replaces a folder fractalmidi did not make."""
+    if args.resume:
         if not partial.exists() and (out / MANIFEST_FILE).is_file():
             print(f"{out} is already complete; nothing to resume")
-            return False
-        if partial.exists():
+            yield False
+            return
+        if partial.exists() and out.is_dir() and any(out.iterdir()):
+            raise UserError(f"{out} already exists and {partial} holds an older unfinished run; --resume never "
+                            f"replaces a finished folder: delete {partial.name} to keep {out.name}, or pass "
+                            f"--overwrite to prepare again")
+    check_out_dir(out, args.overwrite)
+    if partial.exists():
+        if not partial.is_dir() or not is_ours(partial):
+            raise UserError(f"{partial} exists and was not made by fractalmidi prepare; move it away or choose another --out")
+        if not args.overwrite and not args.resume:
+            raise UserError(f"{partial} already exists (an unfinished run): pass --resume to continue it or "
+                            f"--overwrite to start again")
+    with _locked(partial):
+        if args.resume and not (partial / JOURNAL_FILE).exists() and (out / MANIFEST_FILE).is_file():
+            with contextlib.suppress(OSError):
+                partial.rmdir()  # another run finished OUT while we waited: nothing of ours to resume
+            print(f"{out} is already complete; nothing to resume")
+            yield False
+            return
+        if args.overwrite:
+            check_replaceable(partial, "--out's work folder")
+            _empty_folder(partial)
+        elif args.resume:
             saved = _read_settings(partial)
-            differ = [k for k in RESUME_KEYS if saved.get(k) != settings[k]]
+            differ = [k for k in RESUME_KEYS if saved and saved.get(k) != settings[k]]
             if differ:
                 raise UserError(f"--resume with different settings ({', '.join(differ)}) than the run in {partial}; use --overwrite")
-    else:
-        for existing in (out, partial):
-            if existing.exists():
-                raise UserError(f"{existing} already exists: pass --overwrite to replace it or --resume to continue")
+        write_marker(partial, "prepare", PARTIAL_ENTRIES)
+        write_json_atomic(partial / SETTINGS_FILE, settings)
+        yield True
+
+
+@contextlib.contextmanager
+def _locked(partial: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the ``partial`` folder itself (created if missing): a second
+    ``prepare`` on the same run stops with a clear error instead of interleaving writes. The lock
+    moves with the folder when it is published, and the kernel drops it if this process dies."""
+    import fcntl
+
     partial.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(partial / SETTINGS_FILE, settings)
-    return True
+    handle = os.open(partial, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another 'fractalmidi prepare' is writing {partial} right now; wait for it to finish") from None
+        yield
+    finally:
+        os.close(handle)
+
+
+def _empty_folder(folder: Path) -> None:
+    """Remove what an earlier run of ours left in ``folder`` (checked replaceable first)."""
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _read_settings(partial: Path) -> dict:
@@ -152,23 +258,28 @@ def _finish(writer: CacheWriter, fixed_splits: bool, ratios, args: argparse.Name
 
     failed: list[dict] = []
     fixed: list[int] = []
+    groups: list[str] = []
     total_steps = 0
+    duplicates = 0
     for record in writer.records():
         if record["ok"]:
             fixed.append(SPLIT_CODES.get(record.get("split") or "", 0))
+            groups.append(group_key(record["key"]))
             total_steps += record["steps"]
         else:
             failed.append({"path": record["key"], "reason": record["reason"]})
+            duplicates += str(record["reason"]).startswith(DUPLICATE_REASON)
     if fixed_splits:
         codes = np.asarray(fixed, dtype=np.int64)
-    else:
-        codes = assign_splits(len(fixed), ratios, args.min_split_count, args.seed)
+    else:  # pieces sharing a name stem (melody/x.mid, chords/x.mid) land in one split
+        codes = assign_splits(len(fixed), ratios, args.min_split_count, args.seed, groups=groups)
     manifest = {
         "format": format_tag(),
         "version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "pieces": writer.pieces,
         "failed": failed,
+        "duplicates": duplicates,
         "splits": {name: int(np.sum(codes == SPLIT_CODES[name])) for name in SPLITS},
         "grid": settings["grid"],
         "total_steps": total_steps,
@@ -179,14 +290,3 @@ def _finish(writer: CacheWriter, fixed_splits: bool, ratios, args: argparse.Name
     }
     writer.finalize(codes, manifest)
     return manifest
-
-
-def _publish(partial: Path, out: Path) -> None:
-    """Swap the finished folder into place (an old OUT is removed only after the rename)."""
-    (partial / SETTINGS_FILE).unlink(missing_ok=True)
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(partial, out)
-    shutil.rmtree(old, ignore_errors=True)

@@ -88,21 +88,33 @@ def load_score(src: str | os.PathLike | Score) -> Score:
     path = Path(src)
     if not path.is_file():
         raise BadMidiError(f"no such file: {path}")
-    with open(path, "rb") as handle:
-        head = handle.read(len(MIDI_HEADER))
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(MIDI_HEADER))
+    except OSError as err:  # no read permission, an I/O error
+        raise BadMidiError(f"cannot read the file ({err.strerror or type(err).__name__})") from None
     if not head:
         raise BadMidiError("empty file")
     if head != MIDI_HEADER:
         raise BadMidiError("not a MIDI file (no MThd header)")
     try:
-        return Score(str(path))
+        score = Score(str(path))
     except Exception as err:  # symusic raises RuntimeError/ValueError with parser messages
         raise BadMidiError(f"unreadable MIDI ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+    if score.ticks_per_quarter <= 0:
+        raise BadMidiError(f"invalid MIDI header: division {score.ticks_per_quarter} ticks per quarter note")
+    return score
+
+
+def _valid_tempo(qpm: float) -> bool:
+    return math.isfinite(qpm) and qpm > 0
 
 
 def first_tempo_bpm(score: Score) -> float:
-    """The first tempo (POP909 changes tempo in 365 files; the roll keeps only the first)."""
-    return float(score.tempos[0].qpm) if len(score.tempos) else DEFAULT_TEMPO_BPM
+    """The first tempo (POP909 changes tempo in 365 files; the roll keeps only the first); a tempo
+    event of 0 microseconds per quarter (an infinite tempo) counts as none."""
+    valid = [float(t.qpm) for t in score.tempos if _valid_tempo(float(t.qpm))]
+    return valid[0] if valid else DEFAULT_TEMPO_BPM
 
 
 def _raw_notes(score: Score, sustain: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -215,6 +227,8 @@ def midi_notes(
     if grid.beat_relative:
         period = tpq / grid.steps_per_quarter
     else:
+        if not all(_valid_tempo(float(t.qpm)) for t in score.tempos):
+            raise BadMidiError("a tempo event of 0 microseconds per quarter note: no time in seconds")
         score = score.to("second")
         period = 1.0 / grid.fps
     onset, end, pitch, velocity = _raw_notes(score, sustain)

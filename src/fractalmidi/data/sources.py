@@ -6,6 +6,7 @@ never listed in memory; :func:`convert_job` turns one job into a roll inside a w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -55,10 +56,16 @@ BACH_NAME = re.compile(r"^bwv[\d.]+\.(mxl|xml)$")
 
 POP909_NAME = re.compile(r"^\d{3}\.midi?$")
 
+DIGEST_KEY = "digest"
+"""Meta entry with a hash of the piece's roll: identical content is kept once."""
+DIGEST_BYTES = 16
+
 CRASH_HOOK_ENV = "FRACTALMIDI_TEST_CRASH_ON"
 """Test hook: a worker parsing a file of this name dies on the spot, as a crashing parser would."""
 CRASH_HOOK_EXIT_CODE = 134
 """Exit status of the simulated crash (that of SIGABRT), without leaving a core dump."""
+SLOW_HOOK_ENV = "FRACTALMIDI_TEST_SLOW_JOB_S"
+"""Test hook: every job takes this many more seconds (to interrupt a run half-way)."""
 
 
 @dataclass(frozen=True)
@@ -83,13 +90,37 @@ class Source:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def iter_midi_files(root: Path) -> Iterator[Path]:
-    """Every .mid/.midi under ``root``, streamed directory by directory in sorted order."""
-    for dirpath, dirnames, filenames in os.walk(root):
+def iter_midi_files(root: Path, unreadable: list[OSError] | None = None) -> Iterator[Path]:
+    """Every .mid/.midi under ``root``, streamed directory by directory in sorted order.
+
+    A folder that cannot be listed is appended to ``unreadable`` (when given) instead of being
+    passed over in silence."""
+    for dirpath, dirnames, filenames in os.walk(root, onerror=None if unreadable is None else unreadable.append):
         dirnames.sort()
         for name in sorted(filenames):
             if name.lower().endswith(MIDI_SUFFIXES):
                 yield Path(dirpath) / name
+
+
+def _midi_dir_jobs(root: Path) -> Iterator[Job]:
+    """Jobs of a folder tree; an unreadable subfolder becomes a skipped job naming the reason."""
+    unreadable: list[OSError] = []
+    for path in iter_midi_files(root, unreadable):
+        yield from _unreadable_jobs(unreadable)
+        yield Job(str(path))
+    yield from _unreadable_jobs(unreadable)
+
+
+def _unreadable_jobs(errors: list[OSError]) -> Iterator[Job]:
+    while errors:
+        err = errors.pop(0)
+        yield Job(key=str(err.filename), kind="unreadable", payload=f"cannot list the folder ({err.strerror or err})")
+
+
+def group_key(key: str) -> str:
+    """Pieces with the same file name stem (``melody/tune1.mid``, ``chords/tune1.mid``) are one
+    tune: they share a split so that no copy of a test tune is trained on."""
+    return Path(key).stem.lower()
 
 
 def iter_pop909_files(root: Path) -> Iterator[Path]:
@@ -141,7 +172,7 @@ def open_source(src: str | os.PathLike | None, *, layout: str = "auto", dataset:
         if not files:
             raise UserError(f"no POP909 songs (NNN.mid or NNN/NNN.mid) in {root}")
         return Source(layout=layout, root=str(root), jobs=(Job(str(p)) for p in files), total=len(files))
-    return Source(layout=layout, root=str(root), jobs=(Job(str(p)) for p in iter_midi_files(root)))
+    return Source(layout=layout, root=str(root), jobs=_midi_dir_jobs(root))
 
 
 def _jsb_source(root: Path, layout: str) -> Source:
@@ -272,7 +303,13 @@ def convert_job(job: Job, grid: str, sustain: bool, max_steps: int) -> tuple[np.
     crash_on = os.environ.get(CRASH_HOOK_ENV)
     if crash_on and Path(job.key).name == crash_on:
         os._exit(CRASH_HOOK_EXIT_CODE)
+    if os.environ.get(SLOW_HOOK_ENV):
+        import time
+
+        time.sleep(float(os.environ[SLOW_HOOK_ENV]))
     try:
+        if job.kind == "unreadable":
+            return None, str(job.payload)
         if job.kind in ("jsb", "jsb-quarter"):
             if len(job.payload) > max_steps:
                 raise BadMidiError(f"too long: {len(job.payload)} steps > max {max_steps}")
@@ -289,4 +326,5 @@ def convert_job(job: Job, grid: str, sustain: bool, max_steps: int) -> tuple[np.
     except Exception as err:  # any parser bug must skip the file, never stop the run
         return None, f"{type(err).__name__}: {err}"
     meta["source"] = job.key
+    meta[DIGEST_KEY] = hashlib.blake2b(roll.tobytes(), digest_size=DIGEST_BYTES).hexdigest()
     return roll, meta

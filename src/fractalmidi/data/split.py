@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from fractalmidi.errors import UserError
@@ -33,11 +35,30 @@ def split_counts(n: int, ratios: tuple[float, float, float], min_count: int) -> 
     return n - valid - test, valid, test
 
 
-def assign_splits(n: int, ratios: tuple[float, float, float], min_count: int, seed: int) -> np.ndarray:
-    """Split codes (0 train, 1 valid, 2 test) for ``n`` pieces, a seeded random assignment."""
+def assign_splits(n: int, ratios: tuple[float, float, float], min_count: int, seed: int,
+                  groups: Sequence[str] | None = None) -> np.ndarray:
+    """Split codes (0 train, 1 valid, 2 test) for ``n`` pieces, a seeded random assignment.
+
+    With ``groups`` (a name per piece), pieces of one group share a split: groups are dealt in a
+    seeded order to valid until it holds its count, then to test, the rest to train. With one
+    piece per group this is the same assignment as without groups.
+    """
     _, valid, test = split_counts(n, ratios, min_count)
     codes = np.zeros(n, dtype=np.int64)
-    order = np.random.default_rng(seed).permutation(n)
-    codes[order[:valid]] = 1
-    codes[order[valid : valid + test]] = 2
-    return codes
+    if groups is None:
+        order = np.random.default_rng(seed).permutation(n)
+        codes[order[:valid]] = 1
+        codes[order[valid : valid + test]] = 2
+        return codes
+    index: dict[str, int] = {}  # groups numbered in order of first appearance
+    members = np.asarray([index.setdefault(name, len(index)) for name in groups], dtype=np.int64)
+    sizes = np.bincount(members, minlength=len(index))
+    group_codes = np.zeros(len(index), dtype=np.int64)
+    filled = {1: 0, 2: 0}
+    for g in np.random.default_rng(seed).permutation(len(index)):
+        for code, wanted in ((1, valid), (2, test)):
+            if filled[code] < wanted:
+                group_codes[g] = code
+                filled[code] += int(sizes[g])
+                break
+    return group_codes[members]

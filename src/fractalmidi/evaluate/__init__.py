@@ -122,7 +122,8 @@ def evaluate(
         raise UserError("--nll-steps and --nll-batch-size must be positive")
     if checkpoint is not None and not Path(checkpoint).exists():
         raise UserError(f"checkpoint {checkpoint} not found")
-    check_out_dir(out, overwrite)
+    inputs = [generated, reference, checkpoint]
+    check_out_dir(out, overwrite, inputs)
     started = time.perf_counter()
     gen_source = generated_source(generated, max_pieces, seed)
     ref_source, ceil_a, ceil_b, ceiling_kind = reference_sources(reference, max_pieces, seed, len(gen_source))
@@ -155,10 +156,10 @@ def evaluate(
     report["elapsed_s"] = round(time.perf_counter() - started, 3)
     report = json_safe(report)
 
-    with staged_dir(out, overwrite) as stage:
+    with staged_dir(out, overwrite, command="evaluate", inputs=inputs) as stage:
         report["plots"] = plot_distributions([gen, ref, ceil_first], stage / "plots")
         write_json(report, stage / REPORT_JSON)
-        (stage / REPORT_MD).write_text(markdown(report))
+        (stage / REPORT_MD).write_text(markdown(report), errors="backslashreplace")  # non-UTF-8 file names
     return report
 
 

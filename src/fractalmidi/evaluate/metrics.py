@@ -143,7 +143,11 @@ def _gaussian(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet_distance(generated: np.ndarray, reference: np.ndarray) -> float:
-    """Frechet distance of Gaussians fitted to per-piece vectors, standardised by the reference."""
+    """Frechet distance of Gaussians fitted to per-piece vectors, standardised by the reference.
+
+    A piece whose vector is not finite (a broken file measured as infinite durations) is left out."""
+    generated = generated[np.isfinite(generated).all(axis=1)] if len(generated) else generated
+    reference = reference[np.isfinite(reference).all(axis=1)] if len(reference) else reference
     if len(generated) == 0 or len(reference) == 0:
         return float("nan")
     mean, std = _standardiser(reference, generated)

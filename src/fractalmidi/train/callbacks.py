@@ -9,11 +9,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 
 from fractalmidi.data.roll import ROLL_PLANES
 from fractalmidi.models import NUM_PITCHES
-from fractalmidi.train.module import GeneratorModule, private_rng
+from fractalmidi.train.module import GeneratorModule, NonFiniteLoss, private_rng
 
 GIF_DIR = "gifs"
 SEPARATOR_ROWS = 2
@@ -165,3 +165,12 @@ class FinalCheckpoint(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._saved_step() != trainer.global_step:  # every rank decides alike: saving is collective
             trainer.save_checkpoint(self.path, weights_only=False)  # full state: optimizer, loops, callbacks
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """Periodic checkpoints plus ``last.ckpt``, also on Ctrl-C, but never after a diverged step:
+    those weights are not finite, and ``last.ckpt`` keeps the last good state."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, NonFiniteLoss):
+            super().on_exception(trainer, pl_module, exception)

@@ -8,8 +8,8 @@ strings, so it loads with ``torch.load(weights_only=True)`` and no pickled objec
 from __future__ import annotations
 
 import os
+import pickle
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,14 @@ def package_versions() -> dict[str, str]:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace``: never half-written."""
+    from fractalmidi.outdir import sweep_stale_files, temp_file_name
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_stale_files(path.parent)  # what a killed save left (a 0-byte or torn .tmp)
+    tmp = path.parent / temp_file_name(path.name)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "xb") as handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -75,8 +78,12 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
         raise UserError(f"checkpoint {str(path)!r} not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # unpickling errors come in many classes
-        raise UserError(f"cannot load checkpoint {str(path)!r} safely (weights_only): {err}".splitlines()[0]) from None
+    except pickle.UnpicklingError:  # PyTorch's text would suggest weights_only=False: never do that
+        raise UserError(f"{str(path)!r} is not a safe FractalMIDI checkpoint: it holds pickled Python objects "
+                        f"(which can run code when loaded), and fractalmidi only loads plain tensors and numbers") from None
+    except Exception as err:  # not a zip / torch file at all, truncated, unreadable
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{str(path)!r} is not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(ckpt, dict) or EXTRA_KEY not in ckpt:
         raise UserError(f"{str(path)!r} is not a FractalMIDI training checkpoint (no {EXTRA_KEY!r} entry)")
     return ckpt
@@ -108,6 +115,13 @@ def generator_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load weights; a mismatch is a ``UserError`` naming the keys and shapes that differ."""
+    check_state_shapes(model, state, source)
+    model.load_state_dict(state)
+
+
+def check_state_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Same keys and shapes in ``model`` and ``state`` (works on a meta-device model), else a
+    ``UserError`` naming what differs."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -122,7 +136,6 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
         problems.append(f"shape differs for {len(shapes)} (e.g. {'; '.join(shapes[:3])})")
     if problems:
         raise UserError(f"{source} does not match the model: " + "; ".join(problems))
-    model.load_state_dict(state)
 
 
 def load_generator(path: str | Path, *, use_ema: bool = True, map_location: Any = "cpu") -> tuple[Any, dict[str, Any]]:
@@ -139,11 +152,17 @@ def load_generator(path: str | Path, *, use_ema: bool = True, map_location: Any 
     model_cfg = dict(config["model"])
     name = model_cfg.pop("name")
     model_cfg.pop("grad_checkpointing", None)  # a training-time memory option
+    state = generator_state(ckpt["state_dict"])
     try:
+        with torch.device("meta"):  # sizes only, no memory: a config asking for huge widths is caught here
+            shape_only = build(name, **model_cfg)
+        check_state_shapes(shape_only, state, f"checkpoint {str(path)!r}")
         model = build(name, **model_cfg)
     except KeyError as err:
         raise UserError(f"checkpoint {str(path)!r}: {err.args[0]}") from None
-    load_state_strict(model, generator_state(ckpt["state_dict"]), f"checkpoint {str(path)!r}")
+    except (TypeError, ValueError) as err:
+        raise UserError(f"checkpoint {str(path)!r}: its model config is not valid ({str(err).splitlines()[0]})") from None
+    load_state_strict(model, state, f"checkpoint {str(path)!r}")
     ema_state = extra.get("ema")
     if use_ema and ema_state is not None:
         from fractalmidi.models.ema import EMA

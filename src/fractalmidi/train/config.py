@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -347,8 +348,27 @@ def _plain_defaults(model_name: str) -> dict[str, Any]:
     return out
 
 
+def _check_finite(cfg: TrainConfig) -> None:
+    """No NaN or infinity anywhere (``training.lr=nan`` passes every ``<= 0`` test)."""
+    def walk(key: str, value: Any) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{key} must be a finite number, got {value}")
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                walk(key, item)
+        elif isinstance(value, dict):
+            for name, item in value.items():
+                walk(f"{key}.{name}", item)
+
+    walk("model", cfg.model)
+    for section in SECTION_TYPES:
+        for item in dataclasses.fields(getattr(cfg, section)):
+            walk(f"{section}.{item.name}", getattr(getattr(cfg, section), item.name))
+
+
 def _validate(cfg: TrainConfig) -> None:
     t, h, d, lg = cfg.training, cfg.hardware, cfg.data, cfg.logging
+    _check_finite(cfg)
     positive = {
         "training.max_steps": t.max_steps, "training.batch_size": t.batch_size,
         "training.accumulate_grad_batches": t.accumulate_grad_batches,

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-from fractalmidi.errors import UserError
 from fractalmidi.train.checkpoint import EXTRA_KEY, MODEL_PREFIX, atomic_torch_save, load_generator, resolve_checkpoint, safe_load
 
 
@@ -36,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.out.exists() and not args.overwrite:
-        raise UserError(f"{args.out} already exists: pass --overwrite to replace it")
+    from fractalmidi.outdir import check_out_file
+
+    check_out_file(args.out, args.overwrite, [resolve_checkpoint(args.run)], "OUT.ckpt")  # never over the source
     size = export_generator(args.run, args.out, half=args.half)
     print(f"{args.out}: {size / 2**20:.2f} MiB")
     return 0

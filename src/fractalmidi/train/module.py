@@ -26,6 +26,10 @@ VAL_SEED_OFFSET = 104_729
 """Validation losses use their own fixed RNG stream: deterministic and invisible to training."""
 
 
+class NonFiniteLoss(UserError):
+    """Training diverged (NaN/inf loss): stop instead of writing all-NaN weights."""
+
+
 def rng_state() -> dict[str, Any]:
     """Every global RNG state as tensors / numbers (``weights_only``-loadable)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -131,6 +135,9 @@ class GeneratorModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, labels = split_batch(batch)
         loss, parts = self._loss_fn(x, labels)
+        if not torch.isfinite(loss.detach()):
+            raise NonFiniteLoss(f"the training loss became {loss.item()} at step {self.global_step}: training stopped "
+                                f"(lower training.lr or set training.grad_clip; the last good checkpoint is kept)")
         size = x.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         for name, value in parts.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fractalmidi.errors import UserError
+from fractalmidi.outdir import check_not_input
 from fractalmidi.train.checkpoint import (
     CHECKPOINT_DIR,
     EXTRA_KEY,
@@ -56,6 +58,9 @@ class Job:
     config: TrainConfig
     run_dir: Path
     resume_from: Path | None = None
+    fresh: bool = False
+    """The run folder held nothing of an earlier run: a run that fails before its first
+    checkpoint removes what it wrote, so the same ``output_dir`` can be used again."""
 
 
 def plan(config_path: str | None, overrides: list[str], *, resume: str | None = None, overwrite: bool = False) -> Job:
@@ -73,6 +78,7 @@ def plan(config_path: str | None, overrides: list[str], *, resume: str | None = 
     if overwrite:
         config.logging.overwrite = True
     run_dir = Path(config.logging.output_dir)
+    check_not_input(run_dir, [config.data.root or None], "logging.output_dir")
     if config.training.fast_dev_run or not launcher_rank_zero():
         return Job(config, run_dir)  # only the first process of a multi-process launch owns the folder
     if run_dir.is_dir() and any(run_dir.iterdir()):
@@ -85,7 +91,26 @@ def plan(config_path: str | None, overrides: list[str], *, resume: str | None = 
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-    return Job(config, run_dir)
+    return Job(config, run_dir, fresh=not _entries(run_dir))
+
+
+def _entries(run_dir: Path) -> list[Path]:
+    """What of a run (config, checkpoints, logs) ``run_dir`` holds."""
+    return [run_dir / name for name in RUN_ENTRIES if (run_dir / name).exists()]
+
+
+def _discard_failed_run(job: Job) -> None:
+    """A fresh run that stopped before any checkpoint leaves nothing (its logs would block the folder)."""
+    checkpoints = job.run_dir / CHECKPOINT_DIR
+    if not job.fresh or (checkpoints.is_dir() and any(checkpoints.glob("*.ckpt"))):
+        return
+    for entry in _entries(job.run_dir):
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        job.run_dir.rmdir()  # only if now empty (a folder the user had files in stays)
 
 
 def launcher_rank_zero() -> bool:
@@ -138,7 +163,7 @@ def pin_grid(config: TrainConfig, grid: str) -> TrainConfig:
 def _callbacks(config: TrainConfig, run_dir: Path, val_dataset: Any, with_validation: bool) -> list[Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from fractalmidi.train.callbacks import FinalCheckpoint, ImageLogger, StepProgressBar, Throughput
+    from fractalmidi.train.callbacks import FinalCheckpoint, ImageLogger, ResumableCheckpoint, StepProgressBar, Throughput
 
     lg, t = config.logging, config.training
     callbacks: list[Any] = [Throughput(t.batch_size)]
@@ -154,9 +179,10 @@ def _callbacks(config: TrainConfig, run_dir: Path, val_dataset: Any, with_valida
                                      num_samples=lg.num_image_samples, sample_length=lg.sample_length or config.data.crop_length,
                                      run_dir=run_dir, seed=t.seed, frame_ms=lg.gif_frame_ms))
     ckpt_dir = run_dir / CHECKPOINT_DIR
-    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="step_{step:08d}", auto_insert_metric_name=False,
-                                     every_n_train_steps=lg.checkpoint_every_n_steps, save_top_k=-1, save_last=True,
-                                     save_on_train_epoch_end=False, save_on_exception=True))  # Ctrl-C: resumable
+    callbacks.append(ResumableCheckpoint(dirpath=ckpt_dir, filename="step_{step:08d}", auto_insert_metric_name=False,
+                                         every_n_train_steps=lg.checkpoint_every_n_steps, save_top_k=-1, save_last=True,
+                                         save_on_train_epoch_end=False, save_on_exception=True,  # Ctrl-C: resumable
+                                         enable_version_counter=False))  # always last.ckpt, never last-v1.ckpt
     callbacks.append(FinalCheckpoint(ckpt_dir / LAST_NAME))
     if with_validation:
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename=BEST_NAME, monitor="val/loss", mode="min",
@@ -181,7 +207,17 @@ def _trainer(config: TrainConfig, run_dir: Path, val_set: Any, with_validation: 
 
 
 def train(job: Job) -> Result:
-    """Run ``job`` to ``training.max_steps``."""
+    """Run ``job`` to ``training.max_steps``; a fresh run that fails before its first checkpoint
+    leaves no run folder behind."""
+    try:
+        return _train(job)
+    except BaseException:
+        if launcher_rank_zero():
+            _discard_failed_run(job)
+        raise
+
+
+def _train(job: Job) -> Result:
     import lightning as L
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.loggers import TensorBoardLogger
