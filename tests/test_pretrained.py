@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from fractalmidi import pretrained
 from fractalmidi.cli import main
+from fractalmidi.errors import UserError
 from fractalmidi.inference import load_checkpoint
 from fractalmidi.train.export import export_generator
 
@@ -57,3 +59,20 @@ def test_generate_with_a_shipped_model_by_name(shipped_dir: Path, tmp_path: Path
     assert main(["generate", "--checkpoint", "tiny-bach", "--out", str(tmp_path / "b"), "--length", "32"]) == 0
     assert main(["generate", "--model", "no-card", "--out", str(tmp_path / "c")]) == 2
     assert "not a file, a run folder or a shipped model (tiny-bach)" in capsys.readouterr().err
+
+
+def test_training_goes_on_from_a_shipped_model_in_a_new_folder(shipped_dir: Path, prepared_jsb: Path,
+                                                                 tiny_fractal_checkpoint: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """A checkpoint outside a run folder (a shipped model) is continued in a new folder, never beside itself."""
+    from fractalmidi.train.runner import plan
+
+    full = shipped_dir / "full.ckpt"
+    shutil.copy(tiny_fractal_checkpoint, full)  # a full training checkpoint, as 'bach' is
+    assert main(["train", "--resume", str(full), f"data.root={prepared_jsb}"]) == 2
+    assert "give logging.output_dir=NEW_FOLDER" in capsys.readouterr().err
+    job = plan(None, [f"data.root={prepared_jsb}", f"logging.output_dir={tmp_path / 'more'}"], resume=str(full))
+    assert job.run_dir == tmp_path / "more" and job.resume_from == full
+    with pytest.raises(UserError, match="must be a new or empty folder"):
+        plan(None, [f"data.root={prepared_jsb}", f"logging.output_dir={shipped_dir}"], resume=str(full))
+    assert sorted(p.name for p in shipped_dir.iterdir()) == ["full.ckpt", "no-card.ckpt", "tiny-bach.ckpt", "tiny-bach.md"]

@@ -63,13 +63,26 @@ class Job:
     checkpoint removes what it wrote, so the same ``output_dir`` can be used again."""
 
 
+OUTPUT_DIR_KEY = "logging.output_dir"
+
+
 def plan(config_path: str | None, overrides: list[str], *, resume: str | None = None, overwrite: bool = False) -> Job:
     """Resolve config + overrides (+ the checkpoint's config when resuming) and check the run folder."""
     if resume is not None:
-        ckpt_path = resolve_checkpoint(resume)
+        from fractalmidi.pretrained import resolve
+
+        ckpt_path = resolve_checkpoint(resolve(resume))
         saved = safe_load(ckpt_path)[EXTRA_KEY]["config"]
-        run_dir = run_dir_of(ckpt_path)
-        config = load_config(config_path, [*overrides, f"logging.output_dir={run_dir}"], base=saved)
+        in_run = ckpt_path.resolve().parent.name == CHECKPOINT_DIR
+        if in_run:  # a run's checkpoint: the run goes on in its own folder
+            overrides = [*overrides, f"{OUTPUT_DIR_KEY}={run_dir_of(ckpt_path)}"]
+        elif not any(o.startswith(f"{OUTPUT_DIR_KEY}=") for o in overrides):
+            raise UserError(f"{ckpt_path} is not inside a run folder (e.g. a shipped model): give "
+                            f"{OUTPUT_DIR_KEY}=NEW_FOLDER for the continued run")
+        config = load_config(config_path, overrides, base=saved)
+        run_dir = Path(config.logging.output_dir)
+        if not in_run and run_dir.is_dir() and any(run_dir.iterdir()):
+            raise UserError(f"{OUTPUT_DIR_KEY}={run_dir} must be a new or empty folder to continue {ckpt_path} in")
         check_same_model(saved["model"], config.to_dict()["model"])
         return Job(config, run_dir, ckpt_path)
     if config_path is None:
