@@ -37,10 +37,12 @@ def bin_velocities(bins: torch.Tensor, num_bins: int) -> torch.Tensor:
     return torch.where(bins > 0, lowest, torch.zeros_like(bins))
 
 
-class PixelStates:
-    """The state vocabulary of one model: planes <-> states, and the features levels embed."""
+class PixelStates(nn.Module):
+    """The state vocabulary of one model: planes <-> states, and the features levels embed (a
+    non-persistent buffer, so it follows the model's device and stays out of checkpoints)."""
 
     def __init__(self, num_bins: int, note_states: bool) -> None:
+        super().__init__()
         self.num_bins = num_bins
         self.note_states = note_states
         self.offset = 1 if note_states else 0
@@ -54,7 +56,7 @@ class PixelStates:
         table[bins + self.offset, 2] = velocity
         if note_states:
             table[HOLD, 0] = 1.0
-        self.features = table
+        self.register_buffer("features", table, persistent=False)
         """``(count, PIXEL_FEATURES)``: row s describes state s to a patch embedding."""
 
     def from_planes(self, planes: torch.Tensor) -> torch.Tensor:
@@ -68,8 +70,7 @@ class PixelStates:
 
     def embed_input(self, states: torch.Tensor) -> torch.Tensor:
         """States ``(..., n)`` -> features ``(..., n * PIXEL_FEATURES)`` for a patch embedding."""
-        table = self.features.to(states.device)
-        return table[states].flatten(-2)
+        return self.features[states].flatten(-2)
 
     def sounding(self, states: torch.Tensor) -> torch.Tensor:
         return states != SILENCE
