@@ -96,6 +96,13 @@ def pretty_midi_seconds(files: list[Path]) -> float:
     return time.perf_counter() - start
 
 
+def measure_table(rows: list[tuple[str, str]]) -> str:
+    """A two-column markdown table (measure, value) with the names padded to one width."""
+    width = max(len(name) for name, _ in rows)
+    return "\n".join([f"| {'measure':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
+                     + [f"| {name:<{width}} | {value} |" for name, value in rows])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=shared_data_dir() / "pop909", help="POP909 folder")
@@ -140,9 +147,7 @@ def main() -> None:
         ("... after offset removal: median / mean", f"{np.median(after):.3f} / {after.mean():.3f}"),
         ("songs under 80% on the grid after removal", f"{int(np.sum(after < 0.8))}"),
     ]
-    width = max(len(name) for name, _ in rows)
-    table = "\n".join([f"| {'measure':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
-                      + [f"| {name:<{width}} | {value} |" for name, value in rows])
+    table = measure_table(rows)
     print(table)
     if args.limit:
         return

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_prepare import MACHINE, RESULTS, run_prepare
+from bench_prepare import MACHINE, RESULTS, measure_table, run_prepare
 
 FILES_PER_FOLDER = 1000
 NOTES_PER_FILE = 8
@@ -93,9 +93,7 @@ def main() -> None:
         ("peak RSS, prepare + workers", f"{peak_mb:.0f} MB (goal <= {GOAL_PEAK_MB}: {'met' if peak_mb <= GOAL_PEAK_MB else 'NOT met'})"),
         ("load average (1 min) before / after", f"{load_before[0]:.1f} / {load_after[0]:.1f}"),
     ]
-    width = max(len(name) for name, _ in rows)
-    table = "\n".join([f"| {'measure':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
-                      + [f"| {name:<{width}} | {value} |" for name, value in rows])
+    table = measure_table(rows)
     print(table)
     if not args.append:
         return
