@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -342,16 +343,8 @@ def test_prepare_lock_refuses_a_second_run_on_the_same_work_folder(home: Path, t
 
 
 def test_sigterm_stops_prepare_with_its_workers_and_keeps_the_run_resumable(tmp_path: Path, make_midi) -> None:
-    src = tmp_path / "src"
-    for i in range(40):
-        make_midi(src / f"s{i:02d}.mid", tune(i % 12))
-    env = {**os.environ, "FRACTALMIDI_TEST_SLOW_JOB_S": "0.2"}
-    proc = subprocess.Popen([sys.executable, "-m", "fractalmidi", "prepare", str(src), "--out", str(tmp_path / "out"),
-                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    journal = tmp_path / "out.partial" / "journal.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (journal.is_file() and journal.stat().st_size):
-        time.sleep(0.05)
+    src, proc = _slow_prepare_under_way(tmp_path, make_midi, 40, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
     children = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -362,6 +355,22 @@ def test_sigterm_stops_prepare_with_its_workers_and_keeps_the_run_resumable(tmp_
                            "--workers", "0", "--resume"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["pieces"] == 40 - 28  # 12 distinct tunes
+
+
+def _slow_prepare_under_way(tmp_path: Path, make_midi, count: int, **popen: Any) -> tuple[Path, subprocess.Popen]:
+    """``fractalmidi prepare`` of ``count`` tunes with 2 slowed-down workers, returned once its first
+    piece is journaled (so it has workers and a resumable partial run to lose)."""
+    src = tmp_path / "src"
+    for i in range(count):
+        make_midi(src / f"s{i:02d}.mid", tune(i % 12))
+    env = {**os.environ, "FRACTALMIDI_TEST_SLOW_JOB_S": "0.2"}
+    proc = subprocess.Popen([sys.executable, "-m", "fractalmidi", "prepare", str(src), "--out", str(tmp_path / "out"),
+                             "--workers", "2"], env=env, **popen)
+    journal = tmp_path / "out.partial" / "journal.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (journal.is_file() and journal.stat().st_size):
+        time.sleep(0.05)
+    return src, proc
 
 
 def _children(pid: int) -> list[int]:
@@ -538,16 +547,7 @@ def test_damaged_prepared_folder_is_one_line_for_train_and_evaluate(home: Path, 
 
 
 def test_sigkill_of_prepare_takes_its_workers_along(tmp_path: Path, make_midi) -> None:
-    src = tmp_path / "src"
-    for i in range(20):
-        make_midi(src / f"s{i:02d}.mid", tune(i % 12))
-    env = {**os.environ, "FRACTALMIDI_TEST_SLOW_JOB_S": "0.2"}
-    proc = subprocess.Popen([sys.executable, "-m", "fractalmidi", "prepare", str(src), "--out", str(tmp_path / "out"),
-                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    journal = tmp_path / "out.partial" / "journal.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (journal.is_file() and journal.stat().st_size):
-        time.sleep(0.05)
+    _, proc = _slow_prepare_under_way(tmp_path, make_midi, 20, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     children = _children(proc.pid)
     proc.kill()
     proc.wait(timeout=30)
