@@ -84,7 +84,6 @@ class FractalGen(Generator):
         self.generators = tuple(generators)
         self._check_config(widths, depths, heads, num_iter_list, num_pitches, num_bins)
         self.num_pitches = num_pitches
-        self.num_bins = num_bins
         self.pixel_states = PixelStates(num_bins, note_states)
         self.num_classes = num_classes
         self.mask_ratio_min = mask_ratio_min

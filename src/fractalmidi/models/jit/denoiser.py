@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from fractalmidi.errors import UserError
-from fractalmidi.data.roll import ONSET_PLANE, VELOCITY_PLANE
-from fractalmidi.models.base import Generator, decode_notes
+from fractalmidi.data.roll import MAX_VELOCITY, ONSET_PLANE, VELOCITY_PLANE
+from fractalmidi.models.base import DEFAULT_NOTE_VELOCITY, Generator, decode_notes
 from fractalmidi.models.jit.masks import DEFAULT_MASK_PROBS, check_mask_probs, draw_masks
 from fractalmidi.models.jit.network import JiTNet
 
@@ -44,7 +44,7 @@ SOUNDING, ONSET, VELOCITY = range(CHANNELS)
 IN_CHANNELS = 2 * CHANNELS + 1
 """Noisy channels, known channels, generation mask."""
 DEFAULT_EMA_DECAYS = (0.9996, 0.9998)
-SILENT_VELOCITY = 64 / 127
+SILENT_VELOCITY = DEFAULT_NOTE_VELOCITY / MAX_VELOCITY
 """Velocity channel of a roll without notes."""
 ONSET_ABOVE = 0.25
 """A generated onset channel peak over this starts a note."""
