@@ -39,14 +39,22 @@ def test_each_generated_note_gets_the_mean_velocity_of_its_pixels() -> None:
     assert torch.equal(out, torch.from_numpy(codes_to_planes(planes_to_codes(out.numpy()))))
 
 
-def test_weights_make_holds_continue_the_onset_velocity_and_a_bare_hold_gets_the_default() -> None:
+def test_weights_make_holds_continue_the_onset_velocity_and_a_bare_hold_gets_its_pieces_loudness() -> None:
     canvas, mask = _all_generated()
     sounding = _pixels({0: [1, 1, 1, 0, 0, 1, 1, 0]}) > 0
     onset = _pixels({0: [1, 0, 0, 0, 0, 0, 0, 0]}) > 0
     velocity = _pixels({0: [100 / 127, 0, 0, 0, 0, 0, 0, 0]})  # holds carry no velocity (FractalGen)
     out = decode_notes(canvas, mask, sounding, onset, velocity, (velocity > 0).float())
-    assert (out[0, 0, 0] * 127).round().tolist() == [100, 100, 100, 0, 0, DEFAULT_NOTE_VELOCITY, DEFAULT_NOTE_VELOCITY, 0]
-    assert out[0, 1, 0].tolist() == [1, 0, 0, 0, 0, 1, 0, 0]  # a hold after silence starts a note
+    # a hold after silence starts a note, as loud as its piece's generated notes
+    assert (out[0, 0, 0] * 127).round().tolist() == [100, 100, 100, 0, 0, 100, 100, 0]
+    assert out[0, 1, 0].tolist() == [1, 0, 0, 0, 0, 1, 0, 0]
+    # per piece: a second piece with only a bare hold has no loudness of its own and gets the default
+    canvas, mask = _all_generated(batch=2)
+    sounding, onset, velocity = (torch.cat([x, torch.zeros_like(x)]) for x in (sounding, onset, velocity))
+    sounding[1, 2, 1:3] = True
+    out = decode_notes(canvas, mask, sounding, onset, velocity, (velocity > 0).float())
+    assert (out[0, 0, 0] * 127).round().tolist() == [100, 100, 100, 0, 0, 100, 100, 0]
+    assert (out[1, 0, 2] * 127).round().tolist() == [0] + [DEFAULT_NOTE_VELOCITY] * 2 + [0] * 5
 
 
 def test_known_pixels_stay_bit_exact_and_a_generated_hold_continues_a_known_note() -> None:
@@ -122,10 +130,10 @@ def test_sampled_states_become_whole_notes_in_fractalgen() -> None:
     onset_90 = int(ps.from_planes(torch.from_numpy(codes_to_planes(np.full((128, 1), 90 | 0x80, np.uint8)))[None])[0, 0, 0])
     states = torch.zeros(1, 128, 16, dtype=torch.long)
     states[0, 40, 2:6] = torch.tensor([onset_90, HOLD, HOLD, onset_90])  # two notes, re-struck at 5
-    states[0, 41, 0:3] = HOLD  # a hold after silence: a note of the default velocity
+    states[0, 41, 0:3] = HOLD  # a hold after silence: a note as loud as the piece's others
     canvas = torch.zeros(1, 2, 128, 16)
     planes = model._planes(states, canvas, torch.ones_like(canvas, dtype=torch.bool))
     codes = planes_to_codes(planes[0].numpy())
     assert codes[40, :7].tolist() == [0, 0, 90 | 0x80, 90, 90, 90 | 0x80, 0]
-    assert codes[41, :4].tolist() == [DEFAULT_NOTE_VELOCITY | 0x80, DEFAULT_NOTE_VELOCITY, DEFAULT_NOTE_VELOCITY, 0]
+    assert codes[41, :4].tolist() == [90 | 0x80, 90, 90, 0]
     assert np.count_nonzero(codes) == 7

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from fractalmidi.data.key import draw_shift, fit_shift, normalising_shift, transpose
+from fractalmidi.data.roll import VELOCITY_PLANE
 from fractalmidi.errors import UserError
 
 DEFAULT_GRID = "16th"
@@ -38,6 +42,15 @@ class LoadedCheckpoint:
                 return DEFAULT_GRID
         return DEFAULT_GRID
 
+    @property
+    def key_shifts(self) -> list[int] | None:
+        """With a key-normalised model (``data.key_normalize``), its training pieces' key counts
+        (:mod:`fractalmidi.data.key`); None for a model trained in every key."""
+        data = self.config.get("data", {})
+        if not isinstance(data, dict) or not data.get("key_normalize"):
+            return None
+        return [int(c) for c in data.get("key_shifts") or []]
+
 
 def load_checkpoint(path: str | Path, *, use_ema: bool = True) -> LoadedCheckpoint:
     """Load a ``.ckpt``, a run folder's last one or a shipped model by name (EMA weights by default).
@@ -66,26 +79,52 @@ def load_checkpoint(path: str | Path, *, use_ema: bool = True) -> LoadedCheckpoi
     return LoadedCheckpoint(path=path, model=model, config=dict(config or {}))
 
 
+def _out_of_key(result, steps: list, into_key: int, key_shifts: list[int], anchored: bool, generator) -> tuple:
+    """Samples (and their steps) moved back out of the model's key: by ``-into_key`` when known music
+    fixed the key (``anchored``), else each to a key drawn from ``key_shifts``."""
+    import torch
+
+    if anchored:
+        return transpose(result, -into_key), [transpose(step, -into_key) for step in steps]
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=result.device)) if generator else None
+    rng = np.random.default_rng(seed)
+    moves = []
+    for sample in result:
+        sounding = (sample[VELOCITY_PLANE] > 0).cpu().numpy().astype(np.uint8)
+        moves.append(fit_shift(sounding, draw_shift(key_shifts, rng)))
+    def move(batch):
+        return torch.stack([transpose(x, m) for x, m in zip(batch, moves)])
+    return move(result), [move(step) for step in steps]
+
+
 def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, options: dict[str, Any] | None = None,
-                return_steps: bool = False):
+                return_steps: bool = False, key_shifts: list[int] | None = None):
     """``count`` samples of a plan (:mod:`fractalmidi.canvas`) on the model's device.
 
     Returns ``(results, steps)``: results ``(count, planes, 128, plan.length)`` with the known
     pixels exactly as in the canvas, and, with ``return_steps``, the intermediate canvases
     (coarse to fine, each cropped the same way; else ``[]``). Option values the family rejects
-    become a one-line ``UserError``.
+    become a one-line ``UserError``. ``key_shifts`` (a key-normalised model's
+    :attr:`LoadedCheckpoint.key_shifts`): the known music is moved into the model's key and the
+    result back; with nothing known, each sample goes to a key drawn like the training pieces'.
     """
     import torch
 
     device = next(model.parameters()).device
     canvas = plan.canvas.to(device).expand(count, -1, -1, -1).contiguous()
     mask = plan.mask.to(device).expand(count, -1, -1, -1).contiguous()
+    into_key = 0
+    if key_shifts is not None:
+        known = ((plan.canvas[0, VELOCITY_PLANE] > 0) & ~plan.mask[0, VELOCITY_PLANE]).numpy().astype(np.uint8)
+        into_key = normalising_shift(known)
     try:
         with torch.no_grad():
-            out = model.sample(canvas, mask, labels=labels, generator=generator, return_steps=return_steps,
+            out = model.sample(transpose(canvas, into_key), transpose(mask, into_key), labels=labels, generator=generator, return_steps=return_steps,
                                **(options or {}))
     except ValueError as err:  # the family's own check of option values (e.g. sampler name)
         raise UserError(f"sampling options rejected by the {model.family} family: {str(err).splitlines()[0]}") from None
     result, steps = out if return_steps else (out, [])
+    if key_shifts is not None:
+        result, steps = _out_of_key(result, steps, into_key, key_shifts, bool(known.any()), generator)
     result = torch.where(mask, result, canvas)  # known pixels exactly as given, whatever the model did
     return result[..., : plan.length], [step[..., : plan.length] for step in steps]

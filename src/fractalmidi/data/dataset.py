@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fractalmidi.data.cache import PreparedData
+from fractalmidi.data.key import normalising_shift, transpose
 from fractalmidi.data.roll import NUM_PITCHES, codes_to_planes
 from fractalmidi.errors import UserError
 
@@ -32,6 +33,8 @@ class PianoRollDataset(Dataset):
     ``train=True``: a random crop start and a pitch shift drawn from ``pitch_shift`` but clipped
     to the crop's own pitch range (no note ever leaves 0..127); ``augment_factor`` repeats every
     piece that many times per epoch. ``train=False``: one fixed crop per piece, no shift.
+    ``key_normalize``: every piece first moves to C major / A minor (:mod:`fractalmidi.data.key`),
+    in both modes; ``key_shifts`` holds each piece's normalising shift.
     Pieces shorter than ``crop_length`` are padded with silence at the end.
     """
 
@@ -44,6 +47,7 @@ class PianoRollDataset(Dataset):
         augment_factor: int = 1,
         train: bool = True,
         seed: int = 0,
+        key_normalize: bool = False,
     ) -> None:
         self.data = root if isinstance(root, PreparedData) else PreparedData(root)
         if crop_length < 1:
@@ -61,6 +65,7 @@ class PianoRollDataset(Dataset):
         self.train = train
         self.seed = int(seed)
         self.epoch = 0
+        self.key_shifts = {p: normalising_shift(self.data.piece(p)) for p in self.pieces} if key_normalize else {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -80,6 +85,8 @@ class PianoRollDataset(Dataset):
         steps = self.data.steps(piece)
         start = int(rng.integers(0, max(steps - self.crop_length, 0) + 1))
         crop = self.data.crop(piece, start, self.crop_length)
+        if self.key_shifts:
+            crop = transpose(crop, self.key_shifts[piece])
         if self.train:
             crop = self._shift(crop, rng)
         return torch.from_numpy(codes_to_planes(crop))

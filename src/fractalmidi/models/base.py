@@ -111,8 +111,9 @@ def decode_notes(canvas: torch.Tensor, mask: torch.Tensor, sounding: torch.Tenso
     pixel after silence starts one too); elsewhere the known ``canvas`` says it. A note with known
     pixels keeps their velocity (so notes outside a rewritten region sound as before, and a
     generated hold continues a known note); any other note takes the ``weight``-weighted mean of
-    ``velocity`` (in [0, 1]) over its generated pixels, or :data:`DEFAULT_NOTE_VELOCITY` where the
-    weights sum to 0. Known pixels come back as in ``canvas``.
+    ``velocity`` (in [0, 1]) over its generated pixels; where those weights sum to 0 (a generated
+    hold after silence), the weighted mean over its sample's generated pixels (the piece's own
+    loudness), else :data:`DEFAULT_NOTE_VELOCITY`. Known pixels come back as in ``canvas``.
     """
     gen = mask[:, 0]
     sounding = torch.where(gen, sounding, canvas[:, VELOCITY_PLANE] > 0)
@@ -130,9 +131,17 @@ def decode_notes(canvas: torch.Tensor, mask: torch.Tensor, sounding: torch.Tenso
         summed = torch.zeros_like(total).index_add_(0, flat, w * velocity.reshape(-1).double())
         return summed / total.clamp_min(1e-12), total
 
+    generated_weight = torch.where(gen, weight, torch.zeros_like(weight))
     known_mean, known_total = weighted_mean((~gen).to(weight.dtype))
-    generated_mean, generated_total = weighted_mean(torch.where(gen, weight, torch.zeros_like(weight)))
-    default = torch.full_like(known_mean, DEFAULT_NOTE_VELOCITY / MAX_VELOCITY)
+    generated_mean, generated_total = weighted_mean(generated_weight)
+    # a note with no velocity of its own (a bare hold) takes its piece's generated loudness
+    w = (generated_weight * sounding).flatten(1).double()
+    piece_total = w.sum(1)
+    piece_mean = (w * velocity.flatten(1).double()).sum(1) / piece_total.clamp_min(1e-12)
+    piece_level = torch.where(piece_total > 0, piece_mean, torch.full_like(piece_mean, DEFAULT_NOTE_VELOCITY / MAX_VELOCITY))
+    batch_of_pixel = torch.arange(note.shape[0], device=canvas.device).view(-1, *([1] * (note.dim() - 1))).expand_as(note)
+    note_batch = torch.zeros(count, dtype=torch.long, device=canvas.device).index_put_((flat,), batch_of_pixel.reshape(-1))
+    default = piece_level[note_batch]
     mean = torch.where(known_total > 0, known_mean, torch.where(generated_total > 0, generated_mean, default))
     level = (torch.round(mean.clamp(1 / MAX_VELOCITY, 1) * MAX_VELOCITY) / MAX_VELOCITY).to(canvas.dtype)
     planes = torch.stack([torch.where(sounding, level[note], torch.zeros_like(level[note])), start.to(canvas.dtype)], 1)

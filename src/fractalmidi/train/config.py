@@ -47,6 +47,12 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "valid"
     pitch_shift: list[int] = field(default_factory=lambda: [-3, 3])
+    key_normalize: bool = False
+    """Train in C major / A minor (each piece transposed by its estimated key); generated pieces move
+    to keys drawn from ``key_shifts``."""
+    key_shifts: list[int] | None = None
+    """Filled at train time with key_normalize: how many training pieces needed each normalising shift
+    (-6..5), so a checkpoint can pick keys like its data's without the data folder."""
     augment_factor: int = 1
     num_workers: int = 2
     val_batch_size: int | None = None

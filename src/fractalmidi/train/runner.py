@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from fractalmidi.data.key import shift_histogram
 from fractalmidi.errors import UserError
 from fractalmidi.outdir import check_not_input
 from fractalmidi.train.checkpoint import (
@@ -154,7 +155,8 @@ def _datasets(config: TrainConfig) -> tuple[Any, Any, str]:
     if not d.root:
         raise UserError("data.root is not set: give data.root=DATA_DIR (a folder made by 'fractalmidi prepare')")
     data = PreparedData(d.root)
-    common = {"pitch_shift": tuple(d.pitch_shift), "augment_factor": d.augment_factor, "seed": config.training.seed}
+    common = {"pitch_shift": tuple(d.pitch_shift), "augment_factor": d.augment_factor, "seed": config.training.seed,
+              "key_normalize": d.key_normalize}
     train = PianoRollDataset(data, split=d.train_split, crop_length=d.crop_length, train=True, **common)
     val = PianoRollDataset(data, split=d.val_split, crop_length=d.val_crop_length or d.crop_length,
                            train=False, **common)
@@ -162,6 +164,14 @@ def _datasets(config: TrainConfig) -> tuple[Any, Any, str]:
         raise UserError(f"data.root {d.root!r}: split {d.train_split!r} has {len(train)} items, fewer than "
                         f"training.batch_size={config.training.batch_size}")
     return train, val, data.grid
+
+
+def pin_keys(config: TrainConfig, train_set: Any) -> TrainConfig:
+    """``config`` with ``data.key_shifts`` counted from the training pieces when ``data.key_normalize``."""
+    if not config.data.key_normalize:
+        return config
+    counts = shift_histogram(list(train_set.key_shifts.values()))
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, key_shifts=counts))
 
 
 def pin_grid(config: TrainConfig, grid: str) -> TrainConfig:
@@ -243,7 +253,7 @@ def _train(job: Job) -> Result:
         warnings.filterwarnings("ignore", message=pattern)
     L.seed_everything(job.config.training.seed, workers=True, verbose=False)
     train_set, val_set, grid = _datasets(job.config)
-    config = pin_grid(job.config, grid)
+    config = pin_keys(pin_grid(job.config, grid), train_set)
     t, d = config.training, config.data
     module = GeneratorModule(config)
     lengths = {"data.crop_length": d.crop_length, "data.val_crop_length": d.val_crop_length,
