@@ -75,6 +75,7 @@ def _set_summary(source: PieceSource, features: FeatureSet, kind: str) -> dict:
 
 
 def _nll_section(checkpoint: Path, sources: dict[str, PieceSource], max_steps: int, batch_size: int) -> dict:
+    from fractalmidi.data.key import normalising_shift, transpose
     from fractalmidi.evaluate.likelihood import set_nll, source_rolls
     from fractalmidi.inference import load_checkpoint
 
@@ -84,8 +85,14 @@ def _nll_section(checkpoint: Path, sources: dict[str, PieceSource], max_steps: i
     if not model.has_likelihood:
         section["note"] = f"NLL skipped: the {model.family} family has no tractable likelihood."
         return section
+    normalise = loaded.key_shifts is not None
+    if normalise:
+        section["key"] = "pieces scored in the model's key (each moved to C major / A minor first)"
     for name, source in sources.items():
-        section[name] = set_nll(model, source_rolls(source, loaded.grid), max_steps=max_steps, batch_size=batch_size)
+        rolls = source_rolls(source, loaded.grid)
+        if normalise:
+            rolls = [(label, transpose(roll, normalising_shift(roll))) for label, roll in rolls]
+        section[name] = set_nll(model, rolls, max_steps=max_steps, batch_size=batch_size)
     flags = {section[name]["exact"] for name in sources} - {None}
     section["exact"] = flags.pop() if len(flags) == 1 else None
     section["estimate_reason"] = _estimate_reason(model) if section["exact"] is False else None

@@ -46,8 +46,9 @@ class DataConfig:
     """Validation crop length; None = ``crop_length``."""
     train_split: str = "train"
     val_split: str = "valid"
-    pitch_shift: list[int] = field(default_factory=lambda: [-3, 3])
-    key_normalize: bool = False
+    pitch_shift: list[int] = field(default_factory=lambda: [0, 0])
+    """Random transposition of training crops, in semitones (off by default: it would undo key_normalize)."""
+    key_normalize: bool = True
     """Train in C major / A minor (each piece transposed by its estimated key); generated pieces move
     to keys drawn from ``key_shifts``."""
     key_shifts: list[int] | None = None
