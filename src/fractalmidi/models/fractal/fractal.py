@@ -50,6 +50,7 @@ class FractalGen(Generator):
         heads: Sequence[int] = (12, 6, 3),
         mlp_ratio: float = 4.0,
         scan_order: str = "row_major",
+        seams: bool = False,
         head_width: int = 192,
         head_depth: int = 1,
         num_bins: int = 128,
@@ -68,7 +69,8 @@ class FractalGen(Generator):
     ) -> None:
         """One entry per level in ``generators`` (``mar`` | ``ar``), ``widths``, ``depths``, ``heads``
         and ``num_iter_list`` (default MAR iterations); ``patch_sizes`` must end with 1 (pixels);
-        ``temperature``: the default sampling temperature.
+        ``temperature``: the default sampling temperature. ``seams``: MAR levels also hand down the
+        pixel columns along each patch's edges (:meth:`.MARLevel.seams`), so notes stay whole across patches.
         ``num_bins`` velocity levels (incl. silence); ``note_states`` adds the hold state and makes
         velocities onset-only (False: a binary / velocity-only head, e.g. for binary data).
         ``mask_ratio_min``: MAR training masks hide a share of patches drawn from
@@ -101,7 +103,7 @@ class FractalGen(Generator):
         levels: list[LevelNet] = []
         cond_dim, num_conds = top, 1
         for i, kind in enumerate(self.generators):
-            extra = {"scan_order": scan_order} if kind == "ar" else {}
+            extra = {"scan_order": scan_order} if kind == "ar" else {"seams": seams}
             if i > 0:
                 side = self.patch_sizes[i - 1] // self.patch_sizes[i]
                 extra["fixed_grid"] = (side, side)
@@ -225,7 +227,7 @@ class FractalGen(Generator):
             kept = (occupied > 0) | draw
             weight = torch.where(occupied > 0, weight, weight / self.empty_keep)[kept]
             index = index[kept]
-        child = [c.reshape(n * length, -1)[index] for c in net.child_conds(hidden, grid)]
+        child = [c.reshape(n * length, -1)[index] for c in net.child_conds(hidden, grid, features, ~chosen)]
         owner = owner[:, None].expand(n, length).reshape(-1)[index]
         if size == 1:
             logits = self.head(child).float()

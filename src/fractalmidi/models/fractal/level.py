@@ -69,6 +69,8 @@ class LevelNet(nn.Module):
                            cache=None if caches is None else caches[i])
         return self.out_norm(h)
 
-    def child_conds(self, out: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:
-        """Condition vectors ``(N, L, width)`` each patch hands to the next level."""
+    def child_conds(self, out: torch.Tensor, grid: tuple[int, int], features: torch.Tensor | None = None,
+                    visible: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Condition vectors ``(N, L, width)`` each patch hands to the next level, from the outputs and
+        (for levels that use them) the pixel ``features`` of the ``visible`` ``(N, L)`` patches."""
         return [out]

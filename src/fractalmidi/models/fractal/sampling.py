@@ -107,7 +107,8 @@ class HierarchySampler:
                 revealed = 1.0 - float(remaining.sum()) / float(unknown.sum())
                 scale = 1.0 + (cfg - 1.0) * revealed if level == 0 else cfg
                 values = self._generate(level, tokens.reshape(-1, dim)[index], gen.reshape(-1, dim)[index],
-                                        self._take(net.child_conds(out, grid), index), scale)
+                                        self._take(net.child_conds(out, grid, self._embed(current), self._double(~masked)), index),
+                                        scale)
                 current = current.reshape(-1, dim).index_copy(0, index, values).reshape(n, length, dim)
             masked = masked_next
             if frames is not None:
