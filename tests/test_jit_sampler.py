@@ -12,7 +12,8 @@ from fractalmidi.data.roll import ONSET_BIT, codes_to_planes, roll_to_notes
 from fractalmidi.errors import UserError
 from fractalmidi.models import build
 from fractalmidi.models.base import decode_notes
-from fractalmidi.models.jit.denoiser import CHANNELS, DEFAULT_SILENCE_BELOW, ONSET_ABOVE, onsets, to_signed
+from fractalmidi.models.jit.denoiser import CHANNELS, ONSET_ABOVE, onsets, to_signed
+from fractalmidi.models.jit.options import DEFAULT_SILENCE_BELOW
 from fractalmidi.models.jit.masks import MASK_KINDS, make_mask
 
 T = 64
@@ -169,22 +170,22 @@ class EchoNet(nn.Module):
 
 
 @pytest.mark.parametrize("sampler", ["euler", "heun"])
-def test_temperature_scales_the_starting_noise(sampler: str) -> None:
+def test_start_noise_scales_the_starting_noise(sampler: str) -> None:
     model = _model_with(EchoNet())
     canvas = torch.zeros(1, 2, 128, T)
     mask = torch.ones_like(canvas, dtype=torch.bool)
     out = model.sample(canvas, mask, generator=torch.Generator().manual_seed(4), sampler=sampler, steps=6,
-                       temperature=0.3, silence_below=0.4)
+                       start_noise=0.3, silence_below=0.4)
     noise = torch.randn((1, CHANNELS, 128, T), generator=torch.Generator().manual_seed(4))
     unit = ((0.3 * model.noise_scale * noise + 1) / 2).clamp(0, 1)
     torch.testing.assert_close(out, _decoded(unit, canvas, mask, 0.4), rtol=0, atol=1e-6)
     hotter = model.sample(canvas, mask, generator=torch.Generator().manual_seed(4), sampler=sampler, steps=6,
-                          temperature=0.6, silence_below=0.4)
-    # a pixel sounds where (temperature * noise_scale * n + 1) / 2 > 0.4: the share follows the temperature
+                          start_noise=0.6, silence_below=0.4)
+    # a pixel sounds where (start_noise * noise_scale * n + 1) / 2 > 0.4: the share follows start_noise
     normal = torch.distributions.Normal(0.0, 1.0)
-    for roll, temperature in ((out, 0.3), (hotter, 0.6)):
+    for roll, start_noise in ((out, 0.3), (hotter, 0.6)):
         share = (roll[:, 0] > 0).float().mean().item()
-        assert share == pytest.approx(normal.cdf(torch.tensor(0.2 / (temperature * model.noise_scale))).item(), abs=0.02)
+        assert share == pytest.approx(normal.cdf(torch.tensor(0.2 / (start_noise * model.noise_scale))).item(), abs=0.02)
 
 
 def test_pixels_whose_sounding_channel_is_low_are_silent() -> None:

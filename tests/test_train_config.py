@@ -14,8 +14,8 @@ from fractalmidi.train.runner import plan
 from fractalmidi.train.schedule import WarmupCosine
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TRAIN_CONFIGS = ("fractal_128x512", "fractal_128x256", "fractal_128x128", "fractal_ar", "jit_128x128",
-                 "jit_128x256", "fractal_tiny", "jit_tiny", "fractal_jsb")
+TRAIN_CONFIGS = ("fractal_128x512", "fractal_128x256", "fractal_128x128", "jit_128x128",
+                 "jit_128x256", "fractal_tiny", "fractal_small", "jit_tiny", "fractal_jsb")
 
 
 @pytest.mark.parametrize("name", TRAIN_CONFIGS)
@@ -115,16 +115,14 @@ def test_warmup_cosine_schedule_values() -> None:
     assert schedule(500) == pytest.approx(0.1)  # past the schedule: the floor
 
 
-def test_preset_factory_is_public_and_decides_the_model_keys() -> None:
-    import inspect
-
+def test_model_keys_are_the_family_options() -> None:
     from fractalmidi.models import build
-    from fractalmidi.models.registry import preset_factory
+    from fractalmidi.models.registry import preset
     from fractalmidi.train.config import valid_keys
 
-    factory = preset_factory("fractal-tiny")
-    assert type(build("fractal-tiny")) is factory  # FractalGen presets build with the class itself
-    accepted = {f"model.{name}" for name in inspect.signature(factory).parameters}
-    assert {k for k in valid_keys("fractal-tiny") if k.startswith("model.") and k != "model.name"} <= accepted
+    family = preset("fractal-tiny").family
+    assert type(build("fractal-tiny")) is family.model
+    model_keys = {k for k in valid_keys("fractal-tiny") if k.startswith("model.") and k != "model.name"}
+    assert model_keys == {f"model.{name}" for name in family.option_names()}
     with pytest.raises(KeyError, match="did you mean 'jit-tiny'"):
-        preset_factory("jit-tin")
+        preset("jit-tin")

@@ -1,17 +1,21 @@
 """The model contract shared by every generator family.
 
 Training, generation and evaluation only talk to this interface, so a new family is one
-new package that subclasses :class:`Generator` and registers presets.
+new package that subclasses :class:`Generator`, declares its model and sampling options as
+dataclasses, and registers itself and its presets (:mod:`fractalmidi.models.registry`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from fractalmidi.data.roll import MAX_VELOCITY, NUM_PITCHES, ONSET_PLANE, ROLL_PLANES, VELOCITY_PLANE
+from fractalmidi.options import plain
 
 DEFAULT_NOTE_VELOCITY = 64
 """Velocity of a generated note that has none of its own (e.g. a sampled hold after silence):
@@ -31,8 +35,10 @@ class Generator(nn.Module):
     has_likelihood: ClassVar[bool] = False
     preset: str = ""
     """Registry name this model was built from (set by :func:`fractalmidi.models.build`)."""
-    overrides: dict[str, Any]
-    """Keyword overrides applied on top of the preset (set by ``build``)."""
+    options: Any
+    """The family's model options dataclass this model was built with."""
+    sampling: Any
+    """The family's sampling options dataclass: the defaults of :meth:`sample`."""
     num_pitches: int = NUM_PITCHES
     """Roll height the model takes (fewer only in micro test configurations)."""
 
@@ -48,8 +54,22 @@ class Generator(nn.Module):
 
     @property
     def sample_defaults(self) -> dict[str, Any]:
-        """Default ``sample`` options (documented per family)."""
-        return {}
+        """Default ``sample`` options (documented in the family's sampling dataclass)."""
+        return plain(self.sampling)
+
+    @property
+    def estimate_reason(self) -> str | None:
+        """Why :meth:`nll` is an estimate, in a few words (None: it is exact)."""
+        return "the model's own estimator"
+
+    def sampling_options(self, opts: Mapping[str, Any], error: type[Exception] = ValueError) -> Any:
+        """The sampling defaults with ``opts`` on top (None = the default); an unknown name is an ``error``."""
+        given = {k: v for k, v in opts.items() if v is not None}
+        accepted = [f.name for f in dataclasses.fields(self.sampling)]
+        unknown = sorted(set(given) - set(accepted))
+        if unknown:
+            raise error(f"unknown {type(self).__name__} sample options {unknown}; accepted: {', '.join(accepted)}")
+        return dataclasses.replace(self.sampling, **given)
 
     def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training loss on a batch; returns ``(total, parts)`` with every part named."""

@@ -144,6 +144,7 @@ def load_generator(path: str | Path, *, use_ema: bool = True, map_location: Any 
     Returns ``(generator in eval mode, resolved config dict)``.
     """
     from fractalmidi.models import build
+    from fractalmidi.models.registry import upgrade_stored
 
     path = resolve_checkpoint(path)
     ckpt = safe_load(path, map_location=map_location)
@@ -154,6 +155,7 @@ def load_generator(path: str | Path, *, use_ema: bool = True, map_location: Any 
     model_cfg.pop("grad_checkpointing", None)  # a training-time memory option
     state = generator_state(ckpt["state_dict"])
     try:
+        model_cfg = upgrade_stored(model_cfg, name)  # options renamed since the checkpoint was written
         with torch.device("meta"):  # sizes only, no memory: a config asking for huge widths is caught here
             shape_only = build(name, **model_cfg)
         check_state_shapes(shape_only, state, f"checkpoint {str(path)!r}")

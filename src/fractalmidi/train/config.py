@@ -1,125 +1,113 @@
-"""Training configuration: YAML file + dotted ``key=value`` overrides -> validated dataclasses.
+"""Training configuration: a preset or YAML file + dotted ``key=value`` overrides -> validated dataclasses.
 
-Every key is checked against the schema below (and ``model.*`` against the preset's own
-keyword arguments), so a typo is a one-line error naming the closest valid key instead of a
-silently ignored setting.
+A config file holds only its differences from a named preset (``preset: fractal-small``, then
+sections). Preset names are one namespace: a model preset of the registry (the model with the
+default training settings) or a config file in ``configs/`` (by its name without ``.yaml``).
+Every key is checked against the section dataclasses below and ``model.*`` against the
+family's option dataclasses, so a typo is a one-line error naming the closest valid key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import math
-import types
-import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
 from fractalmidi.errors import UserError
+from fractalmidi.options import coerce_values, names, option, plain
 
 SECTIONS = ("model", "data", "training", "hardware", "logging")
+PRESET_KEY = "preset"
+"""Top-level key of a config file: the preset its sections change."""
+CONFIGS_DIR = Path(__file__).resolve().parents[3] / "configs"
+"""The config presets of a source checkout."""
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "fsdp")
 MODEL_NAME_KEY = "name"
-SEED_NAMES = {
-    "learning_rate": "training.lr", "train_batch_size": "training.batch_size",
-    "val_batch_size": "data.val_batch_size", "val_check_interval_steps": "training.val_every_n_steps",
-    "grad_clip_val": "training.grad_clip", "gradient_clip_val": "training.grad_clip", "epochs": "training.max_steps",
-    "grad_checkpoint": "training.grad_checkpointing", "pitch_shift_min": "data.pitch_shift",
-    "pitch_shift_max": "data.pitch_shift", "gpus": "hardware.devices", "accumulate": "training.accumulate_grad_batches",
-}
-"""Names from the seed projects' configs / flags and the key that replaces each."""
+SEED_NAMES = "seed_names"
+"""Field metadata: the names the seed projects' configs / flags used for this key."""
 
 
 @dataclass
 class DataConfig:
     """Where the prepared data lives and how training crops are drawn."""
 
-    root: str = ""
-    crop_length: int = 256
-    val_crop_length: int | None = None
-    """Validation crop length; None = ``crop_length``."""
-    train_split: str = "train"
-    val_split: str = "valid"
-    pitch_shift: list[int] = field(default_factory=lambda: [0, 0])
-    """Random transposition of training crops, in semitones (off by default: it would undo key_normalize)."""
-    key_normalize: bool = True
-    """Train in C major / A minor (each piece transposed by its estimated key); generated pieces move
-    to keys drawn from ``key_shifts``."""
-    key_shifts: list[int] | None = None
-    """Filled at train time with key_normalize: how many training pieces needed each normalising shift
-    (-6..5), so a checkpoint can pick keys like its data's without the data folder."""
-    augment_factor: int = 1
-    num_workers: int = 2
-    val_batch_size: int | None = None
-    """None = ``training.batch_size``."""
-    grid: str | None = None
-    """Time grid of the rolls; filled from the prepared data's manifest at train time, so a
-    checkpoint knows its grid without the data folder (must match the data when given)."""
+    root: str = option("", "a folder made by `fractalmidi prepare`")
+    crop_length: int = option(256, "training crop length in time steps")
+    val_crop_length: int | None = option(None, "validation crop length; null = crop_length")
+    train_split: str = option("train", "split trained on")
+    val_split: str = option("valid", "split validated on")
+    pitch_shift: list[int] = option([0, 0], "random transposition of training crops, [low, high] semitones (off by "
+                                    "default: it would undo key_normalize)",
+                                    seed_names=("pitch_shift_min", "pitch_shift_max"))
+    key_normalize: bool = option(True, "train in C major / A minor (each piece transposed by its estimated key); "
+                                 "generated pieces move to keys drawn from key_shifts")
+    key_shifts: list[int] | None = option(None, "filled at train time with key_normalize: how many training pieces "
+                                          "needed each normalising shift (-6..5), so a checkpoint can pick keys like "
+                                          "its data's without the data folder")
+    augment_factor: int = option(1, "crops drawn per piece and epoch")
+    num_workers: int = option(2, "data loader processes")
+    val_batch_size: int | None = option(None, "null = training.batch_size", seed_names=("val_batch_size",))
+    grid: str | None = option(None, "time grid of the rolls; filled from the prepared data's manifest, so a "
+                              "checkpoint knows its grid without the data folder (must match the data when given)")
 
 
 @dataclass
 class TrainingConfig:
     """Optimisation: AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr``."""
 
-    max_steps: int = 200_000
-    max_minutes: float | None = None
-    """Wall-clock budget: training stops at the clock (saving a resumable ``last.ckpt``), and the
-    LR schedule's progress is the larger of steps / ``max_steps`` and time / ``max_minutes``, so
-    the cosine reaches its floor when the budget ends. Time spent carries over on ``--resume``."""
-    batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    warmup_steps: int = 2000
-    decay_steps: int | None = None
-    """Length of the cosine schedule; None = ``max_steps`` (set it to stop early on a longer schedule)."""
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 3.0
-    """Gradient-norm clipping; 0 disables it."""
-    accumulate_grad_batches: int = 1
-    val_every_n_steps: int = 2000
-    limit_val_batches: int = 16
-    seed: int = 0
-    fast_dev_run: bool = False
-    """One training and one validation batch, no checkpoints or logs written (a smoke test)."""
-    grad_checkpointing: bool = False
-    """Activation checkpointing: trade compute for memory (the model must support it)."""
-    compile: bool = False
-    """``torch.compile`` the training loss (GPU; slow to warm up on a CPU)."""
+    max_steps: int = option(200_000, "optimizer steps", seed_names=("epochs",))
+    max_minutes: float | None = option(None, "wall-clock budget: stops at the clock (saving a resumable last.ckpt); "
+                                       "the LR schedule follows the larger of step and time progress")
+    batch_size: int = option(8, "crops per step and device", seed_names=("train_batch_size",))
+    lr: float = option(1e-4, "peak learning rate", seed_names=("learning_rate",))
+    weight_decay: float = option(0.05, "AdamW weight decay")
+    betas: list[float] = option([0.9, 0.95], "AdamW betas")
+    warmup_steps: int = option(2000, "linear warmup steps")
+    decay_steps: int | None = option(None, "cosine schedule length; null = max_steps")
+    min_lr_ratio: float = option(0.0, "the cosine's floor as a share of lr (1 = constant after warmup)")
+    grad_clip: float = option(3.0, "gradient-norm clipping; 0 disables it",
+                              seed_names=("grad_clip_val", "gradient_clip_val"))
+    accumulate_grad_batches: int = option(1, "batches per optimizer step", seed_names=("accumulate",))
+    val_every_n_steps: int = option(2000, "validation interval", seed_names=("val_check_interval_steps",))
+    limit_val_batches: int = option(16, "validation batches per validation")
+    seed: int = option(0, "random seed")
+    fast_dev_run: bool = option(False, "one training and one validation batch, nothing written (a smoke test)")
+    grad_checkpointing: bool = option(False, "activation checkpointing: compute for memory (if the model has it)",
+                                      seed_names=("grad_checkpoint",))
+    compile: bool = option(False, "torch.compile the training loss (GPU; slow to warm up on a CPU)")
 
 
 @dataclass
 class HardwareConfig:
     """Devices and numerics, passed to the Lightning ``Trainer``."""
 
-    accelerator: str = "auto"
-    devices: Union[int, str, list[int]] = "auto"
-    num_nodes: int = 1
-    precision: str = "32"
-    strategy: str = "auto"
+    accelerator: str = option("auto", "auto | cpu | gpu | mps")
+    devices: Union[int, str, list[int]] = option("auto", "auto, a count or a list of device indices", seed_names=("gpus",))
+    num_nodes: int = option(1, "machines")
+    precision: str = option("32", " | ".join(PRECISIONS))
+    strategy: str = option("auto", " | ".join(STRATEGIES))
 
 
 @dataclass
 class LoggingConfig:
     """The run folder and what goes into it."""
 
-    output_dir: str = "runs/default"
-    overwrite: bool = False
-    checkpoint_every_n_steps: int = 2000
-    log_every_n_steps: int = 10
-    log_images_every_n_steps: int = 5000
-    """0 disables image / GIF logging."""
-    num_image_samples: int = 2
-    sample_length: int | None = None
-    """Length of logged generated samples; None = ``data.crop_length``."""
-    gif_frame_ms: int = 150
-    progress_bar: bool = True
+    output_dir: str = option("runs/default", "the run folder")
+    overwrite: bool = option(False, "replace an existing run folder")
+    checkpoint_every_n_steps: int = option(2000, "checkpoint interval")
+    log_every_n_steps: int = option(10, "metrics interval")
+    log_images_every_n_steps: int = option(5000, "sample image / GIF interval; 0 disables them")
+    num_image_samples: int = option(2, "samples per image log")
+    sample_length: int | None = option(None, "length of logged samples; null = data.crop_length")
+    gif_frame_ms: int = option(150, "GIF frame duration")
+    progress_bar: bool = option(True, "show a progress bar")
 
 
 SECTION_TYPES: dict[str, type] = {
@@ -132,7 +120,7 @@ SECTION_TYPES: dict[str, type] = {
 
 @dataclass
 class TrainConfig:
-    """A whole experiment. ``model`` is ``{"name": preset, **build overrides}``."""
+    """A whole experiment. ``model`` is ``{"name": preset, **every model and sampling option}``."""
 
     model: dict[str, Any]
     data: DataConfig
@@ -146,7 +134,7 @@ class TrainConfig:
 
     @property
     def model_overrides(self) -> dict[str, Any]:
-        """Keyword overrides for ``fractalmidi.models.build`` (activation checkpointing included)."""
+        """Keyword options for ``fractalmidi.models.build`` (activation checkpointing included)."""
         overrides = {k: v for k, v in self.model.items() if k != MODEL_NAME_KEY}
         if self.training.grad_checkpointing:
             overrides["grad_checkpointing"] = True
@@ -154,21 +142,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (str / numbers / lists / None only): safe in YAML and ``weights_only`` checkpoints."""
-        out: dict[str, Any] = {"model": _plain(self.model)}
-        for name in SECTION_TYPES:
-            out[name] = _plain(dataclasses.asdict(getattr(self, name)))
-        return out
-
-
-def _plain(value: Any) -> Any:
-    """Tuples -> lists, recursively; rejects objects that YAML / weights_only cannot hold."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise UserError(f"config value {value!r} is not a plain YAML value (number, string, list, mapping)")
+        return {"model": plain(self.model), **{name: plain(getattr(self, name)) for name in SECTION_TYPES}}
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -185,7 +159,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a config file; it must be a mapping of sections."""
+    """Read a config file; it must be a mapping."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} not found")
@@ -198,40 +172,89 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+# ----- presets: one namespace of model presets and config files ---------------------------------
+
+
+def config_presets() -> list[str]:
+    """Names of the config files in ``configs/`` that are presets (not ``generate``'s defaults)."""
+    if not CONFIGS_DIR.is_dir():
+        return []
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml") if PRESET_KEY in load_yaml(p))
+
+
+def preset_names() -> list[str]:
+    """Every name ``preset:`` accepts: model presets and config presets, sorted."""
+    from fractalmidi.models.registry import available
+
+    return sorted(available() + config_presets())
+
+
+def preset_tree(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The raw config tree a preset name stands for (a config file's ``preset:`` chain resolved)."""
+    from fractalmidi.models.registry import available
+
+    if name in seen:
+        raise UserError(f"preset {name!r} includes itself: {' -> '.join((*seen, name))}")
+    path = CONFIGS_DIR / f"{name}.yaml"
+    if name in config_presets():
+        return expand(load_yaml(path), (*seen, name))
+    if name in available():
+        return {"model": {MODEL_NAME_KEY: name}}
+    close = difflib.get_close_matches(name, preset_names(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UserError(f"unknown preset {name!r}{hint}; presets: {', '.join(preset_names())}")
+
+
+def expand(raw: Mapping[str, Any], seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A raw tree with its ``preset:`` replaced by that preset's tree, this tree's keys winning."""
+    tree = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items() if k != PRESET_KEY}
+    if PRESET_KEY not in raw:
+        return tree
+    base = preset_tree(str(raw[PRESET_KEY]), seen)
+    for section, values in tree.items():
+        if isinstance(values, Mapping) and isinstance(base.get(section), Mapping):
+            base[section] = {**base[section], **values}
+        else:
+            base[section] = values
+    return base
+
+
+# ----- keys and values ----------------------------------------------------------------------------
+
+
+def _model_family(model_name: str):
+    from fractalmidi.models.registry import preset
+
+    try:
+        return preset(model_name).family
+    except KeyError as err:
+        raise UserError(f"model.name: {err.args[0]}") from None
+
+
 def valid_keys(model_name: str | None = None) -> list[str]:
-    """Every dotted key the schema accepts (``model.*`` from the preset's defaults when known)."""
+    """Every dotted key the schema accepts (``model.*`` from the preset's family when known)."""
     keys = [f"model.{MODEL_NAME_KEY}"]
     if model_name:
-        keys += [f"model.{k}" for k in _preset_keys(model_name)]
+        keys += [f"model.{k}" for k in _model_family(model_name).option_names()]
     for section, cls in SECTION_TYPES.items():
-        keys += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+        keys += [f"{section}.{name}" for name in names(cls)]
     return keys
 
 
-def _preset_options(model_name: str) -> dict[str, Any]:
-    """Every keyword the preset's factory accepts, with its value in this preset (or the factory default)."""
-    from fractalmidi.models.registry import preset_defaults, preset_factory
-
-    try:
-        defaults = preset_defaults(model_name)
-        factory = preset_factory(model_name)
-    except KeyError as err:
-        raise UserError(f"model.name: {err.args[0]}") from None
-    options: dict[str, Any] = {}
-    for param in inspect.signature(factory).parameters.values():
-        if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.name != "self":
-            options[param.name] = param.default  # ``param.empty`` when required
-    options.update(defaults)
-    return options
-
-
-def _preset_keys(model_name: str) -> list[str]:
-    return sorted(_preset_options(model_name))
+def _renamed(model_name: str | None) -> dict[str, str]:
+    """Old name -> the key that replaces it: the seed projects' names, and a family's renamed options."""
+    out = {}
+    for section, cls in SECTION_TYPES.items():
+        for f in dataclasses.fields(cls):
+            out.update({old: f"{section}.{f.name}" for old in f.metadata.get(SEED_NAMES, ())})
+    if model_name:
+        out.update({old: f"model.{new}" for old, new in _model_family(model_name).renamed.items()})
+    return out
 
 
 def _unknown_key(key: str, model_name: str | None) -> UserError:
     candidates = valid_keys(model_name)
-    renamed = SEED_NAMES.get(key.rsplit(".", 1)[-1])
+    renamed = _renamed(model_name).get(key.rsplit(".", 1)[-1])
     if renamed:
         return UserError(f"unknown config key {key!r}; did you mean {renamed!r}?")
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
@@ -265,94 +288,39 @@ def merge_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[st
     return tree
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against a field type; numbers given as YAML strings (``1e-4``) are converted."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, key)
-            except UserError:
-                continue
-        raise UserError(f"{key}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
-    if origin is list:
-        (item_type,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{key}: expected a list of {_type_name(item_type)}, got {value!r}")
-        return [_coerce(v, item_type, key) for v in value]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise UserError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise UserError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise UserError(f"{key}: expected a string, got {value!r}")
-    raise TypeError(f"unsupported config field type {tp!r}")  # a schema bug, not user input
-
-
 def _build_section(section: str, values: Any, model_name: str | None) -> Any:
     cls = SECTION_TYPES[section]
     if values is None:
         values = {}
     if not isinstance(values, Mapping):
         raise UserError(f"config section {section!r} must be a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in names:
+    for key in values:
+        if key not in names(cls):
             raise _unknown_key(f"{section}.{key}", model_name)
-        kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
-    return cls(**kwargs)
+    return cls(**coerce_values(cls, values, f"{section}."))
 
 
-def _build_model(values: Any) -> dict[str, Any]:
+def resolve_model(values: Any, stored: bool = False) -> dict[str, Any]:
+    """The ``model`` section with every option of its preset, checked and coerced to the option types.
+
+    ``stored``: a section a checkpoint wrote, whose options may go by the names of its day.
+    """
+    from fractalmidi.models.registry import preset_defaults, upgrade_stored
+
     if not isinstance(values, Mapping) or not values.get(MODEL_NAME_KEY):
         raise UserError("config section 'model' needs a preset name: model.name (see 'fractalmidi info')")
     name = str(values[MODEL_NAME_KEY])
-    allowed = set(_preset_keys(name))
-    for key in values:
-        if key != MODEL_NAME_KEY and key not in allowed:
+    family = _model_family(name)
+    given = {k: v for k, v in values.items() if k != MODEL_NAME_KEY}
+    if stored:
+        given = upgrade_stored(given, name)
+    for key in given:
+        if key not in family.option_names():
             raise _unknown_key(f"model.{key}", name)
-    return {MODEL_NAME_KEY: name, **_plain_defaults(name), **{k: v for k, v in values.items() if k != MODEL_NAME_KEY}}
-
-
-def _plain_defaults(model_name: str) -> dict[str, Any]:
-    """The preset's own settings, so the saved config pins them (values YAML cannot hold stay implicit)."""
-    out = {}
-    for key, value in _preset_options(model_name).items():
-        if value is inspect.Parameter.empty:
-            continue
-        try:
-            out[key] = _plain(value)
-        except UserError:
-            continue
-    return out
+    model_keys = set(names(family.options))
+    coerced = {**coerce_values(family.options, {k: v for k, v in given.items() if k in model_keys}, "model."),
+               **coerce_values(family.sampling, {k: v for k, v in given.items() if k not in model_keys}, "model.")}
+    return {MODEL_NAME_KEY: name, **plain({**preset_defaults(name), **coerced})}
 
 
 def _check_finite(cfg: TrainConfig) -> None:
@@ -411,18 +379,18 @@ def _validate(cfg: TrainConfig) -> None:
         close = difflib.get_close_matches(h.strategy, STRATEGIES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(f"hardware.strategy {h.strategy!r} unknown{hint}; accepted: {', '.join(STRATEGIES)}")
-    if t.grad_checkpointing and "grad_checkpointing" not in _preset_keys(cfg.model_name):
+    if t.grad_checkpointing and "grad_checkpointing" not in cfg.model:
         raise UserError(f"training.grad_checkpointing: model {cfg.model_name!r} does not support activation checkpointing")
 
 
-def build_config(raw: Mapping[str, Any]) -> TrainConfig:
-    """Validate a raw config tree (sections of plain values) into a :class:`TrainConfig`."""
+def build_config(raw: Mapping[str, Any], stored: bool = False) -> TrainConfig:
+    """Validate a raw config tree (sections of plain values, ``preset:`` resolved) into a :class:`TrainConfig`."""
     for section in raw:
         if section not in SECTIONS:
-            close = difflib.get_close_matches(str(section), SECTIONS, n=1)
+            close = difflib.get_close_matches(str(section), (*SECTIONS, PRESET_KEY), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise UserError(f"unknown config section {section!r}{hint}; sections are {', '.join(SECTIONS)}")
-    model = _build_model(raw.get("model"))
+    model = resolve_model(raw.get("model"), stored)
     sections = {name: _build_section(name, raw.get(name), model[MODEL_NAME_KEY]) for name in SECTION_TYPES}
     cfg = TrainConfig(model=model, **sections)
     _validate(cfg)
@@ -430,14 +398,16 @@ def build_config(raw: Mapping[str, Any]) -> TrainConfig:
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> TrainConfig:
-    """Read ``path`` (or start from ``base``, e.g. a checkpoint's config) and apply ``overrides``."""
+    """Read ``path`` (a YAML file or a preset name; or start from ``base``, a checkpoint's config) and
+    apply ``overrides``."""
     raw: dict[str, Any] = dict(base or {})
     if path is not None:
-        raw = load_yaml(path)
-    return build_config(merge_overrides(raw, overrides))
+        is_file = Path(path).is_file() or Path(path).suffix or len(Path(path).parts) > 1
+        raw = load_yaml(path) if is_file else {PRESET_KEY: str(path)}
+    return build_config(merge_overrides(expand(raw), overrides), stored=base is not None and path is None)
 
 
 def dump_yaml(config: TrainConfig | Mapping[str, Any]) -> str:
     """The resolved config as YAML text (sections in their canonical order)."""
-    tree = config.to_dict() if isinstance(config, TrainConfig) else _plain(config)
+    tree = config.to_dict() if isinstance(config, TrainConfig) else plain(config)
     return yaml.safe_dump(tree, sort_keys=False)

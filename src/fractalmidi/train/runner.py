@@ -25,7 +25,7 @@ from fractalmidi.train.checkpoint import (
     run_dir_of,
     safe_load,
 )
-from fractalmidi.train.config import TrainConfig, dump_yaml, load_config
+from fractalmidi.train.config import TrainConfig, dump_yaml, load_config, resolve_model
 
 CONFIG_NAME = "config.yaml"
 TENSORBOARD_DIR = "tensorboard"
@@ -84,7 +84,7 @@ def plan(config_path: str | None, overrides: list[str], *, resume: str | None = 
         run_dir = Path(config.logging.output_dir)
         if not in_run and run_dir.is_dir() and any(run_dir.iterdir()):
             raise UserError(f"{OUTPUT_DIR_KEY}={run_dir} must be a new or empty folder to continue {ckpt_path} in")
-        check_same_model(saved["model"], config.to_dict()["model"])
+        check_same_model(resolve_model(saved["model"], stored=True), config.to_dict()["model"])
         return Job(config, run_dir, ckpt_path)
     if config_path is None:
         raise UserError("give a CONFIG.yaml (see configs/), or --resume RUN_DIR|CKPT")

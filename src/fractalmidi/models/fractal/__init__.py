@@ -1,4 +1,4 @@
-"""FractalGen family: recursive MAR/AR generators (registers its presets on import).
+"""FractalGen family: recursive MAR/AR generators (registers its family and presets on import).
 
 Default hierarchy ``patch_sizes = (16, 4, 1)`` on 128 x T: level 0 over 16x16 patches,
 level 1 over the 4x4 sub-patches of each, level 2 over the pixels of each 4x4 patch, then
@@ -6,17 +6,14 @@ the pixel head. The seed quotes widths 768/384/192 with 16/4/2/1 blocks and ~30M
 parameters, which disagree (16 blocks at width 768 alone are ~113M): ``fractal-default``
 keeps the widths and the ~30M budget with 4/2/1 blocks on the three levels plus a one-block
 pixel head; ``fractal-large`` uses the seed's 16/4/2 blocks (+ one-block head), ~120M.
-
-``fractal-jsb`` is the JSB chorales likelihood benchmark's model (benchmarks/bench_jsb.py): binary
-on/off pixels (``num_bins=2``, no note states: the benchmark scores sounding keys), AR at every level (exact NLL) in a pitch-first scan, so a 2-bar span
-of every pitch band comes before the next span; narrow lower levels keep ~1.6M parameters
-trainable on a 2-core CPU.
 """
 
 from fractalmidi.models.fractal.fractal import FractalGen
-from fractalmidi.models.registry import register_preset
+from fractalmidi.models.fractal.options import FractalOptions, FractalSampling
+from fractalmidi.models.registry import Family, register_family, register_preset
 
-MAR3 = ("mar", "mar", "mar")
+FRACTAL = register_family(Family(FractalGen, FractalOptions, FractalSampling))
+
 MAR_AR_AR = ("mar", "ar", "ar")
 """The default: a parallel (MAR) top level, and notes written pixel by pixel in time order below it,
 so a note continues from the pixel before it instead of being drawn independently."""
@@ -25,19 +22,24 @@ TINY = {"widths": (64, 32, 32), "depths": (2, 1, 1), "heads": (4, 2, 2), "head_w
         "num_iter_list": (8, 1, 1), "empty_keep": 0.1, "temperature": 0.8}
 """0.8: a tiny model's tempered samples keep closer to the data's pitches and rhythm (bench_quality)."""
 SMALL = {**TINY, "widths": (128, 64, 32), "depths": (2, 2, 1), "heads": (4, 4, 2), "head_width": 64}
-"""Twice the tiny widths: the shipped CPU models (minutes to an hour of training on 2 cores)."""
-DEFAULT = {"widths": (768, 384, 192), "depths": (4, 2, 1), "heads": (12, 6, 3), "head_width": 192,
-           "num_iter_list": (16, 1, 1), "ema_decays": (0.9999,), "dropout": 0.1, "empty_keep": 0.25}
-LARGE = {**DEFAULT, "depths": (16, 4, 2)}
+DEFAULT = {"num_iter_list": (16, 1, 1), "ema_decays": (0.9999,), "dropout": 0.1,
+           "empty_keep": 0.25}
 JSB = {"patch_sizes": (8, 2, 1), "widths": (192, 64, 32), "depths": (3, 2, 1), "heads": (6, 4, 2), "head_width": 32,
        "num_bins": 2, "note_states": False, "scan_order": "column_major", "num_iter_list": (1, 1, 1)}
 
-register_preset("fractal-tiny", FractalGen, generators=MAR_AR_AR, **TINY)
-register_preset("fractal-ar-tiny", FractalGen, generators=AR3, **TINY)
-register_preset("fractal-small", FractalGen, generators=MAR_AR_AR, **SMALL)
-register_preset("fractal-default", FractalGen, generators=MAR_AR_AR, **DEFAULT)
-register_preset("fractal-ar", FractalGen, generators=AR3, **DEFAULT)
-register_preset("fractal-large", FractalGen, generators=MAR_AR_AR, **LARGE)
-register_preset("fractal-jsb", FractalGen, generators=AR3, **JSB)
+register_preset("fractal-tiny", FRACTAL, "widths 64/32/32: trains on a CPU in minutes (tests, demos)",
+                generators=MAR_AR_AR, **TINY)
+register_preset("fractal-ar-tiny", FRACTAL, "fractal-tiny with AR at every level (exact likelihood)",
+                generators=AR3, **TINY)
+register_preset("fractal-small", FRACTAL, "widths 128/64/32: the shipped CPU models (minutes to an hour on 2 cores)",
+                generators=MAR_AR_AR, **SMALL)
+register_preset("fractal-default", FRACTAL, "the seed's widths 768/384/192, ~30M parameters", generators=MAR_AR_AR,
+                **DEFAULT)
+register_preset("fractal-ar", FRACTAL, "fractal-default with AR at every level (exact likelihood)", generators=AR3,
+                **DEFAULT)
+register_preset("fractal-large", FRACTAL, "the seed's 16/4/2 blocks, ~120M parameters", generators=MAR_AR_AR,
+                **{**DEFAULT, "depths": (16, 4, 2)})
+register_preset("fractal-jsb", FRACTAL, "the JSB likelihood benchmark's model: binary pixels, AR at every level in a "
+                "pitch-first scan, ~1.6M parameters (benchmarks/bench_jsb.py)", generators=AR3, **JSB)
 
-__all__ = ["FractalGen"]
+__all__ = ["FractalGen", "FractalOptions", "FractalSampling"]

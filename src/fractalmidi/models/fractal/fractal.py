@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fractalmidi.models.base import NUM_PITCHES, Generator, decode_notes, keep_known
+from fractalmidi.models.base import Generator, decode_notes, keep_known
 from fractalmidi.models.fractal.ar import ARLevel
 from fractalmidi.models.fractal.head import PixelHead, PixelStates
 from fractalmidi.models.fractal.level import LevelNet
 from fractalmidi.models.fractal.mar import MARLevel
+from fractalmidi.models.fractal.options import FractalOptions, FractalSampling
 from fractalmidi.models.fractal.masking import likelihood_mask, training_mask
 from fractalmidi.models.fractal.patches import grid_shape, patchify, unpatchify
 from fractalmidi.models.fractal.sampling import HierarchySampler, SamplingOptions
@@ -40,81 +41,50 @@ class FractalGen(Generator):
     family: ClassVar[str] = "fractal"
     has_likelihood: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        patch_sizes: Sequence[int] = (16, 4, 1),
-        generators: Sequence[str] = ("mar", "mar", "mar"),
-        widths: Sequence[int] = (768, 384, 192),
-        depths: Sequence[int] = (4, 2, 1),
-        heads: Sequence[int] = (12, 6, 3),
-        mlp_ratio: float = 4.0,
-        scan_order: str = "row_major",
-        seams: bool = False,
-        head_width: int = 192,
-        head_depth: int = 1,
-        num_bins: int = 128,
-        note_states: bool = True,
-        num_classes: int = 0,
-        label_dropout: float = 0.1,
-        mask_ratio_min: float = 0.0,
-        dropout: float = 0.0,
-        occupancy_weight: float = 1.0,
-        empty_keep: float = 1.0,
-        num_iter_list: Sequence[int] = (8, 4, 1),
-        temperature: float = 1.0,
-        ema_decays: Sequence[float] = (),
-        num_pitches: int = NUM_PITCHES,
-        grad_checkpointing: bool = False,
-    ) -> None:
-        """One entry per level in ``generators`` (``mar`` | ``ar``), ``widths``, ``depths``, ``heads``
-        and ``num_iter_list`` (default MAR iterations); ``patch_sizes`` must end with 1 (pixels);
-        ``temperature``: the default sampling temperature. ``seams``: MAR levels also hand down the
-        pixel columns along each patch's edges (:meth:`.MARLevel.seams`), so notes stay whole across patches.
-        ``num_bins`` velocity levels (incl. silence); ``note_states`` adds the hold state and makes
-        velocities onset-only (False: a binary / velocity-only head, e.g. for binary data).
-        ``mask_ratio_min``: MAR training masks hide a share of patches drawn from
-        [mask_ratio_min, 1]; ``dropout`` in every transformer block and the pixel head.
+    def __init__(self, options: FractalOptions | None = None, sampling: FractalSampling | None = None) -> None:
+        """Options and sampling defaults as declared (and documented) in :mod:`.options`.
+
+        ``seams``: MAR levels also hand down the pixel columns along each patch's edges
+        (:meth:`.MARLevel.seams`), so notes stay whole across patches.
         ``empty_keep``: while training, a silent patch is passed down to the next level with this
         probability and its pixel losses weighted by its inverse (rolls are mostly silence, so the
-        lower levels train several times faster at the same expected loss).
-        ``num_pitches`` below 128 only serves micro configurations in tests. ``grad_checkpointing``
+        lower levels train several times faster at the same expected loss). ``grad_checkpointing``
         recomputes the levels' transformer activations in the backward pass while training:
         less memory, same loss and gradients, about one more forward pass of time."""
         super().__init__()
-        self.patch_sizes = tuple(int(s) for s in patch_sizes)
-        self.generators = tuple(generators)
-        self._check_config(widths, depths, heads, num_iter_list, num_pitches, num_bins)
-        self.num_pitches = num_pitches
-        self.pixel_states = PixelStates(num_bins, note_states)
-        self.num_classes = num_classes
-        self.mask_ratio_min = mask_ratio_min
-        self.occupancy_weight = occupancy_weight
-        if not 0 < empty_keep <= 1:
-            raise ValueError(f"empty_keep must be in (0, 1], got {empty_keep}")
-        self.empty_keep = empty_keep
-        self.default_num_iter = tuple(int(n) for n in num_iter_list)
-        self.default_temperature = float(temperature)
-        self._ema_decays = tuple(float(d) for d in ema_decays)
+        o = self.options = options or FractalOptions()
+        self.sampling = sampling or FractalSampling()
+        self.patch_sizes = tuple(int(s) for s in o.patch_sizes)
+        self.generators = tuple(o.generators)
+        self._check_config(o.widths, o.depths, o.heads, self.sampling.num_iter_list, o.num_pitches, o.num_bins)
+        self.num_pitches = o.num_pitches
+        self.pixel_states = PixelStates(o.num_bins, o.note_states)
+        self.num_classes = o.num_classes
+        self.mask_ratio_min = o.mask_ratio_min
+        self.occupancy_weight = o.occupancy_weight
+        if not 0 < o.empty_keep <= 1:
+            raise ValueError(f"empty_keep must be in (0, 1], got {o.empty_keep}")
+        self.empty_keep = o.empty_keep
+        self._ema_decays = tuple(float(d) for d in o.ema_decays)
 
-        top = widths[0]
-        self.labels = LabelEmbedder(num_classes, top, label_dropout) if num_classes > 0 else None
-        self.start = None if num_classes > 0 else learned_embedding(1, top)
+        top = o.widths[0]
+        self.labels = LabelEmbedder(o.num_classes, top, o.label_dropout) if o.num_classes > 0 else None
+        self.start = None if o.num_classes > 0 else learned_embedding(1, top)
         levels: list[LevelNet] = []
         cond_dim, num_conds = top, 1
         for i, kind in enumerate(self.generators):
-            extra = {"scan_order": scan_order} if kind == "ar" else {"seams": seams}
+            extra = {"scan_order": o.scan_order} if kind == "ar" else {"seams": o.seams}
             if i > 0:
                 side = self.patch_sizes[i - 1] // self.patch_sizes[i]
                 extra["fixed_grid"] = (side, side)
             level = LEVEL_TYPES[kind](patch_size=self.patch_sizes[i], cond_dim=cond_dim, num_conds=num_conds,
-                                      width=widths[i], depth=depths[i], heads=heads[i], mlp_ratio=mlp_ratio,
-                                      grad_checkpointing=grad_checkpointing, dropout=dropout, **extra)
+                                      width=o.widths[i], depth=o.depths[i], heads=o.heads[i], mlp_ratio=o.mlp_ratio,
+                                      grad_checkpointing=o.grad_checkpointing, dropout=o.dropout, **extra)
             levels.append(level)
-            cond_dim, num_conds = widths[i], level.child_num_conds
+            cond_dim, num_conds = o.widths[i], level.child_num_conds
         self.levels = nn.ModuleList(levels)
-        self.head = PixelHead(cond_dim=cond_dim, num_conds=num_conds, width=head_width, depth=head_depth,
-                              num_states=self.pixel_states.count, mlp_ratio=mlp_ratio, dropout=dropout)
+        self.head = PixelHead(cond_dim=cond_dim, num_conds=num_conds, width=o.head_width, depth=o.head_depth,
+                              num_states=self.pixel_states.count, mlp_ratio=o.mlp_ratio, dropout=o.dropout)
         self._init_weights()
 
     def _check_config(self, widths, depths, heads, num_iter_list, num_pitches, num_bins) -> None:
@@ -159,9 +129,8 @@ class FractalGen(Generator):
         return all(g == "ar" for g in self.generators)
 
     @property
-    def sample_defaults(self) -> dict[str, Any]:
-        return {"num_iter_list": list(self.default_num_iter), "cfg": 1.0, "temperature": self.default_temperature,
-                "sparsity_bias": 0.0}
+    def estimate_reason(self) -> str | None:
+        return None if self.exact_likelihood else "MAR levels"
 
     def parameter_table(self) -> list[tuple[str, int]]:
         if self.labels is not None:
@@ -300,22 +269,17 @@ class FractalGen(Generator):
         labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         return_steps: bool = False,
-        num_iter_list: Sequence[int] | None = None,
-        cfg: float = 1.0,
-        temperature: float | None = None,
-        sparsity_bias: float = 0.0,
+        **opts: Any,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Generate where ``mask`` is True, coarse to fine; see :mod:`.sampling` for how.
-
-        ``num_iter_list``: MAR iterations per level; ``cfg``: guidance scale (needs labels);
-        ``temperature`` (0 = greedy; None = the model's default); ``sparsity_bias``: added to the
-        silence logit.
+        """Generate where ``mask`` is True, coarse to fine; see :mod:`.sampling` for how and
+        :class:`~.options.FractalSampling` for ``opts`` (unset ones take the model's defaults).
         """
         self.check_canvas(canvas, mask)
-        temperature = self.default_temperature if temperature is None else temperature
-        iters = tuple(int(n) for n in (num_iter_list if num_iter_list is not None else self.default_num_iter))
+        o = self.sampling_options(opts)
+        iters = tuple(int(n) for n in o.num_iter_list)
         if len(iters) != len(self.levels) or min(iters) < 1:
             raise ValueError(f"num_iter_list needs {len(self.levels)} positive entries, got {list(iters)}")
+        cfg = float(o.cfg)
         guided = cfg != 1.0
         if guided and (self.labels is None or labels is None):
             raise ValueError("cfg != 1 needs a class-conditional model (num_classes > 0) and labels")
@@ -323,11 +287,11 @@ class FractalGen(Generator):
         top = self._top_conds(batch, labels, canvas.device, drop=False)
         if guided:
             top = torch.cat([top, self._top_conds(batch, None, canvas.device, drop=False)])
-        options = SamplingOptions(num_iter_list=iters, temperature=float(temperature),
-                                  sparsity_bias=float(sparsity_bias), guided=guided, generator=generator)
+        options = SamplingOptions(num_iter_list=iters, temperature=float(o.temperature),
+                                  sparsity_bias=float(o.sparsity_bias), guided=guided, generator=generator)
         frames: list[torch.Tensor] | None = [] if return_steps else None
         known_states = self.pixel_states.from_planes(canvas)
-        states = HierarchySampler(self, options).region(0, known_states, mask[:, 0], [top], float(cfg), frames)
+        states = HierarchySampler(self, options).region(0, known_states, mask[:, 0], [top], cfg, frames)
         result = self._planes(states, canvas, mask)
         if not return_steps:
             return result

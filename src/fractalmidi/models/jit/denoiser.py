@@ -24,7 +24,8 @@ known pixels bit-identically.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+import dataclasses
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ from fractalmidi.data.roll import MAX_VELOCITY, ONSET_PLANE, VELOCITY_PLANE
 from fractalmidi.models.base import DEFAULT_NOTE_VELOCITY, Generator, decode_notes
 from fractalmidi.models.jit.masks import DEFAULT_MASK_PROBS, check_mask_probs, draw_masks
 from fractalmidi.models.jit.network import JiTNet
+from fractalmidi.models.jit.options import JiTNetOptions, JiTOptions, JiTSampling
 
 SAMPLERS = ("euler", "heun")
 LOSS_ON = ("unknown", "all")
@@ -43,13 +45,10 @@ CHANNELS = 3
 SOUNDING, ONSET, VELOCITY = range(CHANNELS)
 IN_CHANNELS = 2 * CHANNELS + 1
 """Noisy channels, known channels, generation mask."""
-DEFAULT_EMA_DECAYS = (0.9996, 0.9998)
 SILENT_VELOCITY = DEFAULT_NOTE_VELOCITY / MAX_VELOCITY
 """Velocity channel of a roll without notes."""
 ONSET_ABOVE = 0.25
 """A generated onset channel peak over this starts a note."""
-DEFAULT_SILENCE_BELOW = 0.5
-"""A pixel sounds where its generated sounding channel (0 = silence, 1 = note) exceeds this."""
 
 
 def to_signed(roll: torch.Tensor) -> torch.Tensor:
@@ -102,52 +101,33 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
 class JiT(Generator):
     """Just image Transformer on piano-rolls (see the module docstring).
 
-    The named options set the objective, the training masks, the EMA decays and the sampling
-    defaults; every other keyword (``patch_size``, ``dim``, ``depth``, ``num_heads``,
-    ``mlp_ratio``, ``bottleneck_dim``, ``num_classes``, ``label_dropout``, ``in_context_len``,
-    ``in_context_start``, ``attn_drop``, ``proj_drop``, ``grad_checkpointing``) goes to
-    :class:`~fractalmidi.models.jit.network.JiTNet`.
+    ``options`` (:class:`~.options.JiTOptions`) set the network, the objective, the training masks
+    and the EMA decays; ``sampling`` (:class:`~.options.JiTSampling`) the defaults of :meth:`sample`.
     """
 
     family = "jit"
     has_likelihood = False
 
-    def __init__(
-        self,
-        *,
-        P_mean: float = -0.8,  # noqa: N803 (the paper's names)
-        P_std: float = 0.8,  # noqa: N803
-        noise_scale: float = 1.0,
-        t_eps: float = 0.05,
-        mask_probs: Mapping[str, float] | None = None,
-        loss_on: str = "unknown",
-        ema_decays: Sequence[float] = DEFAULT_EMA_DECAYS,
-        steps: int = 50,
-        sampler: str = "heun",
-        cfg: float = 1.0,
-        cfg_interval: Sequence[float] = (0.1, 1.0),
-        temperature: float = 1.0,
-        silence_below: float = DEFAULT_SILENCE_BELOW,
-        **net_options: Any,
-    ) -> None:
+    def __init__(self, options: JiTOptions | None = None, sampling: JiTSampling | None = None) -> None:
         super().__init__()
-        if loss_on not in LOSS_ON:
-            raise ValueError(f"loss_on {loss_on!r} is not one of {', '.join(LOSS_ON)}")
-        if P_std <= 0 or noise_scale <= 0 or not 0 < t_eps < 1:
-            raise ValueError(f"need P_std > 0, noise_scale > 0, 0 < t_eps < 1; got {P_std}, {noise_scale}, {t_eps}")
+        o = self.options = options or JiTOptions()
+        if o.loss_on not in LOSS_ON:
+            raise ValueError(f"loss_on {o.loss_on!r} is not one of {', '.join(LOSS_ON)}")
+        if o.P_std <= 0 or o.noise_scale <= 0 or not 0 < o.t_eps < 1:
+            raise ValueError(f"need P_std > 0, noise_scale > 0, 0 < t_eps < 1; got {o.P_std}, {o.noise_scale}, {o.t_eps}")
+        net_options = {f.name: getattr(o, f.name) for f in dataclasses.fields(JiTNetOptions)}
         self.net = JiTNet(in_channels=IN_CHANNELS, out_channels=CHANNELS, **net_options)
         self.patch_size = self.net.patch_size
         self.num_classes = self.net.y_embedder.num_classes
-        self.P_mean = P_mean
-        self.P_std = P_std
-        self.noise_scale = noise_scale
-        self.t_eps = t_eps
-        self.mask_probs = check_mask_probs(DEFAULT_MASK_PROBS if mask_probs is None else mask_probs)
-        self.loss_on = loss_on
-        self._ema_decays = tuple(float(d) for d in ema_decays)
-        self._sample_defaults = self._check_opts(
-            {"steps": steps, "sampler": sampler, "cfg": cfg, "cfg_interval": cfg_interval,
-             "temperature": temperature, "silence_below": silence_below}, error=ValueError)
+        self.P_mean = o.P_mean
+        self.P_std = o.P_std
+        self.noise_scale = o.noise_scale
+        self.t_eps = o.t_eps
+        self.mask_probs = check_mask_probs(DEFAULT_MASK_PROBS if o.mask_probs is None else o.mask_probs)
+        self.loss_on = o.loss_on
+        self._ema_decays = tuple(float(d) for d in o.ema_decays)
+        self.sampling = sampling or JiTSampling()
+        self._check_opts({}, error=ValueError)
 
     # -- contract properties ------------------------------------------------------------
 
@@ -158,13 +138,6 @@ class JiT(Generator):
     @property
     def ema_decays(self) -> tuple[float, ...]:
         return self._ema_decays
-
-    @property
-    def sample_defaults(self) -> dict[str, Any]:
-        """``steps`` ODE steps, ``sampler`` "euler" | "heun", ``cfg`` guidance scale (1 = off),
-        ``cfg_interval`` (low, high) times where guidance applies, ``temperature`` scale of the
-        starting noise, ``silence_below`` pixels whose sounding channel is under it are silent."""
-        return dict(self._sample_defaults)
 
     def parameter_table(self) -> list[tuple[str, int]]:
         rows = [(name, sum(p.numel() for p in child.parameters())) for name, child in self.net.named_children()]
@@ -221,26 +194,22 @@ class JiT(Generator):
 
     # -- sampling -----------------------------------------------------------------------
 
-    def _check_opts(self, opts: Mapping[str, Any], error: type[Exception] = UserError) -> dict[str, Any]:
-        defaults = getattr(self, "_sample_defaults", opts)
-        unknown = sorted(set(opts) - set(defaults))
-        if unknown:
-            raise error(f"unknown JiT sample options {unknown}; accepted: {', '.join(sorted(defaults))}")
-        merged = {**defaults, **opts}
-        steps, sampler = int(merged["steps"]), str(merged["sampler"])
-        low, high = (float(v) for v in merged["cfg_interval"])
-        if steps < 1:
-            raise error(f"steps must be >= 1, got {steps}")
-        if sampler not in SAMPLERS:
-            raise error(f"sampler {sampler!r} is not one of {', '.join(SAMPLERS)}")
+    def _check_opts(self, opts: Mapping[str, Any], error: type[Exception] = UserError) -> JiTSampling:
+        """The sampling defaults with ``opts`` on top, checked (see :class:`~.options.JiTSampling`)."""
+        o = self.sampling_options(opts, error)
+        low, high = (float(v) for v in o.cfg_interval)
+        if int(o.steps) < 1:
+            raise error(f"steps must be >= 1, got {o.steps}")
+        if o.sampler not in SAMPLERS:
+            raise error(f"sampler {o.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if not 0 <= low <= high <= 1:
             raise error(f"cfg_interval must be (low, high) with 0 <= low <= high <= 1, got {(low, high)}")
-        if float(merged["temperature"]) < 0:
-            raise error(f"temperature must be >= 0, got {merged['temperature']}")
-        if not 0 <= float(merged["silence_below"]) <= 1:
-            raise error(f"silence_below must lie in [0, 1], got {merged['silence_below']}")
-        return {"steps": steps, "sampler": sampler, "cfg": float(merged["cfg"]), "cfg_interval": (low, high),
-                "temperature": float(merged["temperature"]), "silence_below": float(merged["silence_below"])}
+        if float(o.start_noise) < 0:
+            raise error(f"start_noise must be >= 0, got {o.start_noise}")
+        if not 0 <= float(o.silence_below) <= 1:
+            raise error(f"silence_below must lie in [0, 1], got {o.silence_below}")
+        return dataclasses.replace(o, steps=int(o.steps), cfg=float(o.cfg), cfg_interval=(low, high),
+                                   start_noise=float(o.start_noise), silence_below=float(o.silence_below))
 
     def predict_x(self, z: torch.Tensor, t: float, known: torch.Tensor, mask: torch.Tensor,
                   labels: torch.Tensor, cfg: float, cfg_interval: tuple[float, float]) -> torch.Tensor:
@@ -274,7 +243,7 @@ class JiT(Generator):
         return_steps: bool = False,
         **opts: Any,
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Integrate from noise (t = 0) to the roll (t = 1); see :attr:`sample_defaults` for ``opts``.
+        """Integrate from noise (t = 0) to the roll (t = 1); see :class:`~.options.JiTSampling` for ``opts``.
 
         Each step is Euler or Heun on ``dz/dt = v``; the final step lands on t = 1 exactly,
         i.e. returns the last x-prediction. ``return_steps`` also gives each step's
@@ -288,16 +257,16 @@ class JiT(Generator):
         gen = mask[:, :1]
         noise_device = generator.device if generator is not None else canvas.device  # a CPU generator works too
         noise = torch.randn(known.shape, generator=generator, device=noise_device).to(canvas)
-        z = noise * self.noise_scale * o["temperature"]
-        times = torch.linspace(0.0, 1.0, o["steps"] + 1).tolist()
+        z = noise * self.noise_scale * o.start_noise
+        times = torch.linspace(0.0, 1.0, o.steps + 1).tolist()
         frames: list[torch.Tensor] = []
 
         def predict(state: torch.Tensor, t: float) -> torch.Tensor:
-            return self.predict_x(state, t, known, gen, labels, o["cfg"], o["cfg_interval"])
+            return self.predict_x(state, t, known, gen, labels, o.cfg, o.cfg_interval)
 
         def to_roll(x: torch.Tensor) -> torch.Tensor:
             unit = to_unit(x)
-            sounding = unit[:, SOUNDING] > o["silence_below"]
+            sounding = unit[:, SOUNDING] > o.silence_below
             return decode_notes(canvas, mask, sounding, onsets(unit[:, ONSET]), unit[:, VELOCITY],
                                 torch.ones_like(unit[:, VELOCITY]))
 
@@ -306,12 +275,12 @@ class JiT(Generator):
                 x_pred = predict(z, t)
                 if return_steps:
                     frames.append(to_roll(x_pred))
-                if i == o["steps"] - 1:
+                if i == o.steps - 1:
                     z = x_pred  # the step to t = 1: z + (1 - t) * (x - z) / (1 - t) = x
                     break
                 v = self.velocity(x_pred, z, torch.tensor(t))
                 z_euler = z + (t_next - t) * v
-                if o["sampler"] == "euler":
+                if o.sampler == "euler":
                     z = z_euler
                 else:
                     v_next = self.velocity(predict(z_euler, t_next), z_euler, torch.tensor(t_next))

@@ -1,0 +1,49 @@
+"""FractalGen's options, declared once: the model (architecture and objective) and its sampling.
+
+Presets, the training config's ``model.*`` keys, ``generate``'s flags and ``fractalmidi info``
+are all read from these two dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fractalmidi.data.roll import NUM_PITCHES
+from fractalmidi.options import option
+
+
+@dataclass(frozen=True)
+class FractalOptions:
+    """Architecture and training objective (one entry per level in the per-level lists)."""
+
+    patch_sizes: tuple[int, ...] = option((16, 4, 1), "patch side per level, coarse to fine; ends with 1 (pixels)")
+    generators: tuple[str, ...] = option(("mar", "mar", "mar"), "per level: mar (masked, parallel) | ar (causal scan)")
+    widths: tuple[int, ...] = option((768, 384, 192), "transformer width per level")
+    depths: tuple[int, ...] = option((4, 2, 1), "transformer blocks per level")
+    heads: tuple[int, ...] = option((12, 6, 3), "attention heads per level")
+    mlp_ratio: float = option(4.0, "MLP width / transformer width")
+    scan_order: str = option("row_major", "AR levels' patch order: row_major | column_major (pitch first)")
+    seams: bool = option(False, "MAR levels also hand down the pixel columns along each patch's edges")
+    head_width: int = option(192, "pixel head width")
+    head_depth: int = option(1, "pixel head blocks")
+    num_bins: int = option(128, "velocity levels of a pixel, silence included (2 = binary on/off)")
+    note_states: bool = option(True, "hold vs onset pixel states, velocity on onsets only (false: velocity bins only)")
+    num_classes: int = option(0, "class labels (0 = unconditional)")
+    label_dropout: float = option(0.1, "share of training labels dropped (for classifier-free guidance)")
+    mask_ratio_min: float = option(0.0, "MAR training hides a share of patches drawn from [this, 1]")
+    dropout: float = option(0.0, "dropout in every transformer block and the pixel head")
+    occupancy_weight: float = option(1.0, "weight of the per-level 'does this patch hold a note' loss")
+    empty_keep: float = option(1.0, "training passes a silent patch down with this probability, in (0, 1]")
+    ema_decays: tuple[float, ...] = option((), "EMA decays the trainer keeps (empty = no EMA)")
+    num_pitches: int = option(NUM_PITCHES, "roll height (below 128 only in micro test models)")
+    grad_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory)")
+
+
+@dataclass(frozen=True)
+class FractalSampling:
+    """``FractalGen.sample`` options; a preset's values are its model's defaults."""
+
+    num_iter_list: tuple[int, ...] = option((8, 4, 1), "MAR iterations per level, e.g. 8 4 1 (AR levels ignore theirs)")
+    cfg: float = option(1.0, "classifier-free guidance scale (1 = off; needs --label)")
+    temperature: float = option(1.0, "softmax temperature of the pixel head's logits (lower = safer notes)")
+    sparsity_bias: float = option(0.0, "added to the silence logit (>0 = fewer notes)")

@@ -1,0 +1,58 @@
+"""JiT's options, declared once: the network, the objective and the sampler.
+
+Presets, the training config's ``model.*`` keys, ``generate``'s flags and ``fractalmidi info``
+are all read from these dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fractalmidi.options import option
+
+DEFAULT_SILENCE_BELOW = 0.5
+"""A pixel sounds where its generated sounding channel (0 = silence, 1 = note) exceeds this."""
+
+
+@dataclass(frozen=True)
+class JiTNetOptions:
+    """:class:`~fractalmidi.models.jit.network.JiTNet`'s options (its channels are set by the objective)."""
+
+    patch_size: int = option(16, "patch side in pixels (a roll's length must be a multiple)")
+    dim: int = option(768, "transformer width")
+    depth: int = option(12, "transformer blocks")
+    num_heads: int = option(12, "attention heads")
+    mlp_ratio: float = option(4.0, "MLP width / transformer width")
+    bottleneck_dim: int = option(128, "width of the patch embedding's bottleneck")
+    num_classes: int = option(1, "class labels (1 = unconditional)")
+    label_dropout: float = option(0.1, "share of training labels dropped (for classifier-free guidance)")
+    in_context_len: int = option(0, "label tokens prepended to the sequence (0 = none)")
+    in_context_start: int = option(0, "block where the in-context label tokens join")
+    attn_drop: float = option(0.0, "attention dropout")
+    proj_drop: float = option(0.0, "dropout after attention and MLP projections")
+    grad_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory)")
+
+
+@dataclass(frozen=True)
+class JiTOptions(JiTNetOptions):
+    """The network's options plus the flow-matching objective's."""
+
+    P_mean: float = option(-0.8, "mean of the logit-normal training time distribution")  # noqa: N815 (the paper's name)
+    P_std: float = option(0.8, "spread of the logit-normal training time distribution (> 0)")  # noqa: N815
+    noise_scale: float = option(1.0, "standard deviation of the training noise (> 0)")
+    t_eps: float = option(0.05, "velocities divide by max(1 - t, t_eps), in (0, 1)")
+    mask_probs: dict[str, float] | None = option(None, "training mask kind -> probability (none = masks.py's defaults)")
+    loss_on: str = option("unknown", "pixels the loss covers: unknown (generated ones) | all")
+    ema_decays: tuple[float, ...] = option((0.9996, 0.9998), "EMA decays the trainer keeps (empty = no EMA)")
+
+
+@dataclass(frozen=True)
+class JiTSampling:
+    """``JiT.sample`` options; a preset's values are its model's defaults."""
+
+    steps: int = option(50, "ODE steps")
+    sampler: str = option("heun", "ODE solver: euler | heun")
+    cfg: float = option(1.0, "classifier-free guidance scale (1 = off; needs --label)")
+    cfg_interval: tuple[float, float] = option((0.1, 1.0), "times where guidance applies", metavar=("LOW", "HIGH"))
+    start_noise: float = option(1.0, "scale of the starting noise, times the training noise_scale (formerly 'temperature')")
+    silence_below: float = option(DEFAULT_SILENCE_BELOW, "pixels whose generated sounding channel (0..1) is under this stay silent")

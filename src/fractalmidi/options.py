@@ -1,0 +1,170 @@
+"""Typed option dataclasses: one field per option, with its type, default and one-line help.
+
+The model families, the training config and ``generate`` declare their options this way, and
+everything that lists, checks or parses options reads them from the dataclass: YAML values
+and ``key=value`` overrides are coerced to the field's type, an unknown key is a one-line
+error naming the closest one, and command-line flags are made from the fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, Union
+
+from fractalmidi.errors import UserError
+
+HELP = "help"
+
+
+def option(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 (argparse's word)
+    """A dataclass field with a default and its one-line ``help`` (a list or dict default is copied per instance)."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={HELP: help, **metadata})
+    return dataclasses.field(default=default, metadata={HELP: help, **metadata})
+
+
+def names(cls: type) -> list[str]:
+    """The option names of a dataclass, in declaration order."""
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def help_of(cls: type, name: str) -> str:
+    """The one-line help of option ``name``."""
+    return next(f.metadata.get(HELP, "") for f in dataclasses.fields(cls) if f.name == name)
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    """Every option of ``cls`` with its default value."""
+    return dataclasses.asdict(cls())
+
+
+def types_of(cls: type) -> dict[str, Any]:
+    """Option name -> resolved type annotation."""
+    return typing.get_type_hints(cls)
+
+
+def closest(key: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to ``key`` (a typo's likely intent), or None."""
+    found = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.5)
+    return found[0] if found else None
+
+
+def unknown(key: str, candidates: Iterable[str], what: str = "option") -> UserError:
+    """One-line error for an unknown key, naming the closest valid one."""
+    candidates = sorted(candidates)
+    near = closest(key, candidates)
+    hint = f"; did you mean {near!r}?" if near else f"; accepted: {', '.join(candidates)}"
+    return UserError(f"unknown {what} {key!r}{hint}")
+
+
+def coerce_values(cls: type, values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """Check ``values`` against the fields of ``cls`` (an unknown key is a ``UserError``) and coerce each."""
+    hints = types_of(cls)
+    out = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise unknown(f"{where}{key}", [f"{where}{k}" for k in hints], "config key" if where else "option")
+        out[key] = coerce(value, hints[key], f"{where}{key}")
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against a field type; numbers given as YAML strings (``1e-4``) are converted,
+    lists become tuples for tuple fields."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for choice in options:
+            if choice is type(None):
+                continue
+            try:
+                return coerce(value, choice, key)
+            except UserError:
+                continue
+        raise UserError(f"{key}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        item_types = [args[0]] * len(value) if len(args) == 1 or args[1:] == (Ellipsis,) else list(args)
+        if not isinstance(value, (list, tuple)) or len(item_types) != len(value):
+            raise UserError(f"{key}: expected a list of {_type_name(args[0])}, got {value!r}")
+        items = [coerce(v, t, key) for v, t in zip(value, item_types)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        key_type, item_type = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise UserError(f"{key}: expected a mapping of {_type_name(key_type)} to {_type_name(item_type)}, got {value!r}")
+        return {coerce(k, key_type, key): coerce(v, item_type, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise UserError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise UserError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise UserError(f"{key}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported option type {tp!r}")  # a schema bug, not user input
+
+
+def plain(value: Any) -> Any:
+    """Tuples -> lists, recursively; rejects objects that YAML / ``weights_only`` checkpoints cannot hold."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise UserError(f"config value {value!r} is not a plain YAML value (number, string, list, mapping)")
+
+
+def flag(name: str) -> str:
+    """The command-line flag of option ``name``: ``num_iter_list`` -> ``--num-iter-list``."""
+    return "--" + name.replace("_", "-")
+
+
+def flag_arguments(cls: type, name: str) -> dict[str, Any]:
+    """``argparse.add_argument`` keywords for option ``name`` of ``cls`` (default None: unset)."""
+    tp = types_of(cls)[name]
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    kwargs: dict[str, Any] = {"default": None, "help": field.metadata.get(HELP, "")}
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        tp = next(a for a in args if a is not type(None))
+        args = typing.get_args(tp)
+    if typing.get_origin(tp) in (list, tuple):
+        fixed = not (len(args) == 1 or args[1:] == (Ellipsis,))
+        kwargs["nargs"] = len(args) if fixed else "+"
+        tp = args[0]
+    if "metavar" in field.metadata:
+        kwargs["metavar"] = field.metadata["metavar"]
+    if tp is bool:
+        kwargs["action"] = "store_true"
+    else:
+        kwargs["type"] = tp if tp in (int, float, str) else str
+    return kwargs
