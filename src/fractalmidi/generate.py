@@ -21,6 +21,7 @@ from typing import Any
 from fractalmidi import __version__
 from fractalmidi.data.roll import DEFAULT_MAX_STEPS
 from fractalmidi.errors import UserError
+from fractalmidi.options import FLAG, defaults, fields_by_name, flag, flag_arguments, names, option
 
 MODES = ("unconditional", "continue", "inpaint")
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference_default.yaml"
@@ -28,7 +29,6 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference_de
 SAMPLES_FILE = "samples.json"
 INPUT_STEM = "input"
 SAMPLE_STEM = "sample_{index:03d}"
-VELOCITY_SCALE = 127.0
 
 MAX_STEPS = DEFAULT_MAX_STEPS
 """Longest piece generated in one run (the longest piece ``prepare`` accepts by default)."""
@@ -39,32 +39,33 @@ MAX_ITERATIONS = 10_000
 """Most MAR iterations per level / ODE steps accepted."""
 MAX_TEMPO_BPM = 1000.0
 
-BUILTIN_DEFAULTS: dict[str, Any] = {
-    "mode": "unconditional",
-    "length": 256,
-    "num_samples": 1,
-    "condition_length": 64,
-    "batch_size": 4,
-    "seed": 0,
-    "tempo_bpm": 120.0,
-    "gif": False,
-    "wav": False,
-    "device": "auto",
-    "sampling": {},
-}
-"""Fallbacks when neither the config file nor a flag sets a value."""
+@dataclass
+class Settings:
+    """What ``--config`` (YAML) may set and the flags of the same names (flags win over the file,
+    the file over these defaults); ``sampling`` maps a family to its sampling options."""
 
-SAMPLING_FLAGS: dict[str, str] = {
-    "num_iter_list": "--num-iter-list",
-    "steps": "--steps",
-    "sampler": "--sampler",
-    "cfg": "--cfg",
-    "cfg_interval": "--cfg-interval",
-    "temperature": "--temperature",
-    "sparsity_bias": "--sparsity-bias",
-    "silence_below": "--silence-below",
-}
-"""Family sampling options (keys of ``model.sample_defaults``) and their flags."""
+    mode: str = option("unconditional", "unconditional | continue | inpaint (default from config)", choices=MODES)
+    length: int = option(256, "unconditional: steps to compose; continue: new steps after the kept prefix")
+    num_samples: int = option(1, "how many pieces (variations of the same input in continue/inpaint)")
+    input: str | None = option(None, "continue/inpaint: the MIDI file to start from", type=Path)
+    condition_length: int = option(64, "continue: steps of the input kept before the new steps")
+    start: int | None = option(None, "inpaint: first step of the region to rewrite")
+    end: int | None = option(None, "inpaint: end step (exclusive) of the region")
+    pitch_low: int | None = option(None, "inpaint: lowest MIDI pitch rewritten (inclusive, default 0)")
+    pitch_high: int | None = option(None, "inpaint: highest MIDI pitch rewritten (inclusive, default 127)")
+    label: int | None = option(None, "class label for a class-conditional checkpoint")
+    seed: int = option(0, "random seed (results depend on seed and --batch-size)")
+    batch_size: int = option(4, "samples generated at once")
+    tempo_bpm: float = option(120.0, "tempo of the written MIDI (default: the input's, else from config)")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N | mps (default auto)")
+    gif: bool = option(False, "also write an animated GIF of the generation steps per sample")
+    wav: bool = option(False, "also render WAV audio through FluidSynth")
+    sampling: dict[str, dict[str, Any]] = option({}, "sampling options per family, e.g. {fractal: {temperature: 0.9}}",
+                                                 **{FLAG: False})
+
+
+BUILTIN_DEFAULTS: dict[str, Any] = defaults(Settings)
+"""Fallbacks when neither the config file nor a flag sets a value."""
 
 MODE_FLAGS: dict[str, tuple[str, ...]] = {
     "unconditional": ("length",),
@@ -75,38 +76,36 @@ MODE_FLAGS: dict[str, tuple[str, ...]] = {
 MODE_ONLY_FIELDS = ("input", "condition_length", "start", "end", "pitch_low", "pitch_high", "length")
 
 
+def sampling_fields() -> dict[str, tuple[type, list[str]]]:
+    """Every family's sampling option: name -> (a dataclass declaring it, the families taking it)."""
+    from fractalmidi.models.registry import families
+
+    out: dict[str, tuple[type, list[str]]] = {}
+    for family in families().values():
+        for name in names(family.sampling):
+            out.setdefault(name, (family.sampling, []))[1].append(family.name)
+    return out
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per sampling option of every family (``--temperature``, ``--steps``...), unset by default."""
+    group = parser.add_argument_group("sampling options (the checkpoint's family decides which apply; "
+                                      "default: the checkpoint's)")
+    for name, (cls, takers) in sampling_fields().items():
+        kwargs = flag_arguments(cls, name)
+        group.add_argument(flag(name), **{**kwargs, "help": f"{', '.join(takers)}: {kwargs['help']}"})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="a training checkpoint (.ckpt), run folder or shipped model name")
     source.add_argument("--model", dest="checkpoint", type=Path, help="a shipped model (see 'fractalmidi models')")
     parser.add_argument("--out", required=True, type=Path, help="output folder: sample_NNN.mid/.png[/.gif/.wav] + samples.json")
     parser.add_argument("--config", type=Path, help=f"inference YAML with defaults (default: {DEFAULT_CONFIG.name} when present); flags win")
-    parser.add_argument("--mode", choices=MODES, default=None, help="unconditional | continue | inpaint (default from config)")
-    parser.add_argument("--length", type=int, default=None, help="unconditional: steps to compose; continue: new steps after the kept prefix")
-    parser.add_argument("--num-samples", type=int, default=None, help="how many pieces (variations of the same input in continue/inpaint)")
-    parser.add_argument("--input", type=Path, default=None, help="continue/inpaint: the MIDI file to start from")
-    parser.add_argument("--condition-length", type=int, default=None, help="continue: steps of the input kept before the new steps")
-    parser.add_argument("--start", type=int, default=None, help="inpaint: first step of the region to rewrite")
-    parser.add_argument("--end", type=int, default=None, help="inpaint: end step (exclusive) of the region")
-    parser.add_argument("--pitch-low", type=int, default=None, help="inpaint: lowest MIDI pitch rewritten (inclusive, default 0)")
-    parser.add_argument("--pitch-high", type=int, default=None, help="inpaint: highest MIDI pitch rewritten (inclusive, default 127)")
-    group = parser.add_argument_group("sampling options (the checkpoint's family decides which apply)")
-    group.add_argument("--num-iter-list", type=int, nargs="+", default=None, help="fractal: MAR iterations per level, e.g. 8 4 1")
-    group.add_argument("--steps", type=int, default=None, help="jit: ODE steps")
-    group.add_argument("--sampler", default=None, help="jit: euler | heun")
-    group.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (1 = off; needs --label)")
-    group.add_argument("--cfg-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"), help="jit: times where guidance applies")
-    group.add_argument("--temperature", type=float, default=None, help="sampling temperature")
-    group.add_argument("--sparsity-bias", type=float, default=None, help="fractal: added to the silence logit (>0 = fewer notes)")
-    group.add_argument("--silence-below", type=float, default=None,
-                       help="jit: pixels whose generated 'sounding' channel (0..1) is under this stay silent (default 0.5)")
-    group.add_argument("--label", type=int, default=None, help="class label for a class-conditional checkpoint")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (results depend on seed and --batch-size)")
-    parser.add_argument("--batch-size", type=int, default=None, help="samples generated at once")
-    parser.add_argument("--tempo-bpm", type=float, default=None, help="tempo of the written MIDI (default: the input's, else from config)")
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    parser.add_argument("--gif", action="store_true", default=None, help="also write an animated GIF of the generation steps per sample")
-    parser.add_argument("--wav", action="store_true", default=None, help="also render WAV audio through FluidSynth")
+    for name in names(Settings):
+        if fields_by_name(Settings)[name].metadata.get(FLAG, True):
+            parser.add_argument(flag(name), **flag_arguments(Settings, name))
+    add_sampling_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
 
 
@@ -149,10 +148,9 @@ def load_inference_config(path: Path | None) -> tuple[dict[str, Any], Path | Non
         if path is None:
             return {}, None
     data = load_yaml(path)
-    known = set(BUILTIN_DEFAULTS) | set(MODE_ONLY_FIELDS) | {"label"}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - set(BUILTIN_DEFAULTS))
     if unknown:
-        raise UserError(f"--config {path}: unknown keys {unknown}; accepted: {', '.join(sorted(known))}")
+        raise UserError(f"--config {path}: unknown keys {unknown}; accepted: {', '.join(sorted(BUILTIN_DEFAULTS))}")
     sampling = data.get("sampling") or {}
     if not isinstance(sampling, dict) or not all(isinstance(v, dict) or v is None for v in sampling.values()):
         raise UserError(f"--config {path}: 'sampling' must map a family name to its options, e.g. sampling: {{fractal: {{temperature: 1.0}}}}")
@@ -187,7 +185,7 @@ def resolve_request(args: argparse.Namespace) -> Request:
         wav=bool(pick("wav")),
         label=pick("label"),
         sampling={k: dict(v or {}) for k, v in (config.get("sampling") or {}).items()},
-        sampling_flags={k: flags[k] for k in SAMPLING_FLAGS if k in flags},
+        sampling_flags={k: flags[k] for k in sampling_fields() if k in flags},
         overwrite=bool(args.overwrite),
     )
     if request.tempo_bpm is None and mode == "unconditional":
@@ -251,7 +249,7 @@ def _check_option_values(options: dict[str, Any], where: str) -> None:
     """Sampling values that no family can use: non-finite numbers, a temperature <= 0, ranges
     outside [0, 1]. (Names are checked against the checkpoint's family in :func:`sampling_options`.)"""
     def name(key: str) -> str:
-        return f"{where}{key}" if where else SAMPLING_FLAGS.get(key, key)
+        return f"{where}{key}" if where else flag(key)
 
     for key, value in options.items():
         values = value if isinstance(value, (list, tuple)) else [value]
@@ -260,8 +258,9 @@ def _check_option_values(options: dict[str, Any], where: str) -> None:
                 continue
             if not math.isfinite(item):
                 raise UserError(f"{name(key)} must be a finite number, got {value}")
-    if "temperature" in options and not (isinstance(options["temperature"], (int, float)) and options["temperature"] > 0):
-        raise UserError(f"{name('temperature')} must be > 0, got {options['temperature']}")
+    for key in ("temperature", "start_noise"):
+        if key in options and not (isinstance(options[key], (int, float)) and options[key] > 0):
+            raise UserError(f"{name(key)} must be > 0, got {options[key]}")
     if "cfg" in options and isinstance(options["cfg"], (int, float)) and options["cfg"] < 0:
         raise UserError(f"{name('cfg')} must be >= 0 (1 = off), got {options['cfg']}")
     if "silence_below" in options and not 0 <= options["silence_below"] <= 1:
@@ -282,12 +281,12 @@ def sampling_options(req: Request, model) -> dict[str, Any]:
     An option the family does not take is a ``UserError`` naming the ones it does.
     """
     accepted = dict(model.sample_defaults)
-    accepted_flags = ", ".join(SAMPLING_FLAGS.get(k, k) for k in accepted) or "none"
+    accepted_flags = ", ".join(flag(k) for k in accepted) or "none"
     from_config = req.sampling.get(model.family, {})
     bad_config = sorted(set(from_config) - set(accepted))
     if bad_config:
         raise UserError(f"config sampling.{model.family}: {bad_config} not taken by the {model.family} family; accepted: {', '.join(accepted)}")
-    bad_flags = [SAMPLING_FLAGS[k] for k in req.sampling_flags if k not in accepted]
+    bad_flags = [flag(k) for k in req.sampling_flags if k not in accepted]
     if bad_flags:
         raise UserError(f"{', '.join(bad_flags)} not used by the {model.family} family of this checkpoint; it takes: {accepted_flags}")
     _check_option_values(from_config, f"config sampling.{model.family}.")

@@ -18,6 +18,10 @@ from typing import Any, Union
 from fractalmidi.errors import UserError
 
 HELP = "help"
+FLAG = "flag"
+"""Field metadata: False = not a command-line flag (e.g. a nested mapping)."""
+FLAG_KEYS = ("choices", "metavar", "type")
+"""Field metadata passed to ``argparse`` as they are."""
 
 
 def option(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 (argparse's word)
@@ -32,9 +36,14 @@ def names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
+def fields_by_name(cls: type) -> dict[str, dataclasses.Field]:
+    """The dataclass fields of ``cls`` by name."""
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
 def help_of(cls: type, name: str) -> str:
     """The one-line help of option ``name``."""
-    return next(f.metadata.get(HELP, "") for f in dataclasses.fields(cls) if f.name == name)
+    return fields_by_name(cls)[name].metadata.get(HELP, "")
 
 
 def defaults(cls: type) -> dict[str, Any]:
@@ -149,22 +158,21 @@ def flag(name: str) -> str:
 
 
 def flag_arguments(cls: type, name: str) -> dict[str, Any]:
-    """``argparse.add_argument`` keywords for option ``name`` of ``cls`` (default None: unset)."""
+    """``argparse.add_argument`` keywords for option ``name`` of ``cls`` (default None: unset, so a
+    config file or the model's default applies)."""
     tp = types_of(cls)[name]
-    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    field = fields_by_name(cls)[name]
     kwargs: dict[str, Any] = {"default": None, "help": field.metadata.get(HELP, "")}
-    args = typing.get_args(tp)
     if typing.get_origin(tp) in (Union, types.UnionType):
-        tp = next(a for a in args if a is not type(None))
-        args = typing.get_args(tp)
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    args = typing.get_args(tp)
     if typing.get_origin(tp) in (list, tuple):
         fixed = not (len(args) == 1 or args[1:] == (Ellipsis,))
         kwargs["nargs"] = len(args) if fixed else "+"
         tp = args[0]
-    if "metavar" in field.metadata:
-        kwargs["metavar"] = field.metadata["metavar"]
     if tp is bool:
         kwargs["action"] = "store_true"
     else:
-        kwargs["type"] = tp if tp in (int, float, str) else str
+        kwargs["type"] = tp
+    kwargs.update({k: field.metadata[k] for k in FLAG_KEYS if k in field.metadata})
     return kwargs
