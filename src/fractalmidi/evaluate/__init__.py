@@ -95,15 +95,8 @@ def _nll_section(checkpoint: Path, sources: dict[str, PieceSource], max_steps: i
         section[name] = set_nll(model, rolls, max_steps=max_steps, batch_size=batch_size)
     flags = {section[name]["exact"] for name in sources} - {None}
     section["exact"] = flags.pop() if len(flags) == 1 else None
-    section["estimate_reason"] = _estimate_reason(model) if section["exact"] is False else None
+    section["estimate_reason"] = model.estimate_reason if section["exact"] is False else None
     return section
-
-
-def _estimate_reason(model) -> str:
-    """Why a likelihood is only estimated, in a few words for the report."""
-    if "mar" in getattr(model, "generators", ()):
-        return "MAR levels"
-    return "the model's own estimator"
 
 
 def evaluate(
