@@ -103,15 +103,18 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         raise UserError(f"{key}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
     if origin in (list, tuple):
         args = typing.get_args(tp)
-        item_types = [args[0]] * len(value) if len(args) == 1 or args[1:] == (Ellipsis,) else list(args)
-        if not isinstance(value, (list, tuple)) or len(item_types) != len(value):
+        if not isinstance(value, (list, tuple)):
             raise UserError(f"{key}: expected a list of {_type_name(args[0])}, got {value!r}")
+        item_types = [args[0]] * len(value) if len(args) == 1 or args[1:] == (Ellipsis,) else list(args)
+        if len(item_types) != len(value):
+            raise UserError(f"{key}: expected {len(item_types)} values, got {value!r}")
         items = [coerce(v, t, key) for v, t in zip(value, item_types)]
         return items if origin is list else tuple(items)
     if origin is dict:
         key_type, item_type = typing.get_args(tp)
         if not isinstance(value, Mapping):
-            raise UserError(f"{key}: expected a mapping of {_type_name(key_type)} to {_type_name(item_type)}, got {value!r}")
+            raise UserError(f"{key}: expected a mapping of {_type_name(key_type)} to {_type_name(item_type)}, "
+                            f"got {value!r}")
         return {coerce(k, key_type, key): coerce(v, item_type, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):

@@ -89,7 +89,8 @@ class HardwareConfig:
     """Devices and numerics, passed to the Lightning ``Trainer``."""
 
     accelerator: str = option("auto", "auto | cpu | gpu | mps")
-    devices: Union[int, str, list[int]] = option("auto", "auto, a count or a list of device indices", seed_names=("gpus",))
+    devices: Union[int, str, list[int]] = option("auto", "auto, a count or a list of device indices",
+                                                 seed_names=("gpus",))
     num_nodes: int = option(1, "machines")
     precision: str = option("32", " | ".join(PRECISIONS))
     strategy: str = option("auto", " | ".join(STRATEGIES))
@@ -380,7 +381,8 @@ def _validate(cfg: TrainConfig) -> None:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(f"hardware.strategy {h.strategy!r} unknown{hint}; accepted: {', '.join(STRATEGIES)}")
     if t.grad_checkpointing and "grad_checkpointing" not in cfg.model:
-        raise UserError(f"training.grad_checkpointing: model {cfg.model_name!r} does not support activation checkpointing")
+        raise UserError(f"training.grad_checkpointing: model {cfg.model_name!r} does not support activation "
+                        "checkpointing")
 
 
 def build_config(raw: Mapping[str, Any], stored: bool = False) -> TrainConfig:
@@ -397,7 +399,8 @@ def build_config(raw: Mapping[str, Any], stored: bool = False) -> TrainConfig:
     return cfg
 
 
-def load_config(path: str | Path | None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> TrainConfig:
+def load_config(path: str | Path | None, overrides: Sequence[str] = (),
+                base: Mapping[str, Any] | None = None) -> TrainConfig:
     """Read ``path`` (a YAML file or a preset name; or start from ``base``, a checkpoint's config) and
     apply ``overrides``."""
     raw: dict[str, Any] = dict(base or {})

@@ -14,7 +14,6 @@ the likelihood.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -26,8 +25,8 @@ from fractalmidi.models.fractal.ar import ARLevel
 from fractalmidi.models.fractal.head import PixelHead, PixelStates
 from fractalmidi.models.fractal.level import LevelNet
 from fractalmidi.models.fractal.mar import MARLevel
-from fractalmidi.models.fractal.options import FractalOptions, FractalSampling
 from fractalmidi.models.fractal.masking import likelihood_mask, training_mask
+from fractalmidi.models.fractal.options import FractalOptions, FractalSampling
 from fractalmidi.models.fractal.patches import grid_shape, patchify, unpatchify
 from fractalmidi.models.fractal.sampling import HierarchySampler, SamplingOptions
 from fractalmidi.models.layers import LabelEmbedder, init_weights, learned_embedding

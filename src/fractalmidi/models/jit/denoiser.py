@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from fractalmidi.errors import UserError
 from fractalmidi.data.roll import MAX_VELOCITY, ONSET_PLANE, VELOCITY_PLANE
+from fractalmidi.errors import UserError
 from fractalmidi.models.base import DEFAULT_NOTE_VELOCITY, Generator, decode_notes
 from fractalmidi.models.jit.masks import DEFAULT_MASK_PROBS, check_mask_probs, draw_masks
 from fractalmidi.models.jit.network import JiTNet
@@ -114,7 +114,8 @@ class JiT(Generator):
         if o.loss_on not in LOSS_ON:
             raise ValueError(f"loss_on {o.loss_on!r} is not one of {', '.join(LOSS_ON)}")
         if o.P_std <= 0 or o.noise_scale <= 0 or not 0 < o.t_eps < 1:
-            raise ValueError(f"need P_std > 0, noise_scale > 0, 0 < t_eps < 1; got {o.P_std}, {o.noise_scale}, {o.t_eps}")
+            raise ValueError(f"need P_std > 0, noise_scale > 0, 0 < t_eps < 1; "
+                             f"got {o.P_std}, {o.noise_scale}, {o.t_eps}")
         net_options = {f.name: getattr(o, f.name) for f in dataclasses.fields(JiTNetOptions)}
         self.net = JiTNet(in_channels=IN_CHANNELS, out_channels=CHANNELS, **net_options)
         self.patch_size = self.net.patch_size

@@ -54,5 +54,7 @@ class JiTSampling:
     sampler: str = option("heun", "ODE solver: euler | heun")
     cfg: float = option(1.0, "classifier-free guidance scale (1 = off; needs --label)")
     cfg_interval: tuple[float, float] = option((0.1, 1.0), "times where guidance applies", metavar=("LOW", "HIGH"))
-    start_noise: float = option(1.0, "scale of the starting noise, times the training noise_scale (formerly 'temperature')")
-    silence_below: float = option(DEFAULT_SILENCE_BELOW, "pixels whose generated sounding channel (0..1) is under this stay silent")
+    start_noise: float = option(1.0, "scale of the starting noise, times the training noise_scale "
+                                "(formerly 'temperature')")
+    silence_below: float = option(DEFAULT_SILENCE_BELOW, "pixels whose generated sounding channel (0..1) is under "
+                                  "this stay silent")
