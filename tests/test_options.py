@@ -17,7 +17,7 @@ from fractalmidi.errors import UserError
 from fractalmidi.generate import Settings, add_arguments, sampling_fields
 from fractalmidi.models import build
 from fractalmidi.models.registry import available, families, preset, preset_defaults
-from fractalmidi.options import HELP, flag, names, plain
+from fractalmidi.options import BOUND, HELP, fields_by_name, flag, names, plain
 from fractalmidi.train import config as train_config
 from fractalmidi.train.config import (
     SECTION_TYPES,
@@ -157,6 +157,26 @@ def test_bad_config_files_are_one_line_errors(tmp_path: Path, text: str, message
     with pytest.raises(UserError) as err:
         load_config(path)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "override", "message"), [
+    ("fractal_tiny", "model.temperature=-1", "model.temperature must be > 0, got -1.0"),
+    ("fractal_tiny", "model.num_iter_list=[8, 0, 1]", "model.num_iter_list must be whole numbers in 1..10000"),
+    ("jit_tiny", "model.silence_below=1.5", "model.silence_below must be in [0, 1], got 1.5"),
+    ("jit_tiny", "model.cfg_interval=[0.9, 0.1]", "model.cfg_interval must be LOW HIGH with 0 <= LOW <= HIGH <= 1"),
+    ("jit_tiny", "model.dim=.nan", "model.dim: expected an integer"),
+    ("jit_tiny", "model.P_std=.inf", "model.P_std must be a finite number"),
+])
+def test_option_bounds_apply_to_training_configs(name: str, override: str, message: str) -> None:
+    with pytest.raises(UserError) as err:
+        load_config(name, [override])
+    assert message in str(err.value)
+
+
+def test_a_shared_sampling_option_has_one_bound() -> None:
+    for name, (_, takers) in sampling_fields().items():
+        bounds = {fields_by_name(FAMILIES[f].sampling)[name].metadata.get(BOUND) for f in takers}
+        assert len(bounds) == 1, name
 
 
 def test_a_preset_cycle_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 from fractalmidi import __version__
 from fractalmidi.data.roll import DEFAULT_MAX_STEPS
 from fractalmidi.errors import UserError
-from fractalmidi.options import FLAG, defaults, fields_by_name, flag, flag_arguments, names, option
+from fractalmidi.options import FLAG, check_values, defaults, fields_by_name, flag, flag_arguments, names, option
 
 MODES = ("unconditional", "continue", "inpaint")
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference_default.yaml"
@@ -35,8 +35,6 @@ MAX_STEPS = DEFAULT_MAX_STEPS
 MAX_NUM_SAMPLES = 10_000
 MAX_BATCH_STEPS = 65_536
 """Batch size x steps generated at once: bounds the canvases and the model's activations."""
-MAX_ITERATIONS = 10_000
-"""Most MAR iterations per level / ODE steps accepted."""
 MAX_TEMPO_BPM = 1000.0
 
 @dataclass
@@ -227,7 +225,8 @@ def _check_request(req: Request) -> None:
         raise UserError(f"{steps} steps asked for; the limit is {MAX_STEPS} steps per piece (generate longer music by "
                         f"continuing a piece in parts)")
     _check_batch(req, steps)
-    _check_option_values(req.sampling_flags, "")
+    for key, value in req.sampling_flags.items():  # the bounds a family declares, before any model loads
+        check_values(sampling_fields()[key][0], {key: value}, flag)
     if req.wav:
         import shutil
 
@@ -245,36 +244,6 @@ def _check_batch(req: Request, steps: int) -> None:
                         f"generated at once; use --batch-size {max(1, MAX_BATCH_STEPS // max(steps, 1))} or less")
 
 
-def _check_option_values(options: dict[str, Any], where: str) -> None:
-    """Sampling values that no family can use: non-finite numbers, a temperature <= 0, ranges
-    outside [0, 1]. (Names are checked against the checkpoint's family in :func:`sampling_options`.)"""
-    def name(key: str) -> str:
-        return f"{where}{key}" if where else flag(key)
-
-    for key, value in options.items():
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for item in values:
-            if isinstance(item, bool) or not isinstance(item, (int, float)):
-                continue
-            if not math.isfinite(item):
-                raise UserError(f"{name(key)} must be a finite number, got {value}")
-    for key in ("temperature", "start_noise"):
-        if key in options and not (isinstance(options[key], (int, float)) and options[key] > 0):
-            raise UserError(f"{name(key)} must be > 0, got {options[key]}")
-    if "cfg" in options and isinstance(options["cfg"], (int, float)) and options["cfg"] < 0:
-        raise UserError(f"{name('cfg')} must be >= 0 (1 = off), got {options['cfg']}")
-    if "silence_below" in options and not 0 <= options["silence_below"] <= 1:
-        raise UserError(f"{name('silence_below')} must be in [0, 1], got {options['silence_below']}")
-    interval = options.get("cfg_interval")
-    if isinstance(interval, (list, tuple)) and not (len(interval) == 2 and 0 <= interval[0] <= interval[1] <= 1):
-        raise UserError(f"{name('cfg_interval')} must be LOW HIGH with 0 <= LOW <= HIGH <= 1, got {interval}")
-    for key in ("steps", "num_iter_list"):
-        if key in options:
-            counts = options[key] if isinstance(options[key], (list, tuple)) else [options[key]]
-            if not all(isinstance(c, int) and 1 <= c <= MAX_ITERATIONS for c in counts):
-                raise UserError(f"{name(key)} must be whole numbers in 1..{MAX_ITERATIONS}, got {options[key]}")
-
-
 def sampling_options(req: Request, model) -> dict[str, Any]:
     """Options passed to ``model.sample``: config section of the family, then flags.
 
@@ -289,7 +258,7 @@ def sampling_options(req: Request, model) -> dict[str, Any]:
     bad_flags = [flag(k) for k in req.sampling_flags if k not in accepted]
     if bad_flags:
         raise UserError(f"{', '.join(bad_flags)} not used by the {model.family} family of this checkpoint; it takes: {accepted_flags}")
-    _check_option_values(from_config, f"config sampling.{model.family}.")
+    check_values(type(model.sampling), from_config, lambda k: f"config sampling.{model.family}.{k}")
     return {**from_config, **req.sampling_flags}
 
 

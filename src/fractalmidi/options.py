@@ -10,18 +10,62 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Union
 
 from fractalmidi.errors import UserError
 
 HELP = "help"
+BOUND = "bound"
+"""Field metadata: the :class:`Bound` a value must keep."""
 FLAG = "flag"
 """Field metadata: False = not a command-line flag (e.g. a nested mapping)."""
 FLAG_KEYS = ("choices", "metavar", "type")
 """Field metadata passed to ``argparse`` as they are."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A rule on an option's value, and how an error states it: ``KEY must be TEXT, got VALUE``."""
+
+    text: str
+    ok: Callable[[Any], bool]
+
+
+def _each(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """``test`` on a value, or on every item of a list value; a value of the wrong type fails."""
+    def ok(value: Any) -> bool:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return all(isinstance(v, (int, float)) and not isinstance(v, bool) and test(v) for v in items)
+    return ok
+
+
+POSITIVE_INT = Bound("a positive integer", _each(lambda v: v >= 1))
+NON_NEGATIVE = Bound(">= 0", _each(lambda v: v >= 0))
+POSITIVE = Bound("> 0", _each(lambda v: v > 0))
+UNIT = Bound("in [0, 1]", _each(lambda v: 0 <= v <= 1))
+
+
+def count_bound(most: int) -> Bound:
+    """Whole numbers in ``1..most`` (iterations, steps): bounded before anything is allocated."""
+    return Bound(f"whole numbers in 1..{most}", _each(lambda v: isinstance(v, int) and 1 <= v <= most))
+
+
+def check_values(cls: type, values: Mapping[str, Any], name: Callable[[str], str] = str) -> None:
+    """Every number finite and every value within its field's :class:`Bound` (None = unset passes);
+    otherwise a one-line ``UserError`` naming the option as ``name(key)``."""
+    fields = fields_by_name(cls)
+    for key, value in values.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            raise UserError(f"{name(key)} must be a finite number, got {value}")
+        bound = fields[key].metadata.get(BOUND) if key in fields else None
+        if bound is not None and value is not None and not bound.ok(value):
+            raise UserError(f"{name(key)} must be {bound.text}, got {value}")
 
 
 def option(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 (argparse's word)

@@ -17,6 +17,8 @@ from torch import nn
 from fractalmidi.data.roll import MAX_VELOCITY, NUM_PITCHES, ONSET_PLANE, ROLL_PLANES, VELOCITY_PLANE
 from fractalmidi.options import plain
 
+MAX_ITERATIONS = 10_000
+"""Most sampling iterations per level / ODE steps a sampling option may ask for."""
 DEFAULT_NOTE_VELOCITY = 64
 """Velocity of a generated note that has none of its own (e.g. a sampled hold after silence):
 MIDI's customary default."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,18 @@ from typing import Any, Union
 import yaml
 
 from fractalmidi.errors import UserError
-from fractalmidi.options import coerce_values, names, option, plain
+from fractalmidi.options import (
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    UNIT,
+    Bound,
+    check_values,
+    coerce_values,
+    names,
+    option,
+    plain,
+)
 
 SECTIONS = ("model", "data", "training", "hardware", "logging")
 PRESET_KEY = "preset"
@@ -34,25 +44,29 @@ SEED_NAMES = "seed_names"
 """Field metadata: the names the seed projects' configs / flags used for this key."""
 
 
+PAIR = Bound("two numbers", lambda v: len(v) == 2)
+SPAN = Bound("[low, high] with low <= high", lambda v: len(v) == 2 and v[0] <= v[1])
+
+
 @dataclass
 class DataConfig:
     """Where the prepared data lives and how training crops are drawn."""
 
     root: str = option("", "a folder made by `fractalmidi prepare`")
-    crop_length: int = option(256, "training crop length in time steps")
+    crop_length: int = option(256, "training crop length in time steps", bound=POSITIVE_INT)
     val_crop_length: int | None = option(None, "validation crop length; null = crop_length")
     train_split: str = option("train", "split trained on")
     val_split: str = option("valid", "split validated on")
     pitch_shift: list[int] = option([0, 0], "random transposition of training crops, [low, high] semitones (off by "
-                                    "default: it would undo key_normalize)",
+                                    "default: it would undo key_normalize)", bound=SPAN,
                                     seed_names=("pitch_shift_min", "pitch_shift_max"))
     key_normalize: bool = option(True, "train in C major / A minor (each piece transposed by its estimated key); "
                                  "generated pieces move to keys drawn from key_shifts")
     key_shifts: list[int] | None = option(None, "filled at train time with key_normalize: how many training pieces "
                                           "needed each normalising shift (-6..5), so a checkpoint can pick keys like "
                                           "its data's without the data folder")
-    augment_factor: int = option(1, "crops drawn per piece and epoch")
-    num_workers: int = option(2, "data loader processes")
+    augment_factor: int = option(1, "crops drawn per piece and epoch", bound=POSITIVE_INT)
+    num_workers: int = option(2, "data loader processes", bound=NON_NEGATIVE)
     val_batch_size: int | None = option(None, "null = training.batch_size", seed_names=("val_batch_size",))
     grid: str | None = option(None, "time grid of the rolls; filled from the prepared data's manifest, so a "
                               "checkpoint knows its grid without the data folder (must match the data when given)")
@@ -62,21 +76,24 @@ class DataConfig:
 class TrainingConfig:
     """Optimisation: AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr``."""
 
-    max_steps: int = option(200_000, "optimizer steps", seed_names=("epochs",))
+    max_steps: int = option(200_000, "optimizer steps", bound=POSITIVE_INT, seed_names=("epochs",))
     max_minutes: float | None = option(None, "wall-clock budget: stops at the clock (saving a resumable last.ckpt); "
-                                       "the LR schedule follows the larger of step and time progress")
-    batch_size: int = option(8, "crops per step and device", seed_names=("train_batch_size",))
-    lr: float = option(1e-4, "peak learning rate", seed_names=("learning_rate",))
-    weight_decay: float = option(0.05, "AdamW weight decay")
-    betas: list[float] = option([0.9, 0.95], "AdamW betas")
-    warmup_steps: int = option(2000, "linear warmup steps")
+                                       "the LR schedule follows the larger of step and time progress",
+                                       bound=Bound("a positive number of minutes", lambda v: v > 0))
+    batch_size: int = option(8, "crops per step and device", bound=POSITIVE_INT, seed_names=("train_batch_size",))
+    lr: float = option(1e-4, "peak learning rate", bound=POSITIVE, seed_names=("learning_rate",))
+    weight_decay: float = option(0.05, "AdamW weight decay", bound=NON_NEGATIVE)
+    betas: list[float] = option([0.9, 0.95], "AdamW betas", bound=PAIR)
+    warmup_steps: int = option(2000, "linear warmup steps", bound=NON_NEGATIVE)
     decay_steps: int | None = option(None, "cosine schedule length; null = max_steps")
-    min_lr_ratio: float = option(0.0, "the cosine's floor as a share of lr (1 = constant after warmup)")
-    grad_clip: float = option(3.0, "gradient-norm clipping; 0 disables it",
+    min_lr_ratio: float = option(0.0, "the cosine's floor as a share of lr (1 = constant after warmup)", bound=UNIT)
+    grad_clip: float = option(3.0, "gradient-norm clipping; 0 disables it", bound=NON_NEGATIVE,
                               seed_names=("grad_clip_val", "gradient_clip_val"))
-    accumulate_grad_batches: int = option(1, "batches per optimizer step", seed_names=("accumulate",))
-    val_every_n_steps: int = option(2000, "validation interval", seed_names=("val_check_interval_steps",))
-    limit_val_batches: int = option(16, "validation batches per validation")
+    accumulate_grad_batches: int = option(1, "batches per optimizer step", bound=POSITIVE_INT,
+                                          seed_names=("accumulate",))
+    val_every_n_steps: int = option(2000, "validation interval", bound=POSITIVE_INT,
+                                    seed_names=("val_check_interval_steps",))
+    limit_val_batches: int = option(16, "validation batches per validation", bound=NON_NEGATIVE)
     seed: int = option(0, "random seed")
     fast_dev_run: bool = option(False, "one training and one validation batch, nothing written (a smoke test)")
     grad_checkpointing: bool = option(False, "activation checkpointing: compute for memory (if the model has it)",
@@ -91,8 +108,9 @@ class HardwareConfig:
     accelerator: str = option("auto", "auto | cpu | gpu | mps")
     devices: Union[int, str, list[int]] = option("auto", "auto, a count or a list of device indices",
                                                  seed_names=("gpus",))
-    num_nodes: int = option(1, "machines")
-    precision: str = option("32", " | ".join(PRECISIONS))
+    num_nodes: int = option(1, "machines", bound=POSITIVE_INT)
+    precision: str = option("32", " | ".join(PRECISIONS),
+                            bound=Bound(f"one of {', '.join(PRECISIONS)}", lambda v: v in PRECISIONS))
     strategy: str = option("auto", " | ".join(STRATEGIES))
 
 
@@ -102,10 +120,10 @@ class LoggingConfig:
 
     output_dir: str = option("runs/default", "the run folder")
     overwrite: bool = option(False, "replace an existing run folder")
-    checkpoint_every_n_steps: int = option(2000, "checkpoint interval")
-    log_every_n_steps: int = option(10, "metrics interval")
-    log_images_every_n_steps: int = option(5000, "sample image / GIF interval; 0 disables them")
-    num_image_samples: int = option(2, "samples per image log")
+    checkpoint_every_n_steps: int = option(2000, "checkpoint interval", bound=POSITIVE_INT)
+    log_every_n_steps: int = option(10, "metrics interval", bound=POSITIVE_INT)
+    log_images_every_n_steps: int = option(5000, "sample image / GIF interval; 0 disables them", bound=NON_NEGATIVE)
+    num_image_samples: int = option(2, "samples per image log", bound=NON_NEGATIVE)
     sample_length: int | None = option(None, "length of logged samples; null = data.crop_length")
     gif_frame_ms: int = option(150, "GIF frame duration")
     progress_bar: bool = option(True, "show a progress bar")
@@ -319,68 +337,25 @@ def resolve_model(values: Any, stored: bool = False) -> dict[str, Any]:
         if key not in family.option_names():
             raise _unknown_key(f"model.{key}", name)
     model_keys = set(names(family.options))
-    coerced = {**coerce_values(family.options, {k: v for k, v in given.items() if k in model_keys}, "model."),
-               **coerce_values(family.sampling, {k: v for k, v in given.items() if k not in model_keys}, "model.")}
+    coerced: dict[str, Any] = {}
+    for cls, part in ((family.options, {k: v for k, v in given.items() if k in model_keys}),
+                      (family.sampling, {k: v for k, v in given.items() if k not in model_keys})):
+        values = coerce_values(cls, part, "model.")
+        check_values(cls, values, lambda k: f"model.{k}")
+        coerced.update(values)
     return {MODEL_NAME_KEY: name, **plain({**preset_defaults(name), **coerced})}
 
 
-def _check_finite(cfg: TrainConfig) -> None:
-    """No NaN or infinity anywhere (``training.lr=nan`` passes every ``<= 0`` test)."""
-    def walk(key: str, value: Any) -> None:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"{key} must be a finite number, got {value}")
-        if isinstance(value, (list, tuple)):
-            for item in value:
-                walk(key, item)
-        elif isinstance(value, dict):
-            for name, item in value.items():
-                walk(f"{key}.{name}", item)
-
-    walk("model", cfg.model)
-    for section in SECTION_TYPES:
-        for item in dataclasses.fields(getattr(cfg, section)):
-            walk(f"{section}.{item.name}", getattr(getattr(cfg, section), item.name))
-
-
 def _validate(cfg: TrainConfig) -> None:
-    t, h, d, lg = cfg.training, cfg.hardware, cfg.data, cfg.logging
-    _check_finite(cfg)
-    positive = {
-        "training.max_steps": t.max_steps, "training.batch_size": t.batch_size,
-        "training.accumulate_grad_batches": t.accumulate_grad_batches,
-        "training.val_every_n_steps": t.val_every_n_steps, "data.crop_length": d.crop_length,
-        "data.augment_factor": d.augment_factor, "logging.checkpoint_every_n_steps": lg.checkpoint_every_n_steps,
-        "logging.log_every_n_steps": lg.log_every_n_steps, "hardware.num_nodes": h.num_nodes,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise UserError(f"{key} must be a positive integer, got {value}")
-    if t.max_minutes is not None and not t.max_minutes > 0:
-        raise UserError(f"training.max_minutes must be a positive number of minutes, got {t.max_minutes}")
-    non_negative = {
-        "training.warmup_steps": t.warmup_steps, "training.limit_val_batches": t.limit_val_batches,
-        "training.grad_clip": t.grad_clip, "training.weight_decay": t.weight_decay,
-        "data.num_workers": d.num_workers, "logging.log_images_every_n_steps": lg.log_images_every_n_steps,
-        "logging.num_image_samples": lg.num_image_samples,
-    }
-    for key, value in non_negative.items():
-        if value < 0:
-            raise UserError(f"{key} must be >= 0, got {value}")
-    if t.lr <= 0:
-        raise UserError(f"training.lr must be > 0, got {t.lr}")
-    if not 0.0 <= t.min_lr_ratio <= 1.0:
-        raise UserError(f"training.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
-    if len(t.betas) != 2:
-        raise UserError(f"training.betas must be two numbers, got {t.betas}")
-    if len(d.pitch_shift) != 2 or d.pitch_shift[0] > d.pitch_shift[1]:
-        raise UserError(f"data.pitch_shift must be [low, high] with low <= high, got {d.pitch_shift}")
-    if h.precision not in PRECISIONS:
-        raise UserError(f"hardware.precision must be one of {', '.join(PRECISIONS)}, got {h.precision!r}")
+    """Every value finite and within its field's bound; the strategy names its closest match."""
+    for section, cls in SECTION_TYPES.items():
+        check_values(cls, dataclasses.asdict(getattr(cfg, section)), lambda k: f"{section}.{k}")
+    h = cfg.hardware
     if h.strategy not in STRATEGIES:
         close = difflib.get_close_matches(h.strategy, STRATEGIES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(f"hardware.strategy {h.strategy!r} unknown{hint}; accepted: {', '.join(STRATEGIES)}")
-    if t.grad_checkpointing and "grad_checkpointing" not in cfg.model:
+    if cfg.training.grad_checkpointing and "grad_checkpointing" not in cfg.model:
         raise UserError(f"training.grad_checkpointing: model {cfg.model_name!r} does not support activation "
                         "checkpointing")
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fractalmidi.data.roll import NUM_PITCHES
-from fractalmidi.options import option
+from fractalmidi.models.base import MAX_ITERATIONS
+from fractalmidi.options import NON_NEGATIVE, POSITIVE, count_bound, option
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ class FractalOptions:
 class FractalSampling:
     """``FractalGen.sample`` options; a preset's values are its model's defaults."""
 
-    num_iter_list: tuple[int, ...] = option((8, 4, 1), "MAR iterations per level, e.g. 8 4 1 (AR levels ignore theirs)")
-    cfg: float = option(1.0, "classifier-free guidance scale (1 = off; needs --label)")
-    temperature: float = option(1.0, "softmax temperature of the pixel head's logits (lower = safer notes)")
+    num_iter_list: tuple[int, ...] = option((8, 4, 1), "MAR iterations per level, e.g. 8 4 1 (AR levels ignore theirs)",
+                                            bound=count_bound(MAX_ITERATIONS))
+    cfg: float = option(1.0, "classifier-free guidance scale (1 = off; needs --label)", bound=NON_NEGATIVE)
+    temperature: float = option(1.0, "softmax temperature of the pixel head's logits (lower = safer notes)",
+                                bound=POSITIVE)
     sparsity_bias: float = option(0.0, "added to the silence logit (>0 = fewer notes)")

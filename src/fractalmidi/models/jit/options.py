@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fractalmidi.options import option
+from fractalmidi.models.base import MAX_ITERATIONS
+from fractalmidi.options import NON_NEGATIVE, POSITIVE, UNIT, Bound, count_bound, option
 
 DEFAULT_SILENCE_BELOW = 0.5
 """A pixel sounds where its generated sounding channel (0 = silence, 1 = note) exceeds this."""
+TIME_RANGE = Bound("LOW HIGH with 0 <= LOW <= HIGH <= 1",
+                   lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and 0 <= v[0] <= v[1] <= 1)
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,12 @@ class JiTOptions(JiTNetOptions):
 class JiTSampling:
     """``JiT.sample`` options; a preset's values are its model's defaults."""
 
-    steps: int = option(50, "ODE steps")
+    steps: int = option(50, "ODE steps", bound=count_bound(MAX_ITERATIONS))
     sampler: str = option("heun", "ODE solver: euler | heun")
-    cfg: float = option(1.0, "classifier-free guidance scale (1 = off; needs --label)")
-    cfg_interval: tuple[float, float] = option((0.1, 1.0), "times where guidance applies", metavar=("LOW", "HIGH"))
+    cfg: float = option(1.0, "classifier-free guidance scale (1 = off; needs --label)", bound=NON_NEGATIVE)
+    cfg_interval: tuple[float, float] = option((0.1, 1.0), "times where guidance applies", metavar=("LOW", "HIGH"),
+                                               bound=TIME_RANGE)
     start_noise: float = option(1.0, "scale of the starting noise, times the training noise_scale "
-                                "(formerly 'temperature')")
+                                "(formerly 'temperature')", bound=POSITIVE)
     silence_below: float = option(DEFAULT_SILENCE_BELOW, "pixels whose generated sounding channel (0..1) is under "
-                                  "this stay silent")
+                                  "this stay silent", bound=UNIT)
