@@ -106,23 +106,10 @@ def closest(key: str, candidates: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
-def unknown(key: str, candidates: Iterable[str], what: str = "option") -> UserError:
-    """One-line error for an unknown key, naming the closest valid one."""
-    candidates = sorted(candidates)
-    near = closest(key, candidates)
-    hint = f"; did you mean {near!r}?" if near else f"; accepted: {', '.join(candidates)}"
-    return UserError(f"unknown {what} {key!r}{hint}")
-
-
 def coerce_values(cls: type, values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-    """Check ``values`` against the fields of ``cls`` (an unknown key is a ``UserError``) and coerce each."""
+    """``values`` (options of ``cls``, names already checked) coerced to their field types."""
     hints = types_of(cls)
-    out = {}
-    for key, value in values.items():
-        if key not in hints:
-            raise unknown(f"{where}{key}", [f"{where}{k}" for k in hints], "config key" if where else "option")
-        out[key] = coerce(value, hints[key], f"{where}{key}")
-    return out
+    return {key: coerce(value, hints[key], f"{where}{key}") for key, value in values.items()}
 
 
 def _type_name(tp: Any) -> str:
