@@ -122,7 +122,7 @@ def test_config_files_hold_only_their_differences(name: str) -> None:
             assert base[section][key] != value, f"{name}.yaml restates {section}.{key}={value!r}"
 
 
-def test_a_preset_with_overrides_resolves(tmp_path: Path) -> None:
+def test_a_preset_with_overrides_resolves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text("preset: fractal_tiny\nmodel:\n  temperature: 0.5\n  widths: [32, 32, 32]\n"
                     "training:\n  lr: 1.0e-3\n")
@@ -140,6 +140,11 @@ def test_a_preset_with_overrides_resolves(tmp_path: Path) -> None:
     assert by_name.model["generators"] == ["ar", "ar", "ar"] and by_name.training.max_steps == 200_000
     model = build(cfg.model_name, **cfg.model_overrides)
     assert model.sampling.temperature == 0.5 and model.options.widths == (32, 32, 32)
+    (tmp_path / "fractal_tiny.yaml").write_text((CONFIGS / "fractal_tiny.yaml").read_text())
+    (tmp_path / "switched.yaml").write_text("preset: mine\nmodel:\n  name: jit-tiny\n")
+    monkeypatch.setattr(train_config, "CONFIGS_DIR", tmp_path)  # mine.yaml is now a preset
+    moved = load_config(tmp_path / "switched.yaml")  # another model drops the preset's model options only
+    assert moved.model_name == "jit-tiny" and moved.model["dim"] == 64 and moved.training.lr == 1e-3
 
 
 @pytest.mark.parametrize(("text", "message"), [

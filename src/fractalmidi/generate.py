@@ -37,6 +37,7 @@ MAX_BATCH_STEPS = 65_536
 """Batch size x steps generated at once: bounds the canvases and the model's activations."""
 MAX_TEMPO_BPM = 1000.0
 
+
 @dataclass
 class Settings:
     """What ``--config`` (YAML) may set and the flags of the same names (flags win over the file,
@@ -94,15 +95,20 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag(name), **{**kwargs, "help": f"{', '.join(takers)}: {kwargs['help']}"})
 
 
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`Settings` field (``--mode``, ``--length``...), unset by default."""
+    for name, settings_field in fields_by_name(Settings).items():
+        if settings_field.metadata.get(FLAG, True):
+            parser.add_argument(flag(name), **flag_arguments(Settings, name))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="a training checkpoint (.ckpt), run folder or shipped model name")
     source.add_argument("--model", dest="checkpoint", type=Path, help="a shipped model (see 'fractalmidi models')")
     parser.add_argument("--out", required=True, type=Path, help="output folder: sample_NNN.mid/.png[/.gif/.wav] + samples.json")
     parser.add_argument("--config", type=Path, help=f"inference YAML with defaults (default: {DEFAULT_CONFIG.name} when present); flags win")
-    for name in names(Settings):
-        if fields_by_name(Settings)[name].metadata.get(FLAG, True):
-            parser.add_argument(flag(name), **flag_arguments(Settings, name))
+    add_settings_arguments(parser)
     add_sampling_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
 

@@ -9,15 +9,13 @@ is how training configs and checkpoints store them (``model.*``).
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from fractalmidi.models.base import Generator
 from fractalmidi.options import closest, defaults, names
-
-FAMILY_MODULES = ("fractalmidi.models.fractal", "fractalmidi.models.jit")
-"""Packages that register their family and presets on import: a new family is one more package."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +42,8 @@ class Family:
 
 @dataclass(frozen=True)
 class Preset:
+    """A named configuration of a family."""
+
     name: str
     family: Family
     values: dict[str, Any]
@@ -75,8 +75,12 @@ def register_preset(name: str, family: Family, help: str, **values: Any) -> None
 
 
 def _load_families() -> None:
-    for module in FAMILY_MODULES:
-        importlib.import_module(module)
+    """Import every package under :mod:`fractalmidi.models`: each registers its family and presets,
+    so a new family is one new package."""
+    package = importlib.import_module("fractalmidi.models")
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.ispkg:
+            importlib.import_module(f"{package.__name__}.{module.name}")
 
 
 def families() -> dict[str, Family]:

@@ -230,6 +230,10 @@ def expand(raw: Mapping[str, Any], seen: tuple[str, ...] = ()) -> dict[str, Any]
     if PRESET_KEY not in raw:
         return tree
     base = preset_tree(str(raw[PRESET_KEY]), seen)
+    given, inherited = (t["model"].get(MODEL_NAME_KEY) if isinstance(t.get("model"), Mapping) else None
+                        for t in (tree, base))
+    if given and given != inherited:
+        base.pop("model", None)  # another model: the preset's model options are not its options
     for section, values in tree.items():
         if isinstance(values, Mapping) and isinstance(base.get(section), Mapping):
             base[section] = {**base[section], **values}
