@@ -2,8 +2,8 @@
 
 The model families, the training config and ``generate`` declare their options this way, and
 everything that lists, checks or parses options reads them from the dataclass: YAML values
-and ``key=value`` overrides are coerced to the field's type, an unknown key is a one-line
-error naming the closest one, and command-line flags are made from the fields.
+and ``key=value`` overrides are coerced to the field's type, values are checked against the
+field's :class:`Bound`, and command-line flags are made from the fields.
 """
 
 from __future__ import annotations
