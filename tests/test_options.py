@@ -220,3 +220,13 @@ def test_a_stored_jit_temperature_loads_as_start_noise(tmp_path: Path) -> None:
     assert resolve_model(stored, stored=True)["start_noise"] == 0.7
     with pytest.raises(UserError, match="did you mean 'model.start_noise'"):
         resolve_model(stored)
+
+
+def test_jit_network_options_are_the_network_keywords() -> None:
+    import inspect
+
+    from fractalmidi.models.jit.network import JiTNet
+    from fractalmidi.models.jit.options import JiTNetOptions
+
+    fixed = {"in_channels", "out_channels"}  # set by the objective, not options
+    assert set(names(JiTNetOptions)) == set(inspect.signature(JiTNet).parameters) - fixed
