@@ -20,7 +20,8 @@ hardware, logging. Values are read as YAML (1e-4, true, [0.9, 0.95], null).
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("config", nargs="?", help="YAML config (see configs/); optional with --resume")
+    parser.add_argument("config", nargs="?",
+                        help="YAML config or preset name (see configs/, fractalmidi info); optional with --resume")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="dotted config overrides")
     parser.add_argument("--resume", metavar="RUN_DIR|CKPT",
                         help="continue a run (its last.ckpt) or a given checkpoint: model, EMA, optimizer, "
