@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from fractalmidi.studio.cli import DEFAULT_THREADS
+from fractalmidi.studio.server import DEFAULT_THREADS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"

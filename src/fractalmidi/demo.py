@@ -2,12 +2,11 @@
 
 prepare -> train the tiny FractalGen preset for a bounded time -> compose, continue and
 inpaint a held-out chorale -> evaluate against the test split -> a summary table. It calls
-the real commands' Python functions, so it exercises exactly what users run.
+the library functions behind the real commands, so it exercises exactly what users run.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -46,17 +45,6 @@ UNCONDITIONAL_LENGTH = 128
 NUM_UNCONDITIONAL = 4
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, help=f"training time budget in minutes (default {DEFAULT_MINUTES:g})")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT}/; a previous demo there is replaced)")
-    parser.add_argument("--data", type=Path, help="use this prepared data folder instead of preparing the Bach chorales")
-    parser.add_argument("--length", type=int, default=UNCONDITIONAL_LENGTH,
-                        help=f"steps of each composed piece, of the kept opening and of the continuation (default {UNCONDITIONAL_LENGTH})")
-    parser.add_argument("--num-samples", type=int, default=NUM_UNCONDITIONAL, help=f"composed pieces, evaluated against the test split (default {NUM_UNCONDITIONAL})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of training and sampling (default 0)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out that fractalmidi made but is not a previous demo")
-
-
 @dataclass
 class Stage:
     name: str
@@ -71,17 +59,6 @@ class DemoResult:
     stages: list[Stage] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def _invoke(module_name: str, argv: list[str]) -> int:
-    """Run a command module exactly as the CLI does, but in-process (UserErrors propagate)."""
-    import importlib
-
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"fractalmidi {module_name}")
-    parser.add_argument("--debug", action="store_true")
-    module.add_arguments(parser)
-    return int(module.run(parser.parse_args(argv)) or 0)
 
 
 def claim_out_dir(out: Path, overwrite: bool, inputs: tuple[Path | None, ...] = ()) -> None:
@@ -108,8 +85,10 @@ def claim_out_dir(out: Path, overwrite: bool, inputs: tuple[Path | None, ...] = 
 
 
 def _prepare(out: Path) -> Path:
+    from fractalmidi.data.prepare import PrepareRequest, prepare
+
     data = out / "data"
-    _invoke("fractalmidi.data.prepare", ["--dataset", "bach", "--out", str(data)])
+    print(prepare(PrepareRequest(out=data, dataset="bach")).summary())
     return data
 
 
@@ -267,10 +246,3 @@ def summary(result: DemoResult) -> str:
 
 def _num(value: Any) -> str:
     return "n/a" if value is None else f"{value:.3f}"
-
-
-def run(args: argparse.Namespace) -> int:
-    result = run_demo(args.out, args.minutes, data=args.data, length=args.length, num_samples=args.num_samples,
-                      seed=args.seed, overwrite=args.overwrite)
-    print(summary(result))
-    return 0

@@ -10,7 +10,6 @@ grid). matplotlib draws through its Agg canvas (no display needed).
 
 from __future__ import annotations
 
-import argparse
 import os
 import secrets
 import shutil
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fractalmidi.data.grid import DEFAULT_GRID
 from fractalmidi.data.roll import MAX_VELOCITY, NUM_PITCHES, ONSET_BIT, ROLL_PLANES, VELOCITY_BITS, as_uint8_roll
 from fractalmidi.errors import UserError
 
@@ -274,7 +274,7 @@ def reveal_frames(roll: np.ndarray, count: int = GIF_REVEAL_FRAMES) -> list[np.n
     return frames
 
 
-# ---------------------------------------------------------------- the `render` command
+# ---------------------------------------------------------------- rendering a file (`fractalmidi render`)
 
 
 def printable(text: str) -> str:
@@ -283,19 +283,26 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from fractalmidi.data.grid import DEFAULT_GRID, GRID_HELP
+@dataclass(frozen=True)
+class RenderRequest:
+    """A MIDI file or ``.npy`` roll and the files to draw it into (at least one of png, wav, gif)."""
 
-    parser.add_argument("input", metavar="IN.mid|IN.npy",
-                        help="MIDI file, or a .npy roll (128,T)/(1,128,T) or frames (S,1,128,T) of a generation")
-    parser.add_argument("--png", metavar="OUT.png", help="piano-roll picture")
-    parser.add_argument("--wav", metavar="OUT.wav", help="audio through FluidSynth and the General-MIDI soundfont")
-    parser.add_argument("--gif", metavar="OUT.gif", help="animation: the frames of a .npy, or the piece drawn left to right")
-    parser.add_argument("--grid", default=DEFAULT_GRID, help=f"time grid: {GRID_HELP} (default {DEFAULT_GRID})")
-    parser.add_argument("--sustain", action="store_true", help="extend notes held by the sustain pedal (MIDI input)")
-    parser.add_argument("--tempo", type=float, help="tempo in BPM for a .npy's audio (default 120) or to override the MIDI's")
-    parser.add_argument("--title", help="title above the picture (default: the input's name)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    input: str | os.PathLike
+    png: str | os.PathLike | None = None
+    wav: str | os.PathLike | None = None
+    gif: str | os.PathLike | None = None
+    grid: str = DEFAULT_GRID
+    sustain: bool = False
+    """Extend notes held by the sustain pedal (MIDI input)."""
+    tempo: float | None = None
+    """BPM of a ``.npy``'s audio (default :data:`~fractalmidi.data.roll.DEFAULT_TEMPO_BPM`), or to override the MIDI's."""
+    title: str | None = None
+    """Above the picture; default the input's name."""
+    overwrite: bool = False
+
+    @property
+    def outputs(self) -> list[str | os.PathLike]:
+        return [p for p in (self.png, self.wav, self.gif) if p]
 
 
 def _load_input(path: Path, grid: str, sustain: bool) -> list[np.ndarray]:
@@ -326,30 +333,30 @@ def _load_input(path: Path, grid: str, sustain: bool) -> list[np.ndarray]:
     return [roll[0]]
 
 
-def run(args: argparse.Namespace) -> int:
-    outputs = [p for p in (args.png, args.wav, args.gif) if p]
+def render(request: RenderRequest) -> int:
+    """Write the requested files; returns the steps of the roll drawn."""
+    outputs = request.outputs
     if not outputs:
         raise UserError("nothing to render: give --png OUT.png, --wav OUT.wav and/or --gif OUT.gif")
     from fractalmidi.outdir import check_out_file
 
-    if args.tempo is not None and not (np.isfinite(args.tempo) and args.tempo > 0):
-        raise UserError(f"--tempo must be a positive number of beats per minute, got {args.tempo}")
+    if request.tempo is not None and not (np.isfinite(request.tempo) and request.tempo > 0):
+        raise UserError(f"--tempo must be a positive number of beats per minute, got {request.tempo}")
     if len({os.path.realpath(p) for p in outputs}) < len(outputs):
         raise UserError("--png, --wav and --gif must name different files")
-    for flag, out in (("--png", args.png), ("--wav", args.wav), ("--gif", args.gif)):
+    for flag, out in (("--png", request.png), ("--wav", request.wav), ("--gif", request.gif)):
         if out:
-            check_out_file(out, args.overwrite, [args.input], flag)
-    source = Path(args.input)
-    frames = _load_input(source, args.grid, args.sustain)
+            check_out_file(out, request.overwrite, [request.input], flag)
+    source = Path(request.input)
+    frames = _load_input(source, request.grid, request.sustain)
     roll = frames[-1]
-    if args.png:
-        save_png(roll, args.png, title=printable(args.title or source.name), grid=args.grid)
-    if args.gif:
-        save_gif(frames if len(frames) > 1 else reveal_frames(roll), args.gif)
-    if args.wav:
-        _render_roll_audio(roll, source, Path(args.wav), args.grid, args.tempo)
-    print(printable(f"{source} (1, 128, {roll.shape[-1]}) -> {', '.join(outputs)}"))
-    return 0
+    if request.png:
+        save_png(roll, request.png, title=printable(request.title or source.name), grid=request.grid)
+    if request.gif:
+        save_gif(frames if len(frames) > 1 else reveal_frames(roll), request.gif)
+    if request.wav:
+        _render_roll_audio(roll, source, Path(request.wav), request.grid, request.tempo)
+    return int(roll.shape[-1])
 
 
 def _render_roll_audio(roll: np.ndarray, source: Path, wav: Path, grid: str, tempo: float | None) -> None:

@@ -1,49 +1,44 @@
-"""``fractalmidi convert IN.mid OUT.mid``: MIDI -> piano-roll -> MIDI, to hear and measure the round trip."""
+"""MIDI -> piano-roll -> MIDI, to hear and measure the round trip (``fractalmidi convert``)."""
 
 from __future__ import annotations
 
-import argparse
+import math
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fractalmidi.data.fidelity import onset_f1
-from fractalmidi.data.grid import DEFAULT_GRID, GRID_HELP
+from fractalmidi.data.grid import DEFAULT_GRID
 from fractalmidi.data.roll import DEFAULT_MAX_STEPS, BadMidiError, midi_notes, midi_to_roll, roll_to_midi, roll_to_notes
 from fractalmidi.errors import UserError
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", metavar="IN.mid", help="MIDI file to read")
-    parser.add_argument("output", metavar="OUT.mid", help="MIDI file to write (from the piano-roll)")
-    parser.add_argument("--grid", default=DEFAULT_GRID, help=f"time grid: {GRID_HELP} (default {DEFAULT_GRID})")
-    parser.add_argument("--sustain", action="store_true", help="extend notes held by the sustain pedal (CC64)")
-    parser.add_argument("--tempo", type=float, help="tempo of the output in BPM (default: the input's first tempo)")
-    parser.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS, help=f"longest roll accepted (default {DEFAULT_MAX_STEPS})")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT.mid if it exists")
+@dataclass(frozen=True)
+class RoundTrip:
+    """What one round trip kept: the roll's reading of the input and the onset scores against it."""
+
+    steps: int
+    meta: dict[str, Any]
+    """:func:`~fractalmidi.data.roll.midi_to_roll`'s notes: counts, grid, offset, on-grid share, collisions."""
+    scores: dict[str, float]
+    """Onset precision, recall and F1 of the written MIDI against the input's notes."""
 
 
-def run(args: argparse.Namespace) -> int:
-    import math
-
+def convert(source: str | os.PathLike, out: str | os.PathLike, *, grid: str = DEFAULT_GRID, sustain: bool = False,
+            tempo: float | None = None, max_steps: int = DEFAULT_MAX_STEPS, overwrite: bool = False) -> RoundTrip:
+    """Read ``source`` as a roll and write it to ``out`` as MIDI (at ``tempo`` BPM, default the input's)."""
     from fractalmidi.outdir import check_out_file
 
-    out = Path(args.output)
-    check_out_file(out, args.overwrite, [args.input], "OUT.mid")
-    if args.tempo is not None and not (math.isfinite(args.tempo) and args.tempo > 0):
-        raise UserError(f"--tempo must be a positive number of beats per minute, got {args.tempo}")
-    if args.max_steps < 1:
-        raise UserError(f"--max-steps must be a positive number of steps, got {args.max_steps}")
+    check_out_file(out, overwrite, [source], "OUT.mid")
+    if tempo is not None and not (math.isfinite(tempo) and tempo > 0):
+        raise UserError(f"--tempo must be a positive number of beats per minute, got {tempo}")
+    if max_steps < 1:
+        raise UserError(f"--max-steps must be a positive number of steps, got {max_steps}")
     try:
-        roll, meta = midi_to_roll(args.input, grid=args.grid, sustain=args.sustain, max_steps=args.max_steps)
+        roll, meta = midi_to_roll(source, grid=grid, sustain=sustain, max_steps=max_steps)
     except BadMidiError as err:
-        raise UserError(f"{args.input}: {err}") from None
-    tempo = args.tempo if args.tempo is not None else meta["tempo_bpm"]
-    roll_to_midi(roll, out, grid=args.grid, tempo_bpm=tempo)
-    reference, _ = midi_notes(args.input, grid=args.grid, sustain=args.sustain)
-    scores = onset_f1(reference, roll_to_notes(roll))
-    print(
-        f"{args.input}: {meta['source_notes']} notes -> roll (1, 128, {roll.shape[-1]}) of {meta['notes']} notes on {meta['grid']} "
-        f"(grid offset {meta['grid_offset_steps']:+.2f} steps; on-grid {meta['on_grid_raw']:.0%} -> {meta['on_grid']:.0%}) "
-        f"-> {out}: onset F1 {scores['f1']:.4f} (precision {scores['precision']:.4f}, recall {scores['recall']:.4f}); "
-        f"{meta['collisions']} onset(s) lost to a second attack of the same pitch in one grid cell"
-    )
-    return 0
+        raise UserError(f"{source}: {err}") from None
+    roll_to_midi(roll, Path(out), grid=grid, tempo_bpm=tempo if tempo is not None else meta["tempo_bpm"])
+    reference, _ = midi_notes(source, grid=grid, sustain=sustain)
+    return RoundTrip(steps=int(roll.shape[-1]), meta=meta, scores=onset_f1(reference, roll_to_notes(roll)))

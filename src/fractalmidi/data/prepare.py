@@ -8,13 +8,13 @@ stem share a split.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import os
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,13 @@ from fractalmidi.data.cache import (
     format_tag,
     write_json_atomic,
 )
-from fractalmidi.data.grid import GRID_HELP, parse_grid
+from fractalmidi.data.grid import parse_grid
 from fractalmidi.data.pool import CrashedJob, run_ordered
 from fractalmidi.data.roll import DEFAULT_MAX_STEPS
 from fractalmidi.data.sources import (
-    DATASETS,
     DIGEST_KEY,
     LAYOUT_DEFAULT_GRID,
     LAYOUT_FIXED_GRID,
-    LAYOUTS,
     SPLITS,
     convert_job,
     group_key,
@@ -69,78 +67,96 @@ RESUME_KEYS = ("layout", "root", "grid", "sustain", "max_steps")
 """Settings that must match for ``--resume`` to append to an earlier run."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", nargs="?", metavar="SRC", help="folder of MIDI files (searched recursively) or a known dataset folder")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the prepared data")
-    parser.add_argument("--layout", default="auto", choices=LAYOUTS,
-                        help="folder layout (default: auto = jsb if Jsb16thSeparated.json, pop909 for NNN.mid songs, else midi-dir; "
-                             "jsb-quarter = the quarter-note JSB benchmark file)")
-    parser.add_argument("--dataset", choices=DATASETS, help="a dataset bundled with music21 instead of SRC: bach = its Bach chorales, folk = the fiddle tunes of Ryan's Mammoth Collection")
-    parser.add_argument("--grid", help=f"time grid: {GRID_HELP} (default: 16th; fps:16 for aria)")
-    parser.add_argument("--sustain", action="store_true", help="extend notes held by the sustain pedal (CC64)")
-    parser.add_argument("--split", default=DEFAULT_SPLIT, metavar="TRAIN,VALID,TEST",
-                        help=f"split ratios (default {DEFAULT_SPLIT}; the jsb layout keeps its own 229/76/77)")
-    parser.add_argument("--min-split-count", type=int, default=DEFAULT_MIN_SPLIT_COUNT, metavar="N",
-                        help=f"at least N pieces in every split with a non-zero ratio (default {DEFAULT_MIN_SPLIT_COUNT})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random split (default 0)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="parser processes (default: all cores; 0 = in this process, no crash protection)")
-    parser.add_argument("--max-steps-per-piece", type=int, default=DEFAULT_MAX_STEPS, metavar="N",
-                        help=f"skip pieces longer than N steps, checked before allocating (default {DEFAULT_MAX_STEPS})")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    group.add_argument("--resume", action="store_true", help="continue a killed run (or stop if OUT is complete)")
-    parser.add_argument("--strict", action="store_true", help="stop with exit code 2 at the first skipped file")
+def default_workers() -> int:
+    """Parser processes when not told: one per core."""
+    return os.cpu_count() or 1
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.max_steps_per_piece < 1:
-        raise UserError(f"--max-steps-per-piece must be a positive number of steps, got {args.max_steps_per_piece}")
-    if args.workers < 0:
-        raise UserError(f"--workers must be >= 0 (0 = parse in this process), got {args.workers}")
-    if args.min_split_count < 0:
-        raise UserError(f"--min-split-count must be >= 0, got {args.min_split_count}")
-    ratios = parse_ratios(args.split)
-    source = open_source(args.src, layout=args.layout, dataset=args.dataset)
-    grid = parse_grid(args.grid or LAYOUT_DEFAULT_GRID[source.layout])
+@dataclass(frozen=True)
+class PrepareRequest:
+    """What to prepare and how; the defaults are ``fractalmidi prepare``'s."""
+
+    out: str | os.PathLike
+    src: str | os.PathLike | None = None
+    """A folder of MIDI files (searched recursively) or a known dataset folder; None with ``dataset``."""
+    layout: str = "auto"
+    dataset: str | None = None
+    grid: str | None = None
+    """None = the layout's default grid."""
+    sustain: bool = False
+    split: str = DEFAULT_SPLIT
+    min_split_count: int = DEFAULT_MIN_SPLIT_COUNT
+    seed: int = 0
+    workers: int = field(default_factory=default_workers)
+    max_steps_per_piece: int = DEFAULT_MAX_STEPS
+    overwrite: bool = False
+    resume: bool = False
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    out: Path
+    """The prepared folder (absolute)."""
+    manifest: dict[str, Any] | None
+    """Its manifest; None when ``resume`` found it already complete (nothing was done)."""
+
+    def summary(self) -> str:
+        """One line saying what was prepared (or that nothing was left to do)."""
+        if self.manifest is None:
+            return f"{self.out} is already complete; nothing to resume"
+        m = self.manifest
+        return (f"prepared {m['pieces']} pieces ({m['total_steps']} steps, splits {m['splits']}), "
+                f"skipped {len(m['failed'])} (of which {m['duplicates']} duplicates) -> {self.out}")
+
+
+def prepare(request: PrepareRequest) -> PrepareResult:
+    """Prepare ``request.out`` (published only when complete) and return its manifest."""
+    if request.max_steps_per_piece < 1:
+        raise UserError(f"--max-steps-per-piece must be a positive number of steps, got {request.max_steps_per_piece}")
+    if request.workers < 0:
+        raise UserError(f"--workers must be >= 0 (0 = parse in this process), got {request.workers}")
+    if request.min_split_count < 0:
+        raise UserError(f"--min-split-count must be >= 0, got {request.min_split_count}")
+    ratios = parse_ratios(request.split)
+    source = open_source(request.src, layout=request.layout, dataset=request.dataset)
+    grid = parse_grid(request.grid or LAYOUT_DEFAULT_GRID[source.layout])
     fixed = LAYOUT_FIXED_GRID.get(source.layout)
     if fixed is not None and grid.name != fixed:
         raise UserError(f"the {source.layout} layout exists only on the {fixed} grid, got --grid {grid.name}")
     settings = {
-        "layout": source.layout, "root": source.root, "grid": grid.name, "sustain": bool(args.sustain),
-        "max_steps": args.max_steps_per_piece, "split": list(ratios), "min_split_count": args.min_split_count,
-        "seed": args.seed, "workers": args.workers,
+        "layout": source.layout, "root": source.root, "grid": grid.name, "sustain": bool(request.sustain),
+        "max_steps": request.max_steps_per_piece, "split": list(ratios), "min_split_count": request.min_split_count,
+        "seed": request.seed, "workers": request.workers,
     }
-    out = resolved(args.out)
-    inputs = [args.src] if args.src is not None else []
+    out = resolved(request.out)
+    inputs = [request.src] if request.src is not None else []
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     check_not_input(out, inputs)
     check_not_input(partial, inputs, "--out's work folder")
-    with _claim_output(out, partial, args, settings) as claimed:
+    with _claim_output(out, partial, request, settings) as claimed:
         if not claimed:
-            return 0
-        manifest = _convert_all(source, partial, grid.name, args, settings, ratios)
+            return PrepareResult(out, None)
+        manifest = _convert_all(source, partial, grid.name, request, settings, ratios)
         (partial / SETTINGS_FILE).unlink(missing_ok=True)
-        publish(partial, out, args.overwrite, "prepare")
-    print(f"prepared {manifest['pieces']} pieces ({manifest['total_steps']} steps, splits {manifest['splits']}), "
-          f"skipped {len(manifest['failed'])} (of which {manifest['duplicates']} duplicates) -> {out}")
-    return 0
+        publish(partial, out, request.overwrite, "prepare")
+    return PrepareResult(out, manifest)
 
 
-def _convert_all(source, partial: Path, grid: str, args: argparse.Namespace, settings: dict, ratios) -> dict[str, Any]:
+def _convert_all(source, partial: Path, grid: str, request: PrepareRequest, settings: dict, ratios) -> dict[str, Any]:
     """Convert every job into ``partial`` (resumable), then write the index and manifest."""
     writer = CacheWriter(partial)
     seen = _digests(writer)
     jobs = (job for job in source.jobs if job.key not in writer.done_keys)
     bar = tqdm(total=source.total, initial=len(writer.done_keys), unit="file", desc="prepare", dynamic_ncols=True)
     try:
-        for job, result in run_ordered(convert_job, jobs, (grid, args.sustain, args.max_steps_per_piece), args.workers):
+        for job, result in run_ordered(convert_job, jobs, (grid, request.sustain, request.max_steps_per_piece), request.workers):
             roll, meta = (None, result.reason) if isinstance(result, CrashedJob) else result
             if roll is not None and not source.fixed_splits:  # a layout's own split is kept as published
                 first = seen.setdefault(meta[DIGEST_KEY], job.key)
                 if first != job.key:
                     roll, meta = None, f"{DUPLICATE_REASON} {first}"
-            if roll is None and args.strict:
+            if roll is None and request.strict:
                 raise UserError(f"{job.key}: {meta} (--strict stops at the first skipped file)")
             writer.add(job.key, roll, meta, job.split)
             bar.update(1)
@@ -159,7 +175,7 @@ def _convert_all(source, partial: Path, grid: str, args: argparse.Namespace, set
             raise UserError(f"no MIDI files (.mid/.midi) found in {source.root}")
         listed = "; ".join(f"{count} {reason}" for reason, count in reasons.most_common(MAX_REASONS_SHOWN))
         raise UserError(f"no usable piece in {source.root}: all {sum(reasons.values())} files were skipped ({listed})")
-    return _finish(writer, source.fixed_splits, ratios, args, settings)
+    return _finish(writer, source.fixed_splits, ratios, request, settings)
 
 
 def _digests(writer: CacheWriter) -> dict[str, str]:
@@ -179,36 +195,34 @@ def _reason_counts(writer: CacheWriter) -> Counter:
 
 
 @contextlib.contextmanager
-def _claim_output(out: Path, partial: Path, args: argparse.Namespace, settings: dict) -> Iterator[bool]:
+def _claim_output(out: Path, partial: Path, request: PrepareRequest, settings: dict) -> Iterator[bool]:
     """Check ``out`` and take ``partial`` (locked while this run writes it); yields False when
     ``--resume`` finds OUT complete. Never replaces a folder fractalmidi did not make."""
-    if args.resume:
+    if request.resume:
         if not partial.exists() and (out / MANIFEST_FILE).is_file():
-            print(f"{out} is already complete; nothing to resume")
             yield False
             return
         if partial.exists() and out.is_dir() and any(out.iterdir()):
             raise UserError(f"{out} already exists and {partial} holds an older unfinished run; --resume never "
                             f"replaces a finished folder: delete {partial.name} to keep {out.name}, or pass "
                             f"--overwrite to prepare again")
-    check_out_dir(out, args.overwrite)
+    check_out_dir(out, request.overwrite)
     if partial.exists():
         if not partial.is_dir() or not is_ours(partial):
             raise UserError(f"{partial} exists and was not made by fractalmidi prepare; move it away or choose another --out")
-        if not args.overwrite and not args.resume:
+        if not request.overwrite and not request.resume:
             raise UserError(f"{partial} already exists (an unfinished run): pass --resume to continue it or "
                             f"--overwrite to start again")
     with _locked(partial):
-        if args.resume and not (partial / JOURNAL_FILE).exists() and (out / MANIFEST_FILE).is_file():
+        if request.resume and not (partial / JOURNAL_FILE).exists() and (out / MANIFEST_FILE).is_file():
             with contextlib.suppress(OSError):
                 partial.rmdir()  # another run finished OUT while we waited: nothing of ours to resume
-            print(f"{out} is already complete; nothing to resume")
             yield False
             return
-        if args.overwrite:
+        if request.overwrite:
             check_replaceable(partial, "--out's work folder")
             _empty_folder(partial)
-        elif args.resume:
+        elif request.resume:
             saved = _read_settings(partial)
             differ = [k for k in RESUME_KEYS if saved and saved.get(k) != settings[k]]
             if differ:
@@ -253,7 +267,7 @@ def _read_settings(partial: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _finish(writer: CacheWriter, fixed_splits: bool, ratios, args: argparse.Namespace, settings: dict) -> dict[str, Any]:
+def _finish(writer: CacheWriter, fixed_splits: bool, ratios, request: PrepareRequest, settings: dict) -> dict[str, Any]:
     import numpy as np
 
     failed: list[dict] = []
@@ -272,7 +286,7 @@ def _finish(writer: CacheWriter, fixed_splits: bool, ratios, args: argparse.Name
     if fixed_splits:
         codes = np.asarray(fixed, dtype=np.int64)
     else:  # pieces sharing a name stem (melody/x.mid, chords/x.mid) land in one split
-        codes = assign_splits(len(fixed), ratios, args.min_split_count, args.seed, groups=groups)
+        codes = assign_splits(len(fixed), ratios, request.min_split_count, request.seed, groups=groups)
     manifest = {
         "format": format_tag(),
         "version": __version__,

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from fractalmidi.errors import UserError
@@ -40,19 +39,3 @@ def resolve(checkpoint: str | Path) -> Path:
         return PRETRAINED_DIR / f"{checkpoint}{CHECKPOINT_SUFFIX}"
     names = ", ".join(shipped()) or "none"
     raise UserError(f"checkpoint {checkpoint} not found: not a file, a run folder or a shipped model ({names})")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = "The models shipped with fractalmidi: use one with 'fractalmidi generate --model NAME'."
-
-
-def run(args: argparse.Namespace) -> int:
-    names = shipped()
-    if not names:
-        print("no shipped models in this installation")
-        return 0
-    width = max(len(n) for n in names)
-    for name in names:
-        print(f"{name:<{width}}  {summary(name)}")
-    print(f"\nmodel cards: {PRETRAINED_DIR}/NAME{CARD_SUFFIX}")
-    return 0

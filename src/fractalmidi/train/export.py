@@ -1,10 +1,9 @@
-"""``fractalmidi export RUN OUT.ckpt``: a slim inference checkpoint (the generator's weights, EMA ones
+"""A slim inference checkpoint (the generator's weights, EMA ones
 when kept, plus the resolved config and versions), without optimizer or trainer state, so a
 model can be shared or shipped (``--half`` halves it again, fp16 weights)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -25,19 +24,3 @@ def export_generator(source: str | Path, out: Path, *, half: bool = False) -> in
                         "global_step": int(ckpt.get("global_step", 0))}}
     atomic_torch_save(slim, out)
     return out.stat().st_size
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN|CKPT", help="a run folder (its last.ckpt) or a checkpoint")
-    parser.add_argument("out", metavar="OUT.ckpt", type=Path, help="the slim checkpoint to write")
-    parser.add_argument("--half", action="store_true", help="store weights as fp16 (half the size; loaded as fp32)")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT.ckpt if it exists")
-
-
-def run(args: argparse.Namespace) -> int:
-    from fractalmidi.outdir import check_out_file
-
-    check_out_file(args.out, args.overwrite, [resolve_checkpoint(args.run)], "OUT.ckpt")  # never over the source
-    size = export_generator(args.run, args.out, half=args.half)
-    print(f"{args.out}: {size / 2**20:.2f} MiB")
-    return 0

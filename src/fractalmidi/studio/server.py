@@ -1,9 +1,10 @@
-"""``fractalmidi studio``: start the local web page and print its address."""
+"""Serve the studio: bind the address first (a taken port fails before the model loads), load the
+checkpoint, print the page's address and serve until Ctrl-C or SIGTERM (``fractalmidi studio``)."""
 
 from __future__ import annotations
 
-import argparse
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from fractalmidi.errors import UserError
@@ -17,18 +18,15 @@ were 8x slower than one for fractal-tiny); raise it on an idle many-core machine
 STUDIO_HINT = "install the studio's packages with: pip install 'fractalmidi[studio]'"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", type=Path, default=None,
-                        help="a training checkpoint (.ckpt), run folder or shipped model to generate with; without "
-                             "one the page opens, draws and plays MIDI but cannot generate")
-    source.add_argument("--model", dest="checkpoint", type=Path, help="a shipped model (see 'fractalmidi models')")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 opens "
-                             "the page to your network)")
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                        help=f"CPU threads for generation (default {DEFAULT_THREADS}: steadiest when the CPU is shared)")
+@dataclass(frozen=True)
+class ServerOptions:
+    """Where the studio listens and what it generates with."""
+
+    checkpoint: Path | None = None
+    """A checkpoint, run folder or shipped model; without one the page cannot generate."""
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    threads: int = DEFAULT_THREADS
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -66,7 +64,8 @@ def serve(session, sock: socket.socket, allowed_hosts) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def run(args: argparse.Namespace) -> int:
+def run_server(options: ServerOptions) -> None:
+    """Serve the studio until interrupted; the page's address is printed once it listens."""
     try:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
@@ -76,21 +75,21 @@ def run(args: argparse.Namespace) -> int:
     from fractalmidi.studio.app import LOCAL_HOSTS
     from fractalmidi.studio.session import Session
 
-    if args.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {args.threads}")
-    sock = bind(args.host, args.port)  # first: a taken port fails before the model loads
+    if options.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {options.threads}")
+    sock = bind(options.host, options.port)  # first: a taken port fails before the model loads
     try:
         import torch
 
-        torch.set_num_threads(args.threads)
-        loaded = load_checkpoint(args.checkpoint) if args.checkpoint is not None else None
-        local = args.host in LOCAL_HOSTS
+        torch.set_num_threads(options.threads)
+        loaded = load_checkpoint(options.checkpoint) if options.checkpoint is not None else None
+        local = options.host in LOCAL_HOSTS
         session = Session(loaded)
         try:
             model = f"{loaded.model.preset} from {loaded.path}" if loaded else "no model (pass --checkpoint to generate)"
             print(f"FractalMIDI Studio: {url_of(sock)}  ({model}; Ctrl-C stops it)", flush=True)
             if not local:
-                print(f"note: listening on {args.host}: anyone who can reach this machine can use the page", flush=True)
+                print(f"note: listening on {options.host}: anyone who can reach this machine can use the page", flush=True)
             serve(session, sock, LOCAL_HOSTS if local else ["*"])
         except KeyboardInterrupt:  # uvicorn stops gracefully, then passes Ctrl-C on: the normal way out
             print("FractalMIDI Studio stopped", flush=True)
@@ -98,4 +97,3 @@ def run(args: argparse.Namespace) -> int:
             session.close()
     finally:
         sock.close()
-    return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+INTERMIXED = True
+"""Overrides may come before and after the options (``CONFIG a=1 --resume RUN b=2``)."""
 SUMMARY_METRICS = ("train/loss", "val/loss")
 EPILOG = """\
 examples:
@@ -28,8 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "schedule, step and data position")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty run folder")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    # overrides may come before and after the options (`CONFIG a=1 --resume RUN b=2`): read them intermixed
-    parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign]
 
 
 def run(args: argparse.Namespace) -> int:
