@@ -11,8 +11,6 @@ from fractalmidi.commands.cli import COMMANDS
 
 SRC = Path(fractalmidi.__file__).resolve().parent
 COMMANDS_DIR = SRC / "commands"
-NOT_YET_MOVED = {"generate": "generate.py", "info": "models/info.py"}
-"""Commands whose flags still live in the library (moved after the family-options change lands)."""
 ENTRY_POINTS = {"cli.py", "__main__.py"}
 """The two modules outside the command layer that may start it (``fractalmidi``, ``python -m fractalmidi``)."""
 
@@ -39,14 +37,12 @@ def _library_modules() -> list[Path]:
 
 def test_argparse_is_imported_only_by_the_command_layer() -> None:
     outside = sorted(str(p.relative_to(SRC)) for p in _library_modules() if _imports_argparse(p))
-    assert outside == sorted(NOT_YET_MOVED.values())
+    assert outside == []
     assert _imports_argparse(COMMANDS_DIR / "cli.py")  # the scan does see an import where there is one
 
 
 def test_every_command_is_a_module_of_the_command_layer() -> None:
     for name, (module_name, summary) in COMMANDS.items():
-        if name in NOT_YET_MOVED:
-            continue
         assert module_name == f"fractalmidi.commands.{name}", name
         module = importlib.import_module(module_name)
         assert callable(module.add_arguments) and callable(module.run) and summary, name

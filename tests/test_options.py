@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from fractalmidi.cli import main
+from fractalmidi.commands.generate import add_arguments
 from fractalmidi.errors import UserError
-from fractalmidi.generate import Settings, add_arguments, sampling_fields
+from fractalmidi.generate import Settings, sampling_fields
 from fractalmidi.models import build
 from fractalmidi.models.registry import available, families, preset, preset_defaults
 from fractalmidi.options import BOUND, HELP, fields_by_name, flag, names, plain

@@ -1,15 +1,14 @@
-"""``fractalmidi generate``: compose from a checkpoint (unconditional, continue, inpaint).
+"""Compose from a checkpoint (unconditional, continue, inpaint): ``fractalmidi generate``.
 
 Every mode is one canvas plus a mask of the pixels to generate (see :mod:`fractalmidi.canvas`);
 known pixels come back bit-identical, so notes outside the region are the input's quantised
-notes. Settings come from ``--config`` (YAML, default ``configs/inference_default.yaml``)
-with command-line flags winning; everything lands in a staging folder that replaces
-``--out`` only when all samples are written.
+notes. Settings come from the user's :class:`Choices` (the command's flags), then ``--config``
+(YAML, default ``configs/inference_default.yaml``), then :class:`Settings`' defaults; everything
+lands in a staging folder that replaces ``--out`` only when all samples are written.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -21,7 +20,7 @@ from typing import Any
 from fractalmidi import __version__
 from fractalmidi.data.roll import DEFAULT_MAX_STEPS
 from fractalmidi.errors import UserError
-from fractalmidi.options import FLAG, check_values, defaults, fields_by_name, flag, flag_arguments, names, option
+from fractalmidi.options import FLAG, check_values, defaults, fields_by_name, flag, names, option
 
 MODES = ("unconditional", "continue", "inpaint")
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference_default.yaml"
@@ -86,31 +85,9 @@ def sampling_fields() -> dict[str, tuple[type, list[str]]]:
     return out
 
 
-def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per sampling option of every family (``--temperature``, ``--steps``...), unset by default."""
-    group = parser.add_argument_group("sampling options (the checkpoint's family decides which apply; "
-                                      "default: the checkpoint's)")
-    for name, (cls, takers) in sampling_fields().items():
-        kwargs = flag_arguments(cls, name)
-        group.add_argument(flag(name), **{**kwargs, "help": f"{', '.join(takers)}: {kwargs['help']}"})
-
-
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`Settings` field (``--mode``, ``--length``...), unset by default."""
-    for name, settings_field in fields_by_name(Settings).items():
-        if settings_field.metadata.get(FLAG, True):
-            parser.add_argument(flag(name), **flag_arguments(Settings, name))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help="a training checkpoint (.ckpt), run folder or shipped model name")
-    source.add_argument("--model", dest="checkpoint", type=Path, help="a shipped model (see 'fractalmidi models')")
-    parser.add_argument("--out", required=True, type=Path, help="output folder: sample_NNN.mid/.png[/.gif/.wav] + samples.json")
-    parser.add_argument("--config", type=Path, help=f"inference YAML with defaults (default: {DEFAULT_CONFIG.name} when present); flags win")
-    add_settings_arguments(parser)
-    add_sampling_arguments(parser)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+def setting_names() -> list[str]:
+    """The :class:`Settings` a run may be given one by one (all but the per-family ``sampling`` mapping)."""
+    return [name for name, settings_field in fields_by_name(Settings).items() if settings_field.metadata.get(FLAG, True)]
 
 
 @dataclass
@@ -161,10 +138,30 @@ def load_inference_config(path: Path | None) -> tuple[dict[str, Any], Path | Non
     return data, path
 
 
-def resolve_request(args: argparse.Namespace) -> Request:
-    """Merge built-in defaults, the YAML config and the flags; check what needs no model."""
-    config, config_path = load_inference_config(args.config)
-    flags = {k: v for k, v in vars(args).items() if v is not None}
+@dataclass(frozen=True)
+class Choices:
+    """What the user asked of one ``generate`` run; a setting or sampling option that is absent or None
+    takes the ``config`` file's value, else the default (:func:`resolve_request` merges them)."""
+
+    checkpoint: Path
+    """A training checkpoint (.ckpt), run folder or shipped model name."""
+    out: Path
+    config: Path | None = None
+    """Inference YAML with defaults (None: :data:`DEFAULT_CONFIG` when present)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """:class:`Settings` by name (see :func:`setting_names`)."""
+    sampling: dict[str, Any] = field(default_factory=dict)
+    """Family sampling options by name (see :func:`sampling_fields`), checked against the checkpoint's family."""
+    overwrite: bool = False
+
+
+def resolve_request(choices: Choices) -> Request:
+    """Merge the defaults, the YAML config and the user's choices; check what needs no model."""
+    config, config_path = load_inference_config(choices.config)
+    unknown = sorted(set(choices.settings) - set(setting_names())) + sorted(set(choices.sampling) - set(sampling_fields()))
+    if unknown:
+        raise UserError(f"unknown generate options {unknown}")
+    flags = {k: v for k, v in {**choices.settings, **choices.sampling}.items() if v is not None}
 
     def pick(key: str) -> Any:
         return flags.get(key, config.get(key, BUILTIN_DEFAULTS.get(key)))
@@ -176,8 +173,8 @@ def resolve_request(args: argparse.Namespace) -> Request:
     if stray:
         raise UserError(f"{', '.join(stray)} not used by --mode {mode}; it takes: {', '.join('--' + k.replace('_', '-') for k in MODE_FLAGS[mode])}")
     request = Request(
-        checkpoint=args.checkpoint,
-        out=args.out,
+        checkpoint=choices.checkpoint,
+        out=choices.out,
         config_file=config_path,
         mode=mode,
         num_samples=int(pick("num_samples")),
@@ -190,7 +187,7 @@ def resolve_request(args: argparse.Namespace) -> Request:
         label=pick("label"),
         sampling={k: dict(v or {}) for k, v in (config.get("sampling") or {}).items()},
         sampling_flags={k: flags[k] for k in sampling_fields() if k in flags},
-        overwrite=bool(args.overwrite),
+        overwrite=bool(choices.overwrite),
     )
     if request.tempo_bpm is None and mode == "unconditional":
         request.tempo_bpm = float(pick("tempo_bpm"))
@@ -411,10 +408,3 @@ def _jsonable(value: Any) -> Any:
 def _write_json(path: Path, record: dict) -> None:
     path.write_text(json.dumps(record, indent=2) + "\n")
 
-
-def run(args: argparse.Namespace) -> int:
-    record = generate(resolve_request(args))
-    out = Path(args.out)
-    print(f"{len(record['samples'])} sample(s), {record['steps']} steps each ({record['mode']}) in {out}/ "
-          f"({record['elapsed_s']:.1f} s); settings in {out / SAMPLES_FILE}")
-    return 0

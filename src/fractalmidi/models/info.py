@@ -1,8 +1,7 @@
-"""``fractalmidi info [PRESET]``: the presets, or one preset's parameters and options."""
+"""The presets, or one preset's parameters and options (``fractalmidi info``)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from fractalmidi.errors import UserError
@@ -31,8 +30,11 @@ def describe(name: str) -> list[str]:
     from fractalmidi.models import build
     from fractalmidi.models.registry import preset, preset_defaults
 
-    spec = preset(name)
-    model = build(name)
+    try:
+        spec = preset(name)
+        model = build(name)
+    except KeyError as err:
+        raise UserError(err.args[0]) from None
     rows = model.parameter_table()
     total = sum(p.numel() for p in model.parameters())
     values = plain(preset_defaults(name))
@@ -53,17 +55,3 @@ def describe(name: str) -> list[str]:
               if cls is family.sampling]
     return lines
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("preset", nargs="?", help="model preset name (omit to list all presets)")
-
-
-def run(args: argparse.Namespace) -> int:
-    if not args.preset:
-        print("\n".join(preset_list()))
-        return 0
-    try:
-        print("\n".join(describe(args.preset)))
-    except KeyError as err:
-        raise UserError(err.args[0]) from None
-    return 0
