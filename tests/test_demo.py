@@ -12,7 +12,7 @@ from fractalmidi.demo import MARKER, claim_out_dir, run_demo
 from fractalmidi.outdir import MARKER as OUT_MARKER
 from fractalmidi.errors import UserError
 
-STAGES = ["data", "train", "compose", "continue", "inpaint", "evaluate"]
+STAGES = ["shipped", "data", "train", "generate", "evaluate"]
 
 
 @pytest.mark.data
@@ -33,11 +33,13 @@ def test_demo_runs_the_whole_loop(prepared_jsb: Path, tmp_path: Path, capsys, mo
     assert [n for n in names if n != "render"] == STAGES  # render only where FluidSynth is installed
     for name in names:
         assert any(line.startswith(name) for line in printed.splitlines()), name
-    assert "mean OA" in printed and "bits/pixel" in printed
+    assert "mean OA" in printed and "nats/step" in printed and "shipped 'bach'" in printed
     assert record["train_steps"] == 2  # --minutes 0: MIN_TRAIN_STEPS only
     assert sorted(p.name for p in (out / "run" / "checkpoints").glob("last*")) == ["last.ckpt"]
     assert (out / "run" / "checkpoints" / "last.ckpt").is_file()
-    for folder, count in (("unconditional", 2), ("continue", 1), ("inpaint", 1)):
+    assert record["shipped_model"] == "bach"
+    for folder, count in (("unconditional", 2), ("continue", 1), ("inpaint", 1), ("shipped/unconditional", 2),
+                          ("shipped/continue", 1), ("shipped/inpaint", 1)):
         samples = json.loads((out / folder / "samples.json").read_text())["samples"]
         assert len(samples) == count
         assert all((out / folder / s["png"]).is_file() and (out / folder / s["gif"]).is_file() for s in samples)
@@ -45,6 +47,9 @@ def test_demo_runs_the_whole_loop(prepared_jsb: Path, tmp_path: Path, capsys, mo
     assert report["generated"]["pieces"] + len(report["generated"]["skipped"]) == 2
     assert report["ceiling"]["kind"] == "train-vs-test"
     assert report["nll"]["reference"]["bits_per_pixel"] > 0
+    shipped = json.loads((out / "shipped" / "report" / "report.json").read_text())
+    assert shipped["generated"]["pieces"] == 2 and shipped["nll"]["reference"]["bits_per_pixel"] > 0
+    assert (out / "input" / "heldout_bwv1.6.mid").is_file()
     # a bad request fails before touching the previous demo; a good one replaces it
     before = (out / MARKER).stat().st_mtime_ns
     with pytest.raises(UserError, match="--num-samples must be at least 2"):

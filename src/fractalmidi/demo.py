@@ -1,8 +1,12 @@
-"""``fractalmidi demo``: the whole loop on the Bach chorales bundled with music21, on a CPU.
+"""``fractalmidi demo``: music in the first minute, then the whole train-your-own loop, on a CPU.
 
-prepare -> train the tiny FractalGen preset for a bounded time -> compose, continue and
-inpaint a held-out chorale -> evaluate against the test split -> a summary table. It calls
-the library functions behind the real commands, so it exercises exactly what users run.
+1. The shipped ``bach`` model composes, continues and inpaints a chorale it never trained on.
+2. Your own model: prepare the Bach chorales bundled with music21 (or ``--data``) -> train the
+   tiny FractalGen preset for a bounded time -> compose, continue and inpaint a held-out piece.
+3. Both sets of composed pieces are evaluated against the test split, side by side.
+
+It calls the library functions behind the real commands, so it exercises exactly what users run,
+and needs nothing outside the installed package (the config presets ship inside it).
 """
 
 from __future__ import annotations
@@ -17,14 +21,20 @@ from typing import Any
 from fractalmidi.data.prepare import PARTIAL_SUFFIX
 from fractalmidi.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TRAIN_CONFIG = REPO_ROOT / "configs" / "fractal_tiny.yaml"
+TRAIN_CONFIG = "fractal_tiny"
+"""The config preset the demo trains (``src/fractalmidi/configs/fractal_tiny.yaml``)."""
+SHIPPED_MODEL = "bach"
+SHIPPED_INPUT = "bwv1.6.mxl"
+"""A music21 chorale in the shipped ``bach`` model's test split: the piece it continues and inpaints."""
+SHIPPED_DIR = "shipped"
 DEFAULT_OUT = Path("demo_out")
 DEFAULT_MINUTES = 6.0
-"""Training budget; preparing, generating and evaluating take about 3-4 more minutes on 2 cores."""
+"""Training budget; the shipped model's part, preparing, generating and evaluating take about 2-3 more
+minutes on 2 cores."""
 MARKER = "demo.json"
 """The demo's record: what ran, how long each stage took."""
-DEMO_ENTRIES = ("data", f"data{PARTIAL_SUFFIX}", "run", "unconditional", "input", "continue", "inpaint", "report", MARKER)
+DEMO_ENTRIES = (SHIPPED_DIR, "data", f"data{PARTIAL_SUFFIX}", "run", "unconditional", "input", "continue", "inpaint",
+                "report", MARKER)
 """What a demo writes into ``--out`` (listed in its fractalmidi marker)."""
 
 MIN_TRAIN_STEPS = 5
@@ -58,6 +68,9 @@ class DemoResult:
     out: Path
     stages: list[Stage] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
+    """Your model's pieces against the test split."""
+    shipped_report: dict[str, Any] = field(default_factory=dict)
+    """The shipped model's pieces against the same test split."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -99,11 +112,9 @@ def _train(data: Path, run_dir: Path, minutes: float, seed: int) -> tuple[Path, 
     from fractalmidi.train.checkpoint import CHECKPOINT_DIR, LAST_NAME
     from fractalmidi.train.runner import plan, train
 
-    if not TRAIN_CONFIG.is_file():
-        raise UserError(f"the demo needs {TRAIN_CONFIG} (run it from a source checkout)")
     budget = ([f"training.max_minutes={minutes}", f"training.max_steps={UNBOUNDED_STEPS}"] if minutes > 0
               else [f"training.max_steps={MIN_TRAIN_STEPS}"])
-    result = train(plan(str(TRAIN_CONFIG), [f"data.root={data}", f"training.seed={seed}", *budget,
+    result = train(plan(TRAIN_CONFIG, [f"data.root={data}", f"training.seed={seed}", *budget,
                                             f"logging.output_dir={run_dir}", *TRAIN_OVERRIDES]))
     return run_dir / CHECKPOINT_DIR / LAST_NAME, result.global_step
 
@@ -124,7 +135,39 @@ def _held_out_chorale(data: Path, folder: Path, min_steps: int) -> tuple[Path, i
     return path, prepared.steps(index)
 
 
-def _generate(checkpoint: Path, out: Path, mode: str, seed: int, **fields: Any) -> dict:
+def _shipped_input(folder: Path) -> tuple[Path, int]:
+    """:data:`SHIPPED_INPUT` from music21's corpus, as MIDI on the 16th grid."""
+    from fractalmidi.data import roll_to_midi
+    from fractalmidi.data.sources import bach_chorale_paths, corpus_score
+    from fractalmidi.data.roll import midi_to_roll
+
+    path = next((p for p in bach_chorale_paths() if p.name == SHIPPED_INPUT), None)
+    if path is None:
+        raise UserError(f"music21's corpus has no {SHIPPED_INPUT}: reinstall music21")
+    roll, meta = midi_to_roll(corpus_score(path), grid="16th")
+    out = folder / f"heldout_{Path(SHIPPED_INPUT).stem}.mid"
+    roll_to_midi(roll, out, grid="16th", tempo_bpm=float(meta.get("tempo_bpm") or 100.0))
+    return out, int(roll.shape[-1])
+
+
+def _three_modes(checkpoint: Path | str, folder: Path, piece: tuple[Path, int], length: int, num_samples: int,
+                 seed: int) -> dict[str, str]:
+    """Compose ``num_samples`` pieces, continue ``piece`` and rewrite the middle of its opening, into
+    ``folder``/unconditional, continue and inpaint; returns each mode's one-line detail."""
+    path, steps = piece
+    _generate(checkpoint, folder / "unconditional", "unconditional", seed, length=length, num_samples=num_samples,
+              tempo_bpm=100.0)
+    condition = min(length, steps)
+    _generate(checkpoint, folder / "continue", "continue", seed, input=path, condition_length=condition, length=length)
+    span = min(length, steps)
+    start, end = span // 4, span - span // 4  # the middle half of the opening
+    _generate(checkpoint, folder / "inpaint", "inpaint", seed, input=path, start=start, end=max(end, start + 1))
+    return {"compose": f"{num_samples} x {length} steps",
+            "continue": f"{path.name}: {condition} steps kept + {length} new",
+            "inpaint": f"{path.name}: steps {start}..{end} rewritten"}
+
+
+def _generate(checkpoint: Path | str, out: Path, mode: str, seed: int, **fields: Any) -> dict:
     from fractalmidi.generate import BUILTIN_DEFAULTS, Request, generate
 
     request = Request(
@@ -172,6 +215,15 @@ def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int
         result.stages.append(Stage(name, now - clock, str(output), detail))
         clock = now
 
+    from fractalmidi.pretrained import resolve
+
+    shipped = out / SHIPPED_DIR
+    inputs = out / "input"
+    inputs.mkdir()
+    details = _three_modes(SHIPPED_MODEL, shipped, _shipped_input(inputs), length, num_samples, seed)
+    stage("shipped", shipped, f"the shipped '{SHIPPED_MODEL}' model: {details['compose']}, continue + inpaint "
+          f"{SHIPPED_INPUT}")
+
     if data is None:
         data = _prepare(out)
         stage("prepare", data, "Bach chorales from music21")
@@ -182,35 +234,24 @@ def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int
     checkpoint, steps = _train(data, out / "run", minutes, seed)
     stage("train", checkpoint, f"{steps} steps of fractal_tiny")
 
-    composed = out / "unconditional"
-    _generate(checkpoint, composed, "unconditional", seed, length=length, num_samples=num_samples, tempo_bpm=100.0)
-    stage("compose", composed, f"{num_samples} x {length} steps")
+    details = _three_modes(checkpoint, out, _held_out_chorale(data, inputs, length), length, num_samples, seed)
+    stage("generate", out, "; ".join(details.values()))
 
-    inputs = out / "input"
-    inputs.mkdir()
-    chorale, chorale_steps = _held_out_chorale(data, inputs, length)
-    cont = out / "continue"
-    condition = min(length, chorale_steps)
-    _generate(checkpoint, cont, "continue", seed, input=chorale, condition_length=condition, length=length)
-    stage("continue", cont, f"{chorale.name}: {condition} steps kept + {length} new")
-
-    inpaint = out / "inpaint"
-    span = min(length, chorale_steps)
-    start, end = span // 4, span - span // 4  # the middle half of the opening
-    _generate(checkpoint, inpaint, "inpaint", seed, input=chorale, start=start, end=max(end, start + 1))
-    stage("inpaint", inpaint, f"{chorale.name}: steps {start}..{end} rewritten")
-
-    wavs = _render_wavs([composed, cont, inpaint], result.notes)
+    wavs = _render_wavs([shipped / "unconditional", out / "unconditional", out / "continue", out / "inpaint"],
+                        result.notes)
     if wavs:
         stage("render", out, f"{wavs} WAV files (FluidSynth)")
 
     report_dir = out / "report"
-    result.report = evaluate(composed, data, report_dir, checkpoint=checkpoint, nll_steps=EVAL_NLL_STEPS,
-                             max_pieces=EVAL_MAX_PIECES, progress=False)
-    stage("evaluate", report_dir / "report.md", "composed pieces vs the test split")
+    scoring = {"nll_steps": EVAL_NLL_STEPS, "max_pieces": EVAL_MAX_PIECES, "progress": False}
+    result.report = evaluate(out / "unconditional", data, report_dir, checkpoint=checkpoint, **scoring)
+    result.shipped_report = evaluate(shipped / "unconditional", data, shipped / "report",
+                                     checkpoint=resolve(SHIPPED_MODEL), **scoring)
+    stage("evaluate", report_dir / "report.md", "both models' composed pieces vs the test split")
 
     record = {
         "minutes": minutes,
+        "shipped_model": SHIPPED_MODEL,
         "data": str(data),
         "data_splits": manifest.get("splits"),
         "train_steps": steps,
@@ -228,20 +269,31 @@ def summary(result: DemoResult) -> str:
     rows.append(("total", f"{sum(s.seconds for s in result.stages):6.1f} s", str(result.out), ""))
     widths = [max(len(r[k]) for r in rows) for k in range(3)]
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows]
-    metrics = result.report.get("metrics", {})
-    ceiling = result.report.get("ceiling", {}).get("metrics", {})
     lines.append("")
-    lines.append(f"evaluation (composed vs test split; ceiling = train vs test): mean OA {_num(metrics.get('oa_mean'))} "
-                 f"(ceiling {_num(ceiling.get('oa_mean'))}), Frechet {_num(metrics.get('frechet'))} "
-                 f"(ceiling {_num(ceiling.get('frechet'))})")
-    nll = result.report.get("nll", {}).get("reference")
-    if nll and nll.get("bits_per_pixel") is not None:
-        exact = result.report["nll"].get("exact")
-        kind = "exact" if exact else f"estimate: {result.report['nll'].get('estimate_reason', 'not exact')}"
-        lines.append(f"test-split likelihood: {nll['bits_per_pixel']:.4f} bits/pixel, "
-                     f"{nll['nats_per_step']:.2f} nats/step ({kind})")
+    lines += _evaluation_table(result)
     lines += result.notes
     return "\n".join(lines)
+
+
+def _evaluation_table(result: DemoResult) -> list[str]:
+    """Both models' composed pieces against the test split, side by side, with the train-vs-test ceiling."""
+    reports = {f"shipped '{SHIPPED_MODEL}'": result.shipped_report, "your model": result.report}
+
+    def nll(report: dict) -> str:
+        scored = report.get("nll", {}).get("reference") or {}
+        if scored.get("nats_per_step") is None:
+            return "n/a"
+        kind = "exact" if report["nll"].get("exact") else "estimate"
+        return f"{scored['nats_per_step']:.2f} ({kind})"
+
+    rows = [("vs the test split", *reports, "ceiling (train vs test)"),
+            ("mean OA (higher is better)", *(_num(r.get("metrics", {}).get("oa_mean")) for r in reports.values()),
+             _num(result.report.get("ceiling", {}).get("metrics", {}).get("oa_mean"))),
+            ("Frechet (lower is better)", *(_num(r.get("metrics", {}).get("frechet")) for r in reports.values()),
+             _num(result.report.get("ceiling", {}).get("metrics", {}).get("frechet"))),
+            ("NLL, nats/step (lower is better)", *(nll(r) for r in reports.values()), "")]
+    widths = [max(len(row[k]) for row in rows) for k in range(4)]
+    return ["  ".join(f"{cell:<{w}}" for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
 def _num(value: Any) -> str:

@@ -23,7 +23,7 @@ from fractalmidi.errors import UserError
 from fractalmidi.options import FLAG, check_values, defaults, fields_by_name, flag, names, option
 
 MODES = ("unconditional", "continue", "inpaint")
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "inference_default.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "inference_default.yaml"
 """Used when ``--config`` is not given and the file exists (a source checkout)."""
 SAMPLES_FILE = "samples.json"
 INPUT_STEM = "input"

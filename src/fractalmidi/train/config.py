@@ -35,8 +35,8 @@ from fractalmidi.options import (
 SECTIONS = ("model", "data", "training", "hardware", "logging")
 PRESET_KEY = "preset"
 """Top-level key of a config file: the preset its sections change."""
-CONFIGS_DIR = Path(__file__).resolve().parents[3] / "configs"
-"""The config presets of a source checkout."""
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+"""The config presets, inside the package (a source checkout links them as ./configs)."""
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "fsdp")
 MODEL_NAME_KEY = "name"
