@@ -133,8 +133,13 @@ def launcher_rank_zero() -> bool:
 
 
 def check_same_model(saved: dict[str, Any], now: dict[str, Any]) -> None:
-    """A resumed run must build the model it saved: name every setting that differs."""
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    """A resumed run must build the model it saved: name every setting that differs. Sampling defaults
+    (e.g. ``model.temperature``) may change: they shape what the model writes, not its weights."""
+    from fractalmidi.models.registry import preset
+    from fractalmidi.options import names
+
+    sampling = set(names(preset(str(saved.get("name", now.get("name")))).family.sampling)) if "name" in saved else set()
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in sampling)
     if diff:
         detail = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
         raise UserError(f"cannot resume: the checkpoint was trained with a different model ({detail})")

@@ -19,11 +19,12 @@ MAR_AR_AR = ("mar", "ar", "ar")
 so a note continues from the pixel before it instead of being drawn independently."""
 AR3 = ("ar", "ar", "ar")
 TINY = {"widths": (64, 32, 32), "depths": (2, 1, 1), "heads": (4, 2, 2), "head_width": 32,
-        "num_iter_list": (8, 1, 1), "empty_keep": 0.1, "temperature": 0.8}
-"""0.8: a tiny model's tempered samples keep closer to the data's pitches and rhythm (bench_quality)."""
+        "num_iter_list": (8, 1, 1), "empty_keep": 0.1, "temperature": 0.8, "seams": True}
+"""0.8: a tiny model's tempered samples keep closer to the data's pitches and rhythm (bench_quality).
+Seams: without them a third of the notes two patches share at their boundary broke into one-step pieces."""
 SMALL = {**TINY, "widths": (128, 64, 32), "depths": (2, 2, 1), "heads": (4, 4, 2), "head_width": 64}
 DEFAULT = {"num_iter_list": (16, 1, 1), "ema_decays": (0.9999,), "dropout": 0.1,
-           "empty_keep": 0.25}
+           "empty_keep": 0.25, "seams": True}
 JSB = {"patch_sizes": (8, 2, 1), "widths": (192, 64, 32), "depths": (3, 2, 1), "heads": (6, 4, 2), "head_width": 32,
        "num_bins": 2, "note_states": False, "scan_order": "column_major", "num_iter_list": (1, 1, 1)}
 
