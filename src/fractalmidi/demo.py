@@ -11,9 +11,11 @@ and needs nothing outside the installed package (the config presets ship inside 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,11 @@ TRAIN_OVERRIDES = (
 EVAL_NLL_STEPS = 64
 EVAL_MAX_PIECES = 40
 """Bach has 38 test chorales; bounds the NLL time on bigger ``--data``."""
+
+SAMPLING_THREADS = 1
+"""Torch threads while generating and scoring: a small model's sampling is thousands of tiny steps, which a
+second thread barely speeds up on an idle machine and slows many times over (40x measured) when another job
+holds a core."""
 
 UNCONDITIONAL_LENGTH = 128
 """Steps of each composed piece, of the kept opening and of the continuation (8 bars of 16ths)."""
@@ -133,6 +140,18 @@ def _held_out_chorale(data: Path, folder: Path, min_steps: int) -> tuple[Path, i
     path = folder / f"heldout_{name}.mid"
     roll_to_midi(prepared.piece(index), path, grid=prepared.grid, tempo_bpm=float(info.get("tempo_bpm") or 100.0))
     return path, prepared.steps(index)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _shipped_input(folder: Path) -> tuple[Path, int]:
@@ -220,7 +239,8 @@ def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int
     shipped = out / SHIPPED_DIR
     inputs = out / "input"
     inputs.mkdir()
-    details = _three_modes(SHIPPED_MODEL, shipped, _shipped_input(inputs), length, num_samples, seed)
+    with _torch_threads(SAMPLING_THREADS):
+        details = _three_modes(SHIPPED_MODEL, shipped, _shipped_input(inputs), length, num_samples, seed)
     stage("shipped", shipped, f"the shipped '{SHIPPED_MODEL}' model: {details['compose']}, continue + inpaint "
           f"{SHIPPED_INPUT}")
 
@@ -234,7 +254,8 @@ def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int
     checkpoint, steps = _train(data, out / "run", minutes, seed)
     stage("train", checkpoint, f"{steps} steps of fractal_tiny")
 
-    details = _three_modes(checkpoint, out, _held_out_chorale(data, inputs, length), length, num_samples, seed)
+    with _torch_threads(SAMPLING_THREADS):
+        details = _three_modes(checkpoint, out, _held_out_chorale(data, inputs, length), length, num_samples, seed)
     stage("generate", out, "; ".join(details.values()))
 
     wavs = _render_wavs([shipped / "unconditional", out / "unconditional", out / "continue", out / "inpaint"],
@@ -244,9 +265,10 @@ def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int
 
     report_dir = out / "report"
     scoring = {"nll_steps": EVAL_NLL_STEPS, "max_pieces": EVAL_MAX_PIECES, "progress": False}
-    result.report = evaluate(out / "unconditional", data, report_dir, checkpoint=checkpoint, **scoring)
-    result.shipped_report = evaluate(shipped / "unconditional", data, shipped / "report",
-                                     checkpoint=resolve(SHIPPED_MODEL), **scoring)
+    with _torch_threads(SAMPLING_THREADS):
+        result.report = evaluate(out / "unconditional", data, report_dir, checkpoint=checkpoint, **scoring)
+        result.shipped_report = evaluate(shipped / "unconditional", data, shipped / "report",
+                                         checkpoint=resolve(SHIPPED_MODEL), **scoring)
     stage("evaluate", report_dir / "report.md", "both models' composed pieces vs the test split")
 
     record = {
