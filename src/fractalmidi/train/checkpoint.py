@@ -102,6 +102,19 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def check_same_model(saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """A resumed run must build the model it saved: name every setting that differs. Sampling defaults
+    (e.g. ``model.temperature``) may change: they shape what the model writes, not its weights."""
+    from fractalmidi.models.registry import preset
+    from fractalmidi.options import names
+
+    sampling = set(names(preset(str(saved.get("name", now.get("name")))).family.sampling)) if "name" in saved else set()
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in sampling)
+    if diff:
+        detail = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
+        raise UserError(f"cannot resume: the checkpoint was trained with a different model ({detail})")
+
+
 def run_dir_of(checkpoint: Path) -> Path:
     """The run folder a checkpoint belongs to (``RUN/checkpoints/x.ckpt`` -> ``RUN``)."""
     parent = checkpoint.resolve().parent

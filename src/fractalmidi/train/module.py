@@ -15,7 +15,7 @@ import torch
 
 from fractalmidi.errors import UserError
 from fractalmidi.models import Generator, build
-from fractalmidi.train.checkpoint import EXTRA_KEY, FORMAT_VERSION, package_versions
+from fractalmidi.train.checkpoint import EXTRA_KEY, FORMAT_VERSION, check_same_model, package_versions
 from fractalmidi.train.config import TrainConfig
 from fractalmidi.train.data import DataPosition, split_batch
 from fractalmidi.train.schedule import warmup_cosine_scheduler
@@ -195,8 +195,6 @@ class GeneratorModule(L.LightningModule):
         extra = checkpoint.get(EXTRA_KEY)
         if extra is None:
             raise UserError("the checkpoint is not a FractalMIDI training checkpoint")
-        from fractalmidi.train.runner import check_same_model
-
         check_same_model(extra["config"]["model"], self.config.to_dict()["model"])
         self.data_position.load_state_dict(extra["data_position"])
         self._pending_ema = extra.get("ema")

@@ -21,6 +21,7 @@ from fractalmidi.train.checkpoint import (
     EXTRA_KEY,
     LAST_NAME,
     AtomicCheckpointIO,
+    check_same_model,
     resolve_checkpoint,
     run_dir_of,
     safe_load,
@@ -130,19 +131,6 @@ def _discard_failed_run(job: Job) -> None:
 def launcher_rank_zero() -> bool:
     """False in the extra processes that Lightning / torchrun start for DDP (they re-run this command)."""
     return all(int(os.environ.get(name, "0") or 0) == 0 for name in LAUNCH_RANK_VARIABLES)
-
-
-def check_same_model(saved: dict[str, Any], now: dict[str, Any]) -> None:
-    """A resumed run must build the model it saved: name every setting that differs. Sampling defaults
-    (e.g. ``model.temperature``) may change: they shape what the model writes, not its weights."""
-    from fractalmidi.models.registry import preset
-    from fractalmidi.options import names
-
-    sampling = set(names(preset(str(saved.get("name", now.get("name")))).family.sampling)) if "name" in saved else set()
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in sampling)
-    if diff:
-        detail = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
-        raise UserError(f"cannot resume: the checkpoint was trained with a different model ({detail})")
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
