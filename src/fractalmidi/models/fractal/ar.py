@@ -10,10 +10,12 @@ from typing import ClassVar
 
 import torch
 
-from fractalmidi.models.fractal.level import LevelNet
+from fractalmidi.models.fractal.level import LevelNet, RegionFill
 from fractalmidi.models.layers import KVCache
 
 SCAN_ORDERS = ("row_major", "column_major")
+MAX_AR_FRAMES = 32
+"""An AR top level records at most about this many intermediate canvases."""
 
 
 class ARLevel(LevelNet):
@@ -54,3 +56,38 @@ class ARLevel(LevelNet):
         """Feed the patch features ``(N, p*p*PIXEL_FEATURES)`` at grid ``index``; returns the output for the next patch in scan order."""
         x = self.patch_embed(token) + self.positions(grid, token.device)[index]
         return self.transform(x[:, None], caches)[:, 0]
+
+    def teacher_forced(self, features: torch.Tensor, conds: list[torch.Tensor], grid: tuple[int, int], *,
+                       estimate: bool, mask_ratio_min: float,
+                       generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every patch is scored, each from the ones before it (exact likelihood)."""
+        n, length = features.shape[:2]
+        chosen = torch.ones(n, length, dtype=torch.bool, device=features.device)
+        return self(features, conds, grid), chosen, torch.ones(n, device=features.device)
+
+    def fill(self, current: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
+             grid: tuple[int, int], cfg: float, region: RegionFill,
+             frames: list[torch.Tensor] | None) -> torch.Tensor:
+        """One patch at a time in scan order (KV cache), up to the last patch any region generates;
+        a patch only some regions generate is generated for those only."""
+        length = current.shape[1]
+        todo = generate.any(-1)
+        order = self.order(grid, current.device)
+        todo_in_order = todo[:, order]
+        any_need, all_need = todo_in_order.any(0).tolist(), todo_in_order.all(0).tolist()
+        last = max(i for i, need in enumerate(any_need) if need)
+        caches = self.new_caches()
+        out = self.start(conds, caches)
+        every = max(1, length // MAX_AR_FRAMES)
+        for i, pos in enumerate(order[: last + 1].tolist()):
+            if all_need[i]:
+                current[:, pos] = region.children(current[:, pos], generate[:, pos], [out], cfg)
+            elif any_need[i]:
+                index = todo[:, pos].nonzero().squeeze(1)
+                current[index, pos] = region.children(current[index, pos], generate[index, pos],
+                                                      region.take([out], index), cfg)
+            if i < last:
+                out = self.step(region.embed(current[:, pos]), pos, grid, caches)
+            if frames is not None and (i % every == every - 1 or i == last):
+                frames.append(current.clone())
+        return current

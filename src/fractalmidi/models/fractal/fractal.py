@@ -25,7 +25,6 @@ from fractalmidi.models.fractal.ar import ARLevel
 from fractalmidi.models.fractal.head import PixelHead, PixelStates
 from fractalmidi.models.fractal.level import LevelNet
 from fractalmidi.models.fractal.mar import MARLevel
-from fractalmidi.models.fractal.masking import likelihood_mask, training_mask
 from fractalmidi.models.fractal.options import FractalOptions, FractalSampling
 from fractalmidi.models.fractal.patches import grid_shape, patchify, unpatchify
 from fractalmidi.models.fractal.sampling import HierarchySampler, SamplingOptions
@@ -172,17 +171,8 @@ class FractalGen(Generator):
         tokens = patchify(states, size)
         features = self.pixel_states.embed_input(tokens)
         n, length, _ = tokens.shape
-        if isinstance(net, MARLevel):
-            if estimate:
-                chosen, scale = likelihood_mask(n, length, tokens.device, generator)
-            else:
-                chosen = training_mask(n, length, self.mask_ratio_min, tokens.device)
-                scale = torch.ones(n, device=tokens.device)
-            hidden = net(features, chosen, conds, grid)
-        else:
-            hidden = net(features, conds, grid)
-            chosen = torch.ones(n, length, dtype=torch.bool, device=tokens.device)
-            scale = torch.ones(n, device=tokens.device)
+        hidden, chosen, scale = net.teacher_forced(features, conds, grid, estimate=estimate,
+                                                   mask_ratio_min=self.mask_ratio_min, generator=generator)
         index = chosen.reshape(-1).nonzero().squeeze(1)
         occupied = (tokens > 0).any(-1).float().reshape(-1)[index]
         logit = net.occupancy(hidden).reshape(-1)[index]
@@ -290,7 +280,8 @@ class FractalGen(Generator):
                                   sparsity_bias=float(o.sparsity_bias), guided=guided, generator=generator)
         frames: list[torch.Tensor] | None = [] if return_steps else None
         known_states = self.pixel_states.from_planes(canvas)
-        states = HierarchySampler(self, options).region(0, known_states, mask[:, 0], [top], cfg, frames)
+        sampler = HierarchySampler(self.levels, self.patch_sizes, self.pixel_states.embed_input, self.head, options)
+        states = sampler.region(0, known_states, mask[:, 0], [top], cfg, frames)
         result = self._planes(states, canvas, mask)
         if not return_steps:
             return result

@@ -2,17 +2,44 @@
 
 A level sees a grid of patches of one region (the whole roll at level 0, a parent patch
 below) plus the condition vectors its parent produced for that region, prepended as tokens.
+
+Each level kind (MAR, AR) owns how it is trained and how it fills a region when sampling; the
+sampler (:mod:`.sampling`) reaches it only through :meth:`LevelNet.teacher_forced`,
+:meth:`LevelNet.fill` and the :class:`RegionFill` it hands over.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import torch
 from torch import nn
 
 from fractalmidi.models.fractal.head import PIXEL_FEATURES
 from fractalmidi.models.layers import Block, KVCache, SinCosTable, call_block, learned_embedding
+
+
+class RegionFill(Protocol):
+    """What a level needs from the sampler while it fills one region (the sampler owns the rest)."""
+
+    num_iter: int
+    """MAR iterations at this level (AR levels take one step per patch)."""
+    top: bool
+    """Whether this is the top level (a MAR top level ramps the guidance scale)."""
+    generator: torch.Generator | None
+
+    def embed(self, states: torch.Tensor) -> torch.Tensor:
+        """Pixel features of patch states ``(N, L, p*p)``, doubled for guidance."""
+
+    def double(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` repeated for the unconditional half when guided."""
+
+    def take(self, conds: list[torch.Tensor], index: torch.Tensor | slice) -> list[torch.Tensor]:
+        """Rows ``index`` of per-patch conditions, in both guidance halves."""
+
+    def children(self, patches: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
+                 cfg: float) -> torch.Tensor:
+        """Content ``(n, p*p)`` of ``n`` patches from the levels below (known pixels kept)."""
 
 
 class LevelNet(nn.Module):
@@ -74,3 +101,18 @@ class LevelNet(nn.Module):
         """Condition vectors ``(N, L, width)`` each patch hands to the next level, from the outputs and
         (for levels that use them) the pixel ``features`` of the ``visible`` ``(N, L)`` patches."""
         return [out]
+
+    def teacher_forced(self, features: torch.Tensor, conds: list[torch.Tensor], grid: tuple[int, int], *,
+                       estimate: bool, mask_ratio_min: float,
+                       generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Outputs ``(N, L, width)`` for patch features ``(N, L, p*p*PIXEL_FEATURES)`` while training
+        (``estimate`` False) or estimating the likelihood, with the patches ``(N, L)`` bool whose
+        outputs are scored and each region's estimator weight ``(N,)``."""
+        raise NotImplementedError
+
+    def fill(self, current: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
+             grid: tuple[int, int], cfg: float, region: RegionFill,
+             frames: list[torch.Tensor] | None) -> torch.Tensor:
+        """Sample the patch contents ``(N, L, p*p)`` where ``generate`` is True; ``current`` holds the
+        known pixels (0 where generated). Partial canvases go to ``frames`` when it is a list."""
+        raise NotImplementedError

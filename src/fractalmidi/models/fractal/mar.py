@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fractalmidi.models.fractal.head import PIXEL_FEATURES
-from fractalmidi.models.fractal.level import LevelNet
+from fractalmidi.models.fractal.level import LevelNet, RegionFill
+from fractalmidi.models.fractal.masking import cosine_remaining, likelihood_mask, random_ranks, training_mask
 from fractalmidi.models.layers import learned_embedding
 
 
@@ -39,6 +40,51 @@ class MARLevel(LevelNet):
         x = x + self.positions(grid, tokens.device)
         h = self.transform(torch.cat([self.embed_conds(conds), x], dim=1))
         return h[:, self.num_conds:]
+
+    def teacher_forced(self, features: torch.Tensor, conds: list[torch.Tensor], grid: tuple[int, int], *,
+                       estimate: bool, mask_ratio_min: float,
+                       generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training hides a random share of patches; the likelihood estimate hides an any-order
+        random subset, weighted so that the estimate is unbiased."""
+        n, length = features.shape[:2]
+        if estimate:
+            chosen, scale = likelihood_mask(n, length, features.device, generator)
+        else:
+            chosen = training_mask(n, length, mask_ratio_min, features.device)
+            scale = torch.ones(n, device=features.device)
+        return self(features, chosen, conds, grid), chosen, scale
+
+    def fill(self, current: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
+             grid: tuple[int, int], cfg: float, region: RegionFill,
+             frames: list[torch.Tensor] | None) -> torch.Tensor:
+        """Reveal the patches to generate over ``region.num_iter`` steps in a random order (cosine
+        schedule); a top level ramps the guidance scale with the share revealed."""
+        n, length, dim = current.shape
+        todo = generate.any(-1)
+        unknown = todo.sum(1)
+        scores = torch.rand(n, length, device=current.device, generator=region.generator)
+        ranks = random_ranks(torch.where(todo, scores, torch.full_like(scores, 2.0)))
+        masked = todo
+        num_iter = max(1, min(region.num_iter, length))
+        for step in range(num_iter):
+            remaining = cosine_remaining(unknown, masked.sum(1), step, num_iter)
+            masked_next = ranks < remaining[:, None]
+            predict = masked & ~masked_next
+            if predict.any():
+                features = region.embed(current)
+                out = self(features, region.double(masked), conds, grid)
+                index = predict.reshape(-1).nonzero().squeeze(1)
+                revealed = 1.0 - float(remaining.sum()) / float(unknown.sum())
+                scale = 1.0 + (cfg - 1.0) * revealed if region.top else cfg
+                flat = current.reshape(-1, dim)
+                child = self.child_conds(out, grid, features, region.double(~masked))
+                values = region.children(flat[index], generate.reshape(-1, dim)[index], region.take(child, index),
+                                         scale)
+                current = flat.index_copy(0, index, values).reshape(n, length, dim)
+            masked = masked_next
+            if frames is not None:
+                frames.append(current)
+        return current
 
     def child_conds(self, out: torch.Tensor, grid: tuple[int, int], features: torch.Tensor | None = None,
                     visible: torch.Tensor | None = None) -> list[torch.Tensor]:

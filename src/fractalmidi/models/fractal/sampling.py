@@ -7,6 +7,9 @@ patches, so known pixels are never resampled.
 
 Regions hold pixel states (:mod:`.head`); levels see them as pixel features.
 
+The sampler walks the hierarchy and owns guidance, chunking and the pixel head; each level
+(:mod:`.mar`, :mod:`.ar`) fills its regions through the narrow :class:`.level.RegionFill`.
+
 Classifier-free guidance runs the conditional and unconditional halves as one doubled batch
 (conditions ``(2N, ...)``); both halves share every sampled value, and the pixel head mixes
 their logits. A MAR top level ramps the guidance scale linearly with the share of patches
@@ -15,21 +18,14 @@ revealed; lower levels use the scale as it is (as the reference does).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-from fractalmidi.models.fractal.masking import cosine_remaining, random_ranks
+from fractalmidi.models.fractal.level import LevelNet
 from fractalmidi.models.fractal.patches import grid_shape, patchify, unpatchify
 
-if TYPE_CHECKING:
-    from fractalmidi.models.fractal.ar import ARLevel
-    from fractalmidi.models.fractal.fractal import FractalGen
-    from fractalmidi.models.fractal.mar import MARLevel
-
-MAX_AR_FRAMES = 32
-"""An AR top level records at most about this many intermediate canvases."""
 MAX_REGIONS = 4096
 """Lower levels sample at most this many patches per call, which bounds memory for long rolls."""
 
@@ -48,35 +44,42 @@ class SamplingOptions:
 
 
 class HierarchySampler:
-    """Fills regions level by level; ``frames`` collects the top level's partial canvases."""
+    """Fills regions level by level; ``frames`` collects the top level's partial canvases.
 
-    def __init__(self, model: FractalGen, options: SamplingOptions) -> None:
-        self.model = model
+    It sees the model only as its levels, their patch sizes, the pixel features of states
+    (``embed``) and the pixel head's logits (``head``); each level decides how it fills a region.
+    """
+
+    def __init__(self, levels: Sequence[LevelNet], patch_sizes: Sequence[int],
+                 embed: Callable[[torch.Tensor], torch.Tensor], head: Callable[[list[torch.Tensor]], torch.Tensor],
+                 options: SamplingOptions) -> None:
+        self.levels = levels
+        self.patch_sizes = tuple(patch_sizes)
+        self.embed_states = embed
+        self.head = head
         self.options = options
         self.halves = 2 if options.guided else 1
 
     def region(self, level: int, values: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
                cfg: float, frames: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Sample the states of ``(N, H, W)`` regions where ``generate`` is True, keeping the other pixels."""
-        size = self.model.patch_sizes[level]
+        size = self.patch_sizes[level]
         grid = grid_shape(values.shape[1], values.shape[2], size)
         tokens, gen = patchify(values, size), patchify(generate, size)
-        net = self.model.levels[level]
-        if net.kind == "mar":
-            out = self._mar(level, net, tokens, gen, conds, grid, cfg, frames)
-        else:
-            out = self._ar(level, net, tokens, gen, conds, grid, cfg, frames)
-        return unpatchify(out, size, values.shape[1], values.shape[2])
+        current = torch.where(gen, torch.zeros_like(tokens), tokens)
+        if gen.any():
+            current = self.levels[level].fill(current, gen, conds, grid, cfg, _LevelFill(self, level), frames)
+        return unpatchify(current, size, values.shape[1], values.shape[2])
 
-    def _embed(self, states: torch.Tensor) -> torch.Tensor:
+    def embed(self, states: torch.Tensor) -> torch.Tensor:
         """Pixel features of patch states, doubled for guidance."""
-        features = self.model.pixel_states.embed_input(states)
+        features = self.embed_states(states)
         return torch.cat([features, features]) if self.options.guided else features
 
-    def _double(self, x: torch.Tensor) -> torch.Tensor:
+    def double(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, x]) if self.options.guided else x
 
-    def _take(self, conds: list[torch.Tensor], index: torch.Tensor | slice) -> list[torch.Tensor]:
+    def take(self, conds: list[torch.Tensor], index: torch.Tensor | slice) -> list[torch.Tensor]:
         """Rows ``index`` of conditions ``(halves * N, [L,] w)`` flattened per half, in both halves."""
         taken = []
         for c in conds:
@@ -84,76 +87,17 @@ class HierarchySampler:
             taken.append(flat[:, index].reshape(-1, c.shape[-1]))
         return taken
 
-    def _mar(self, level: int, net: MARLevel, tokens: torch.Tensor, gen: torch.Tensor,
-             conds: list[torch.Tensor], grid: tuple[int, int], cfg: float,
-             frames: list[torch.Tensor] | None) -> torch.Tensor:
-        n, length, dim = tokens.shape
-        todo = gen.any(-1)
-        current = torch.where(gen, torch.zeros_like(tokens), tokens)
-        unknown = todo.sum(1)
-        if not todo.any():
-            return current
-        scores = torch.rand(n, length, device=tokens.device, generator=self.options.generator)
-        ranks = random_ranks(torch.where(todo, scores, torch.full_like(scores, 2.0)))
-        masked = todo
-        num_iter = max(1, min(self.options.num_iter_list[level], length))
-        for step in range(num_iter):
-            remaining = cosine_remaining(unknown, masked.sum(1), step, num_iter)
-            masked_next = ranks < remaining[:, None]
-            predict = masked & ~masked_next
-            if predict.any():
-                out = net(self._embed(current), self._double(masked), conds, grid)
-                index = predict.reshape(-1).nonzero().squeeze(1)
-                revealed = 1.0 - float(remaining.sum()) / float(unknown.sum())
-                scale = 1.0 + (cfg - 1.0) * revealed if level == 0 else cfg
-                values = self._generate(level, tokens.reshape(-1, dim)[index], gen.reshape(-1, dim)[index],
-                                        self._take(net.child_conds(out, grid, self._embed(current), self._double(~masked)), index),
-                                        scale)
-                current = current.reshape(-1, dim).index_copy(0, index, values).reshape(n, length, dim)
-            masked = masked_next
-            if frames is not None:
-                frames.append(current)
-        return current
-
-    def _ar(self, level: int, net: ARLevel, tokens: torch.Tensor, gen: torch.Tensor,
-            conds: list[torch.Tensor], grid: tuple[int, int], cfg: float,
-            frames: list[torch.Tensor] | None) -> torch.Tensor:
-        n, length, dim = tokens.shape
-        todo = gen.any(-1)
-        current = torch.where(gen, torch.zeros_like(tokens), tokens)
-        if not todo.any():
-            return current
-        order = net.order(grid, tokens.device)
-        todo_in_order = todo[:, order]
-        any_need, all_need = todo_in_order.any(0).tolist(), todo_in_order.all(0).tolist()
-        last = max(i for i, need in enumerate(any_need) if need)
-        caches = net.new_caches()
-        out = net.start(conds, caches)
-        every = max(1, length // MAX_AR_FRAMES)
-        for i, pos in enumerate(order[: last + 1].tolist()):
-            if all_need[i]:
-                current[:, pos] = self._generate(level, tokens[:, pos], gen[:, pos], [out], cfg)
-            elif any_need[i]:
-                index = todo[:, pos].nonzero().squeeze(1)
-                current[index, pos] = self._generate(level, tokens[index, pos], gen[index, pos],
-                                                     self._take([out], index), cfg)
-            if i < last:
-                out = net.step(self._embed(current[:, pos]), pos, grid, caches)
-            if frames is not None and (i % every == every - 1 or i == last):
-                frames.append(current.clone())
-        return current
-
     def _generate(self, level: int, tokens: torch.Tensor, gen: torch.Tensor, conds: list[torch.Tensor],
                   cfg: float) -> torch.Tensor:
         """Content ``(n, p*p)`` of level-``level`` patches from their conditions (known pixels kept)."""
-        size = self.model.patch_sizes[level]
+        size = self.patch_sizes[level]
         n = tokens.shape[0]
         if n > MAX_REGIONS:
             chunks = []
             for begin in range(0, n, MAX_REGIONS):
                 end = min(begin + MAX_REGIONS, n)
                 chunks.append(self._generate(level, tokens[begin:end], gen[begin:end],
-                                             self._take(conds, slice(begin, end)), cfg))
+                                             self.take(conds, slice(begin, end)), cfg))
             return torch.cat(chunks)
         if size == 1:
             return self._pixels(conds, cfg)[:, None]
@@ -162,7 +106,7 @@ class HierarchySampler:
 
     def _pixels(self, conds: list[torch.Tensor], cfg: float) -> torch.Tensor:
         """One state per pixel from the head's (guided, tempered, sparsity-biased) logits."""
-        logits = self.model.head(conds).float()
+        logits = self.head(conds).float()
         if self.options.guided:
             cond, uncond = logits.chunk(2)
             logits = uncond + cfg * (cond - uncond)
@@ -172,3 +116,19 @@ class HierarchySampler:
         if self.options.temperature <= 0:
             return torch.argmax(logits, dim=-1)
         return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=self.options.generator).squeeze(1)
+
+
+class _LevelFill:
+    """The sampler as one level sees it while filling a region (:class:`.level.RegionFill`)."""
+
+    def __init__(self, sampler: HierarchySampler, level: int) -> None:
+        self.sampler = sampler
+        self.level = level
+        self.num_iter = sampler.options.num_iter_list[level]
+        self.top = level == 0
+        self.generator = sampler.options.generator
+        self.embed, self.double, self.take = sampler.embed, sampler.double, sampler.take
+
+    def children(self, patches: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
+                 cfg: float) -> torch.Tensor:
+        return self.sampler._generate(self.level, patches, generate, conds, cfg)
