@@ -299,7 +299,7 @@ def disk_full(*_args, **_kwargs):
 def test_disk_full_is_one_line_and_leaves_nothing(home: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     import fractalmidi.data.cache as cache
     import fractalmidi.data.roll as roll_module
-    import fractalmidi.evaluate.report as report
+    import fractalmidi.outdir as outdir
 
     song = home / "songs" / "song0.mid"
     out = tmp_path / "out"
@@ -308,8 +308,15 @@ def test_disk_full_is_one_line_and_leaves_nothing(home: Path, tmp_path: Path, mo
         patch.setattr(roll_module, "write_midi", disk_full)
         assert main(["convert", str(song), str(out / "x.mid")]) == 2
         assert "No space left on device" in one_line_error(capsys, "convert")
+    write_json = outdir.write_json
+
+    def report_disk_full(path: Path, value: object) -> None:
+        if Path(path).name == "report.json":
+            disk_full()
+        write_json(path, value)
+
     with monkeypatch.context() as patch:
-        patch.setattr(report, "write_json", disk_full)
+        patch.setattr(outdir, "write_json", report_disk_full)
         assert main(["evaluate", "--generated", str(home / "songs"), "--reference", str(home / "songs"),
                      "--out", str(out)]) == 2
         assert "No space left on device" in one_line_error(capsys, "evaluate")

@@ -22,6 +22,7 @@ from typing import Any
 
 from fractalmidi.data.prepare import PARTIAL_SUFFIX
 from fractalmidi.errors import UserError
+from fractalmidi.outdir import MANIFEST_FILE, write_json
 
 TRAIN_CONFIG = "fractal_tiny"
 """The config preset the demo trains (``src/fractalmidi/configs/fractal_tiny.yaml``)."""
@@ -222,8 +223,8 @@ def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int
         raise UserError(f"--minutes must be >= 0, got {minutes}")
     if num_samples < 2:
         raise UserError(f"--num-samples must be at least 2 (a set to evaluate), got {num_samples}")
-    if data is not None and not (data / "manifest.json").is_file():
-        raise UserError(f"--data {data} is not a prepared data folder (no manifest.json)")
+    if data is not None and not (data / MANIFEST_FILE).is_file():
+        raise UserError(f"--data {data} is not a prepared data folder (no {MANIFEST_FILE})")
     claim_out_dir(out, overwrite, (data,))
     result = DemoResult(out=out)
     clock = time.perf_counter()
@@ -249,7 +250,7 @@ def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int
         stage("prepare", data, "Bach chorales from music21")
     else:
         stage("data", data, "given with --data")
-    manifest = json.loads((data / "manifest.json").read_text())
+    manifest = json.loads((data / MANIFEST_FILE).read_text())
 
     checkpoint, steps = _train(data, out / "run", minutes, seed)
     stage("train", checkpoint, f"{steps} steps of fractal_tiny")
@@ -281,7 +282,7 @@ def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int
         "total_seconds": sum(s.seconds for s in result.stages),
         "notes": result.notes,
     }
-    (out / MARKER).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(out / MARKER, record)
     return result
 
 

@@ -9,7 +9,6 @@ lands in a staging folder that replaces ``--out`` only when all samples are writ
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,11 +20,11 @@ from fractalmidi import __version__
 from fractalmidi.data.roll import DEFAULT_MAX_STEPS
 from fractalmidi.errors import UserError
 from fractalmidi.options import FLAG, check_values, defaults, fields_by_name, flag, names, option
+from fractalmidi.outdir import SAMPLES_FILE, check_out_dir, plain_json, staged_dir, write_json
 
 MODES = ("unconditional", "continue", "inpaint")
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "inference_default.yaml"
 """Used when ``--config`` is not given and the file exists (a source checkout)."""
-SAMPLES_FILE = "samples.json"
 INPUT_STEM = "input"
 SAMPLE_STEM = "sample_{index:03d}"
 
@@ -200,7 +199,6 @@ def resolve_request(choices: Choices) -> Request:
 def _check_request(req: Request) -> None:
     """Checks that need neither the model nor the input's content; every size is bounded here,
     before anything is allocated."""
-    from fractalmidi.outdir import check_out_dir
     from fractalmidi.pretrained import resolve
 
     if not 1 <= req.num_samples <= MAX_NUM_SAMPLES:
@@ -283,7 +281,6 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
 
     from fractalmidi.canvas import build_plan, result_roll
     from fractalmidi.inference import load_checkpoint, sample_plan
-    from fractalmidi.outdir import staged_dir
 
     started = time.perf_counter()
     loaded = load_checkpoint(req.checkpoint)
@@ -315,7 +312,7 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
         "preset": model.preset,
         "family": model.family,
         "config_file": str(req.config_file) if req.config_file else None,
-        "settings": _jsonable(asdict(req)),
+        "settings": plain_json(asdict(req)),
         "mode": req.mode,
         "seed": req.seed,
         "batch_size": req.batch_size,
@@ -326,7 +323,7 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
         "steps": plan.length,
         "padded_steps": int(plan.canvas.shape[-1]),
         "region": plan.region,
-        "sample_options": _jsonable({**model.sample_defaults, **options}),
+        "sample_options": plain_json({**model.sample_defaults, **options}),
         "label": req.label,
         "device": str(device),
     }
@@ -347,17 +344,16 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
                 record["samples"].append(
                     _write_sample(stage, len(record["samples"]), roll, frames, req, loaded.grid, tempo))
         record["elapsed_s"] = round(time.perf_counter() - started, 3)
-        _write_json(stage / SAMPLES_FILE, record)
+        write_json(stage / SAMPLES_FILE, record)
     return record
 
 
 def _inputs(req: Request) -> list[Path | None]:
     """What ``--out`` must never be, contain or lie inside."""
-    from fractalmidi.train.checkpoint import CHECKPOINT_DIR, LAST_NAME
+    from fractalmidi.train.checkpoint import resolve_checkpoint
 
-    checkpoint = Path(req.checkpoint)
-    last = checkpoint / CHECKPOINT_DIR / LAST_NAME  # a run folder: its checkpoint (samples may go beside it)
-    return [req.input, last if checkpoint.is_dir() and last.is_file() else checkpoint, req.config_file]
+    # a run folder stands for its checkpoint file (samples may go beside it)
+    return [req.input, resolve_checkpoint(req.checkpoint), req.config_file]
 
 
 def _write_input(stage: Path, req: Request, roll, meta: dict, grid: str, tempo: float) -> dict | None:
@@ -394,17 +390,4 @@ def _write_sample(stage: Path, index: int, roll, frames: list | None, req: Reque
         entry["wav"] = f"{stem}.wav"
     return entry
 
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _write_json(path: Path, record: dict) -> None:
-    path.write_text(json.dumps(record, indent=2) + "\n")
 

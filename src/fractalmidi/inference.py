@@ -12,9 +12,9 @@ import numpy as np
 from fractalmidi.data.key import draw_shift, fit_shift, normalising_shift, transpose
 from fractalmidi.data.roll import VELOCITY_PLANE
 from fractalmidi.errors import UserError
+from fractalmidi.outdir import MANIFEST_FILE
 
 DEFAULT_GRID = "16th"
-MANIFEST_FILE = "manifest.json"
 
 
 @dataclass
@@ -57,17 +57,9 @@ def load_checkpoint(path: str | Path, *, use_ema: bool = True) -> LoadedCheckpoi
 
     Any mismatch with this version becomes a one-line ``UserError``.
     """
-    from fractalmidi.pretrained import resolve
-    from fractalmidi.train.checkpoint import CHECKPOINT_DIR, LAST_NAME, load_generator
+    from fractalmidi.train.checkpoint import load_generator, resolve_checkpoint
 
-    path = resolve(path)
-    if path.is_dir():  # a run folder: its last checkpoint
-        if not (path / CHECKPOINT_DIR / LAST_NAME).is_file():
-            raise UserError(f"run folder {path} has no {CHECKPOINT_DIR}/{LAST_NAME}; pass a .ckpt file")
-        path = path / CHECKPOINT_DIR / LAST_NAME
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} not found")
-
+    path = resolve_checkpoint(path)
     try:
         model, config = load_generator(path, use_ema=use_ema, map_location="cpu")
     except UserError:

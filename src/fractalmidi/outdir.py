@@ -10,19 +10,27 @@
   of killed runs (dead ``pid``, our marker inside) are swept by the next run on the same output.
 - An existing folder (empty, or ours with ``--overwrite``) keeps its identity: its entries are
   swapped, the folder itself is never renamed (works for ``--out .`` and mount points).
+- Every file is written atomically (:func:`atomic_path`, :func:`atomic_open`): to a hidden
+  temporary file beside it, renamed over the target only when complete, so a kill or a full disk
+  never leaves a half-written file; JSON goes through one writer (:func:`write_json`).
+
+This module is fractalmidi's one place for file I/O: the rules above, and the names of the files
+one command writes and another reads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO, Any
 
 from fractalmidi.errors import UserError
 
@@ -31,8 +39,13 @@ MARKER = ".fractalmidi-output.json"
 OWN_PREFIX = ".fractalmidi-"
 """Names of the tool's own helper entries inside an output folder (marker, lock, stage, old)."""
 STAGE_TAG, OLD_TAG = "stage", "old"
+MANIFEST_FILE = "manifest.json"
+"""A prepared data folder's description (written by ``prepare``, read by train, generate, evaluate)."""
+SAMPLES_FILE = "samples.json"
+"""What ``generate`` made and with which settings (read back by ``evaluate``)."""
+JSON_INDENT = 2
 _TEMP_NAME = re.compile(r"^\.(?P<name>.*)\.fractalmidi-(?P<pid>\d+)-[0-9a-f]+\.partial$")
-_TEMP_FILE = re.compile(r"^\..*\.fractalmidi-(?P<pid>\d+)-[0-9a-f]+\.tmp$")
+_TEMP_FILE = re.compile(r"^\..*\.fractalmidi-(?P<pid>\d+)-[0-9a-f]+\.tmp(\.[^.]+)?$")
 _INNER_NAME = re.compile(rf"^{re.escape(OWN_PREFIX)}(?:{STAGE_TAG}|{OLD_TAG})-(?P<pid>\d+)-[0-9a-f]+$")
 TOKEN_BYTES = 4
 
@@ -48,8 +61,66 @@ def unique_suffix() -> str:
 
 
 def temp_file_name(name: str) -> str:
-    """Hidden name of a file being written, unique to the run; :func:`sweep_stale_files` knows it."""
-    return f".{name}.fractalmidi-{unique_suffix()}.tmp"
+    """Hidden name of a file being written, unique to the run; :func:`sweep_stale_files` knows it.
+    It ends with the target's suffix, for writers that choose a format by it."""
+    return f".{name}.fractalmidi-{unique_suffix()}.tmp{Path(name).suffix}"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (its folder is created) for a writer to fill; it
+    replaces ``path`` in one rename when the block completes and is removed on any other exit."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / temp_file_name(path.name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", *, durable: bool = False, **kwargs: Any) -> Iterator[IO]:
+    """``open`` for writing through :func:`atomic_path`; ``durable`` also syncs the data to the disk
+    before the rename (checkpoints: the previous one stays until the new one is whole)."""
+    if "w" not in mode:
+        raise ValueError(f"atomic_open writes a new file: mode {mode!r} has no 'w'")
+    with atomic_path(path) as tmp, open(tmp, mode.replace("w", "x"), **kwargs) as handle:
+        yield handle
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def write_text(path: str | os.PathLike, text: str, **kwargs: Any) -> None:
+    """Write ``text`` atomically (``kwargs`` go to ``open``, e.g. ``errors``)."""
+    with atomic_open(path, "w", **kwargs) as handle:
+        handle.write(text)
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` as JSON can hold it: mappings with string keys, lists, finite numbers (NaN and
+    infinities become ``None``), strings (paths too), booleans, ``None``; numpy scalars and arrays
+    become numbers and lists. Anything else is a ``TypeError`` naming its type."""
+    if isinstance(value, Mapping):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy scalars and arrays
+        return plain_json(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+    """Write ``value`` (made plain by :func:`plain_json`) as indented JSON, atomically."""
+    write_text(path, json.dumps(plain_json(value), indent=JSON_INDENT, allow_nan=False) + "\n")
 
 
 def sweep_stale_files(folder: Path) -> None:
@@ -100,9 +171,7 @@ def write_marker(folder: Path, command: str, entries: Iterable[str] | None = Non
 
     record = {"tool": "fractalmidi", "version": __version__, "command": command,
               "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "entries": names}
-    tmp = folder / f"{MARKER}.{unique_suffix()}.tmp"
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, folder / MARKER)
+    write_json(folder / MARKER, record)
 
 
 def _is_helper(name: str) -> bool:
@@ -201,7 +270,11 @@ def new_stage(out: Path, command: str) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         stage = out.parent / f".{out.name}.fractalmidi-{unique_suffix()}.partial"
     stage.mkdir()
-    write_marker(stage, command, entries=())
+    try:
+        write_marker(stage, command, entries=())
+    except BaseException:  # e.g. a full disk: leave no empty stage behind
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     return stage
 
 

@@ -11,7 +11,6 @@ grid). matplotlib draws through its Agg canvas (no display needed).
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -25,6 +24,7 @@ import numpy as np
 from fractalmidi.data.grid import DEFAULT_GRID
 from fractalmidi.data.roll import MAX_VELOCITY, NUM_PITCHES, ONSET_BIT, ROLL_PLANES, VELOCITY_BITS, as_uint8_roll
 from fractalmidi.errors import UserError
+from fractalmidi.outdir import atomic_path
 
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
@@ -129,12 +129,6 @@ class PngLayout:
         return x, y
 
 
-def _atomic_target(path: str | os.PathLike) -> tuple[Path, Path]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path, path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
-
-
 def _time_ticks(steps: int, grid: str, tempo_bpm: float | None) -> tuple[np.ndarray, list[str], str]:
     from fractalmidi.data.grid import parse_grid
 
@@ -185,12 +179,8 @@ def save_png(roll: Any, path: str | os.PathLike, *, title: str | None = None, gr
         spine.set_color(FOREGROUND)
     if title:
         fig.suptitle(title, color=FOREGROUND, fontsize=10, y=1 - 0.4 * MARGIN_TOP / height)
-    path, tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, facecolor=BACKGROUND, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return PngLayout(left=MARGIN_LEFT, top=MARGIN_TOP, step_px=step_px, pitch_px=PITCH_PX, steps=steps,
                      pitch_low=low, pitch_high=high)
 
@@ -227,12 +217,8 @@ def save_gif(frames: Sequence[Any], path: str | os.PathLike, *, frame_ms: int = 
         rgb = roll_to_rgb(padded).repeat(GIF_PITCH_PX, axis=0).repeat(step_px, axis=1)
         images.append(Image.fromarray(rgb, mode="RGB"))
     durations = [int(frame_ms)] * (len(images) - 1) + [int(frame_ms + hold_last_ms)]
-    path, tmp = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def find_soundfont() -> Path | None:
@@ -249,8 +235,7 @@ def render_wav(midi_path: str | os.PathLike, wav_path: str | os.PathLike, *, sam
     if binary is None or soundfont is None:
         missing = "the fluidsynth program" if binary is None else "a General-MIDI soundfont"
         raise UserError(f"WAV rendering needs {missing}: {FLUIDSYNTH_HINT}")
-    path, tmp = _atomic_target(wav_path)
-    try:
+    with atomic_path(wav_path) as tmp:
         done = subprocess.run(
             [binary, "-ni", "-T", "wav", "-F", str(tmp), "-r", str(sample_rate), str(soundfont), str(midi_path)],
             capture_output=True, text=True, check=False,
@@ -258,9 +243,6 @@ def render_wav(midi_path: str | os.PathLike, wav_path: str | os.PathLike, *, sam
         if done.returncode != 0 or tmp.stat().st_size == 0:
             detail = (done.stderr or done.stdout).strip().splitlines()
             raise UserError(f"fluidsynth failed on {midi_path}: {detail[-1] if detail else f'exit code {done.returncode}'}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def reveal_frames(roll: np.ndarray, count: int = GIF_REVEAL_FRAMES) -> list[np.ndarray]:

@@ -20,17 +20,16 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from fractalmidi.data.roll import NUM_PITCHES, canonical_codes
 from fractalmidi.errors import UserError
+from fractalmidi.outdir import MANIFEST_FILE, atomic_open, write_json
 
 ROLLS_FILE = "rolls.u8"
 INDEX_FILE = "index.npy"
 PIECES_FILE = "pieces.jsonl"
-MANIFEST_FILE = "manifest.json"
 JOURNAL_FILE = "journal.jsonl"
 
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
@@ -43,12 +42,6 @@ FORMAT_VERSION = 2
 
 FLUSH_SECONDS = 2.0
 """How often the journal (and the frames it points at) reach the disk while preparing."""
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 class CacheWriter:
@@ -72,8 +65,7 @@ class CacheWriter:
 
     def _recover(self, journal: Path, steps_on_disk: int) -> None:
         """Keep the journal's valid prefix: whole lines whose frames reached the disk."""
-        tmp = journal.with_name(f".{journal.name}.tmp")
-        with open(journal) as src, open(tmp, "w") as dst:
+        with open(journal) as src, atomic_open(journal) as dst:
             for line in src:
                 try:
                     record = json.loads(line)
@@ -83,7 +75,6 @@ class CacheWriter:
                     break  # frames never reached the disk
                 dst.write(json.dumps(record) + "\n")
                 self._count(record)
-        os.replace(tmp, journal)
 
     def _count(self, record: dict) -> None:
         self.done_keys.add(record["key"])
@@ -144,7 +135,7 @@ class CacheWriter:
                 handle.write(line)
                 offset += len(line)
         np.save(self.folder / INDEX_FILE, index, allow_pickle=False)
-        write_json_atomic(self.folder / MANIFEST_FILE, manifest)
+        write_json(self.folder / MANIFEST_FILE, manifest)
         (self.folder / JOURNAL_FILE).unlink(missing_ok=True)
 
 

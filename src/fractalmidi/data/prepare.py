@@ -31,7 +31,6 @@ from fractalmidi.data.cache import (
     SPLIT_CODES,
     CacheWriter,
     format_tag,
-    write_json_atomic,
 )
 from fractalmidi.data.grid import parse_grid
 from fractalmidi.data.pool import CrashedJob, run_ordered
@@ -54,6 +53,7 @@ from fractalmidi.outdir import (
     is_ours,
     publish,
     resolved,
+    write_json,
     write_marker,
 )
 
@@ -228,7 +228,7 @@ def _claim_output(out: Path, partial: Path, request: PrepareRequest, settings: d
             if differ:
                 raise UserError(f"--resume with different settings ({', '.join(differ)}) than the run in {partial}; use --overwrite")
         write_marker(partial, "prepare", PARTIAL_ENTRIES)
-        write_json_atomic(partial / SETTINGS_FILE, settings)
+        write_json(partial / SETTINGS_FILE, settings)
         yield True
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from symusic import Note, Score, Tempo, Track
 
 from fractalmidi.data.grid import Grid, parse_grid
 from fractalmidi.errors import UserError
+from fractalmidi.outdir import atomic_path
 
 NUM_PITCHES = 128
 MAX_VELOCITY = 127
@@ -380,13 +380,6 @@ def roll_to_midi(
 
 
 def write_midi(score: Score, path: str | os.PathLike) -> None:
-    """Atomic MIDI write: a temporary file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:
+    """Atomic MIDI write (:func:`fractalmidi.outdir.atomic_path`)."""
+    with atomic_path(path) as tmp:
         score.dump_midi(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

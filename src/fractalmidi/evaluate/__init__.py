@@ -97,8 +97,8 @@ def evaluate(
     progress: bool = True,
 ) -> dict:
     """Compare ``generated`` with ``reference`` and write the report folder ``out``; returns the report."""
-    from fractalmidi.evaluate.report import json_safe, markdown, plot_distributions, write_json
-    from fractalmidi.outdir import check_out_dir, staged_dir
+    from fractalmidi.evaluate.report import markdown, plot_distributions
+    from fractalmidi.outdir import check_out_dir, plain_json, staged_dir, write_json, write_text
 
     if max_pieces is not None and max_pieces < 2:
         raise UserError(f"--max-pieces must be at least 2, got {max_pieces}")
@@ -138,10 +138,10 @@ def evaluate(
     if checkpoint is not None:
         report["nll"] = _nll_section(Path(checkpoint), {"reference": ref_source, "generated": gen_source}, nll_steps, nll_batch_size)
     report["elapsed_s"] = round(time.perf_counter() - started, 3)
-    report = json_safe(report)
+    report = plain_json(report)
 
     with staged_dir(out, overwrite, command="evaluate", inputs=inputs) as stage:
         report["plots"] = plot_distributions([gen, ref, ceil_first], stage / "plots")
-        write_json(report, stage / REPORT_JSON)
-        (stage / REPORT_MD).write_text(markdown(report), errors="backslashreplace")  # non-UTF-8 file names
+        write_json(stage / REPORT_JSON, report)
+        write_text(stage / REPORT_MD, markdown(report), errors="backslashreplace")  # non-UTF-8 file names
     return report

@@ -11,11 +11,8 @@ import numpy as np
 
 from fractalmidi.errors import UserError
 from fractalmidi.evaluate.features import MIDI_SUFFIXES, Notes, notes_from_midi, notes_from_roll
+from fractalmidi.outdir import MANIFEST_FILE, SAMPLES_FILE
 
-SAMPLES_FILE = "samples.json"
-"""Written by ``fractalmidi generate``: when present, only the samples it lists are evaluated."""
-MANIFEST_FILE = "manifest.json"
-"""Marks a prepared data folder (``fractalmidi prepare``)."""
 TEST_SPLIT, TRAIN_SPLIT = "test", "train"
 
 

@@ -7,7 +7,6 @@ strings, so it loads with ``torch.load(weights_only=True)`` and no pickled objec
 
 from __future__ import annotations
 
-import os
 import pickle
 import platform
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from fractalmidi.errors import UserError
+from fractalmidi.outdir import atomic_open, sweep_stale_files
 
 EXTRA_KEY = "fractalmidi"
 """Where our own entries live inside a Lightning checkpoint."""
@@ -40,22 +40,11 @@ def package_versions() -> dict[str, str]:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: never half-written."""
-    from fractalmidi.outdir import sweep_stale_files, temp_file_name
-
+    """``torch.save`` through :func:`fractalmidi.outdir.atomic_open` (synced): never half-written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_files(path.parent)  # what a killed save left (a 0-byte or torn .tmp)
-    tmp = path.parent / temp_file_name(path.name)
-    try:
-        with open(tmp, "xb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb", durable=True) as handle:
+        torch.save(obj, handle)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -90,15 +79,18 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """``RUN_DIR`` -> ``RUN_DIR/checkpoints/last.ckpt``; a file path is returned as is."""
-    path = Path(path)
+    """The checkpoint file meant by ``path``: a file as it is, a run folder's
+    ``checkpoints/last.ckpt``, or the shipped model of that name (the one place that decides)."""
+    from fractalmidi.pretrained import resolve
+
+    path = resolve(path)
     if path.is_dir():
         last = path / CHECKPOINT_DIR / LAST_NAME
         if not last.is_file():
-            raise UserError(f"run folder {str(path)!r} has no {CHECKPOINT_DIR}/{LAST_NAME} to resume from")
+            raise UserError(f"run folder {path} has no {CHECKPOINT_DIR}/{LAST_NAME}; pass a .ckpt file")
         return last
     if not path.is_file():
-        raise UserError(f"--resume {str(path)!r}: no such run folder or checkpoint file")
+        raise UserError(f"checkpoint {path} not found")
     return path
 
 

@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,7 +14,7 @@ from typing import Any
 
 from fractalmidi.data.key import shift_histogram
 from fractalmidi.errors import UserError
-from fractalmidi.outdir import check_not_input
+from fractalmidi.outdir import check_not_input, write_text
 from fractalmidi.train.checkpoint import (
     CHECKPOINT_DIR,
     EXTRA_KEY,
@@ -71,9 +70,7 @@ OUTPUT_DIR_KEY = "logging.output_dir"
 def plan(config_path: str | None, overrides: list[str], *, resume: str | None = None, overwrite: bool = False) -> Job:
     """Resolve config + overrides (+ the checkpoint's config when resuming) and check the run folder."""
     if resume is not None:
-        from fractalmidi.pretrained import resolve
-
-        ckpt_path = resolve_checkpoint(resolve(resume))
+        ckpt_path = resolve_checkpoint(resume)
         saved = safe_load(ckpt_path)[EXTRA_KEY]["config"]
         in_run = ckpt_path.resolve().parent.name == CHECKPOINT_DIR
         if in_run:  # a run's checkpoint: the run goes on in its own folder
@@ -131,14 +128,6 @@ def _discard_failed_run(job: Job) -> None:
 def launcher_rank_zero() -> bool:
     """False in the extra processes that Lightning / torchrun start for DDP (they re-run this command)."""
     return all(int(os.environ.get(name, "0") or 0) == 0 for name in LAUNCH_RANK_VARIABLES)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _datasets(config: TrainConfig) -> tuple[Any, Any, str]:
@@ -266,7 +255,7 @@ def _train(job: Job) -> Result:
     except (MisconfigurationException, ValueError, RuntimeError) as err:
         raise UserError(f"hardware: {str(err).strip().splitlines()[0]}") from None
     if not t.fast_dev_run and trainer.is_global_zero:
-        _write_text_atomic(run_dir / CONFIG_NAME, dump_yaml(config))
+        write_text(run_dir / CONFIG_NAME, dump_yaml(config))
     position = module.data_position
     loaders = {
         "train_dataloaders": train_loader(train_set, batch_size=t.batch_size, num_workers=d.num_workers,
