@@ -1,16 +1,15 @@
-"""PianoRollDataset / PianoRollDataModule: crops, padding, pitch-shift bounds, determinism, workers."""
+"""PianoRollDataset: crops, padding, pitch-shift bounds, determinism, workers (through the training loader)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from fractalmidi.cli import main
-from fractalmidi.data import PianoRollDataModule, PianoRollDataset, PreparedData
-from fractalmidi.data.dataset import EpochSampler
+from fractalmidi.data import PianoRollDataset, PreparedData
 from fractalmidi.data.roll import canonical_codes, planes_to_codes
+from fractalmidi.train.data import DataPosition, train_loader
 
 SIXTEENTH = 120
 
@@ -107,22 +106,17 @@ def test_items_are_deterministic_given_seed_epoch_and_index(prepared):
     assert all(torch.equal(x, val[i]) for i, x in enumerate(first))
 
 
+def _epoch(ds: PianoRollDataset, epoch: int, num_workers: int) -> torch.Tensor:
+    """One epoch (12 crops = 3 batches of 4) of the training loader, read from its start."""
+    loader = train_loader(ds, batch_size=4, num_workers=num_workers, position=DataPosition(3 * epoch), seed=3)
+    batches = iter(loader)
+    return torch.cat([next(batches) for _ in range(3)])
+
+
 def test_dataloader_workers_give_the_same_batches(prepared):
     ds = PianoRollDataset(prepared, crop_length=32, augment_factor=2, seed=3)
-    sampler = EpochSampler(ds, shuffle=True, seed=3)
-    sampler.set_epoch(1)
-    single = torch.cat(list(DataLoader(ds, batch_size=4, sampler=sampler, num_workers=0)))
-    multi = torch.cat(list(DataLoader(ds, batch_size=4, sampler=sampler, num_workers=2)))
+    assert len(ds) == 12
+    single = _epoch(ds, 1, num_workers=0)
+    multi = _epoch(ds, 1, num_workers=2)
     assert single.shape == (12, 2, 128, 32) and torch.equal(single, multi)
-    sampler.set_epoch(2)
-    assert not torch.equal(single, torch.cat(list(DataLoader(ds, batch_size=4, sampler=sampler))))
-
-
-def test_data_module_builds_the_three_loaders(prepared):
-    dm = PianoRollDataModule(prepared, crop_length=16, batch_size=3, val_batch_size=2, num_workers=0,
-                             pitch_shift=(-2, 2), augment_factor=2, seed=0)
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
-    assert batch.shape == (3, 2, 128, 16)
-    assert len(dm.train_dataloader()) == 4
-    assert len(dm.val_dataloader()) == 0  # the split "1,0,0" left validation empty
+    assert not torch.equal(single, _epoch(ds, 2, num_workers=0))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -16,10 +15,11 @@ from fractalmidi.cli import main
 from fractalmidi.data import PreparedData, load_jsb_chorales, midi_to_roll
 from fractalmidi.data.cache import FORMAT_VERSION, JOURNAL_FILE, MANIFEST_FILE, ROLLS_FILE, CacheWriter
 from fractalmidi.data.roll import ONSET_BIT, VELOCITY_BITS, canonical_codes
-from fractalmidi.data.sources import BACH_VELOCITY, CRASH_HOOK_ENV, bach_chorale_paths, load_bach_chorales
+from fractalmidi.data.sources import BACH_VELOCITY, bach_chorale_paths, load_bach_chorales
 from fractalmidi.data.split import assign_splits, parse_ratios, split_counts
 from fractalmidi.errors import UserError
 from fractalmidi.outdir import write_marker
+from hooked_prepare import command as hooked_prepare
 
 SIXTEENTH = 120
 BAD_REASONS = {
@@ -45,9 +45,11 @@ def melody(seed: int, bars: int = 4) -> list[tuple[int, int, int, int]]:
     return notes
 
 
-def prepare(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fractalmidi", "prepare", *map(str, args)],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+def prepare(*args: str, crash_on: str | None = None) -> subprocess.CompletedProcess:
+    """``fractalmidi prepare ARGS`` in a new process; ``crash_on``: its converter dies on that file."""
+    argv = (hooked_prepare(*args, crash_on=crash_on) if crash_on
+            else [sys.executable, "-m", "fractalmidi", "prepare", *map(str, args)])
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,7 @@ def midi_dir(tmp_path_factory, make_midi, huge_note_midi) -> Path:
 
 def test_bad_input_is_skipped_with_reasons(midi_dir, tmp_path):
     out = tmp_path / "out"
-    done = prepare(midi_dir, "--out", out, "--workers", 2, env={CRASH_HOOK_ENV: "crash.mid"})
+    done = prepare(midi_dir, "--out", out, "--workers", 2, crash_on="crash.mid")
     assert done.returncode == 0, done.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     reasons = {Path(f["path"]).name: f["reason"] for f in manifest["failed"]}
@@ -124,7 +126,7 @@ def test_resume_continues_a_killed_run(midi_dir, tmp_path):
     assert prepare(good, "--out", reference, "--workers", 0).returncode == 0
     out = tmp_path / "out"
     # kill the run inside song4 (in-process parsing: the abort takes prepare itself down)
-    killed = prepare(good, "--out", out, "--workers", 0, env={CRASH_HOOK_ENV: "song4.mid"})
+    killed = prepare(good, "--out", out, "--workers", 0, crash_on="song4.mid")
     assert killed.returncode != 0 and (tmp_path / "out.partial").is_dir() and not out.exists()
     refused = prepare(good, "--out", out, "--workers", 0)
     assert refused.returncode == 2 and "--resume" in refused.stderr

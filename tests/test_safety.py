@@ -24,6 +24,7 @@ import pytest
 from fractalmidi.cli import main
 from fractalmidi.errors import UserError
 from fractalmidi.outdir import MARKER, check_out_dir, staged_dir, sweep_stale, write_marker
+from hooked_prepare import command as hooked_prepare
 
 SIXTEENTH = 120
 TUNE = [(60, 0, 2 * SIXTEENTH, 80), (64, 2 * SIXTEENTH, 2 * SIXTEENTH, 90), (67, 4 * SIXTEENTH, 4 * SIXTEENTH, 70)]
@@ -370,9 +371,7 @@ def _slow_prepare_under_way(tmp_path: Path, make_midi, count: int, **popen: Any)
     src = tmp_path / "src"
     for i in range(count):
         make_midi(src / f"s{i:02d}.mid", tune(i % 12))
-    env = {**os.environ, "FRACTALMIDI_TEST_SLOW_JOB_S": "0.2"}
-    proc = subprocess.Popen([sys.executable, "-m", "fractalmidi", "prepare", str(src), "--out", str(tmp_path / "out"),
-                             "--workers", "2"], env=env, **popen)
+    proc = subprocess.Popen(hooked_prepare(src, "--out", tmp_path / "out", "--workers", 2, slow_s=0.2), **popen)
     journal = tmp_path / "out.partial" / "journal.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (journal.is_file() and journal.stat().st_size):
@@ -601,8 +600,8 @@ def test_two_prepares_on_one_run_the_second_stops_cleanly(tmp_path: Path, make_m
     for i in range(12):
         make_midi(src / f"s{i:02d}.mid", tune(i))
     argv = [sys.executable, "-m", "fractalmidi", "prepare", str(src), "--out", str(tmp_path / "out"), "--workers", "0"]
-    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "FRACTALMIDI_TEST_SLOW_JOB_S": "0.3"})
+    first = subprocess.Popen(hooked_prepare(*argv[4:], slow_s=0.3), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
     journal = tmp_path / "out.partial" / "journal.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (journal.is_file() and journal.stat().st_size):

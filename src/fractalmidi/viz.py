@@ -33,7 +33,7 @@ VELOCITY_COLOURS = (
     (40, (0, 190, 230)),
     (64, (0, 220, 0)),
     (96, (255, 220, 0)),
-    (127, (255, 0, 0)),
+    (MAX_VELOCITY, (255, 0, 0)),
 )
 """(velocity, RGB) anchors, linearly interpolated; velocity 0 is black."""
 
@@ -192,7 +192,7 @@ def _legend(fig: Any, left: float, bottom: float, width: float, height: float) -
               extent=(0, 1, 1, MAX_VELOCITY + 1))
     ax.set_xticks([])
     ax.yaxis.tick_right()
-    ax.set_yticks([1.5, 64.5, MAX_VELOCITY + 0.5], ["1", "64", "127"])
+    ax.set_yticks([1.5, 64.5, MAX_VELOCITY + 0.5], ["1", "64", str(MAX_VELOCITY)])
     ax.set_ylabel("velocity", color=FOREGROUND, fontsize=8)
     ax.yaxis.set_label_position("right")
     ax.tick_params(colors=FOREGROUND, labelsize=7)

@@ -23,7 +23,6 @@ _EXPORTS: dict[str, str] = {
     "round_trip_f1": "fractalmidi.data.fidelity",
     "PreparedData": "fractalmidi.data.cache",
     "PianoRollDataset": "fractalmidi.data.dataset",
-    "PianoRollDataModule": "fractalmidi.data.dataset",
     "load_bach_chorales": "fractalmidi.data.sources",
     "load_jsb_chorales": "fractalmidi.data.sources",
 }

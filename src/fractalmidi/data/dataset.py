@@ -1,19 +1,18 @@
-"""Training data: random piano-roll crops with pitch-shift augmentation, and a Lightning data module.
+"""Training data: random piano-roll crops with pitch-shift augmentation.
 
 Every item is a pure function of ``(seed, epoch, index)``, so a resumed training run sees the
-same crops and shifts. The sampler hands the epoch to the dataset inside each index
-(``(epoch, i)`` tuples), which also reaches persistent and distributed DataLoader workers.
+same crops and shifts. The training sampler (:mod:`fractalmidi.train.data`) hands the epoch to
+the dataset inside each index (``(epoch, i)`` tuples), which also reaches persistent and
+distributed DataLoader workers.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from fractalmidi.data.cache import PreparedData
 from fractalmidi.data.key import normalising_shift, transpose
@@ -101,81 +100,3 @@ class PianoRollDataset(Dataset):
             return crop
         shift = int(rng.integers(low, high + 1))
         return np.roll(crop, shift, axis=0) if shift else crop
-
-
-class EpochSampler(Sampler):
-    """Shuffled (or sequential) indices tagged with the epoch: yields ``(epoch, i)``."""
-
-    def __init__(self, dataset: PianoRollDataset, shuffle: bool, seed: int = 0) -> None:
-        self.dataset = dataset
-        self.shuffle = shuffle
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at every epoch start (any sampler with ``set_epoch``)."""
-        self.epoch = int(epoch)
-        self.dataset.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        n = len(self.dataset)
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
-        return iter([(self.epoch, int(i)) for i in order])
-
-
-class PianoRollDataModule(L.LightningDataModule):
-    """Train / valid / test loaders over a prepared folder (see :class:`PianoRollDataset`)."""
-
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        crop_length: int = DEFAULT_CROP_LENGTH,
-        batch_size: int = 16,
-        val_batch_size: int | None = None,
-        num_workers: int = 0,
-        pitch_shift: tuple[int, int] = DEFAULT_PITCH_SHIFT,
-        augment_factor: int = 1,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        self.root = root
-        self.crop_length = crop_length
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pitch_shift = tuple(pitch_shift)
-        self.augment_factor = augment_factor
-        self.seed = seed
-        self.data: PreparedData | None = None
-        self.datasets: dict[str, PianoRollDataset] = {}
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.data is None:
-            self.data = PreparedData(self.root)
-            for split in ("train", "valid", "test"):
-                self.datasets[split] = PianoRollDataset(
-                    self.data, split, self.crop_length, self.pitch_shift, self.augment_factor,
-                    train=split == "train", seed=self.seed,
-                )
-            if len(self.datasets["train"]) == 0:
-                raise UserError(f"{self.root} has no training pieces")
-
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        self.setup()
-        dataset = self.datasets[split]
-        return DataLoader(
-            dataset, batch_size=batch_size, sampler=EpochSampler(dataset, shuffle, self.seed),
-            num_workers=self.num_workers, drop_last=False, persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("valid", self.val_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.val_batch_size, shuffle=False)

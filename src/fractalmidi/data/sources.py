@@ -60,12 +60,6 @@ DIGEST_KEY = "digest"
 """Meta entry with a hash of the piece's roll: identical content is kept once."""
 DIGEST_BYTES = 16
 
-CRASH_HOOK_ENV = "FRACTALMIDI_TEST_CRASH_ON"
-"""Test hook: a worker parsing a file of this name dies on the spot, as a crashing parser would."""
-CRASH_HOOK_EXIT_CODE = 134
-"""Exit status of the simulated crash (that of SIGABRT), without leaving a core dump."""
-SLOW_HOOK_ENV = "FRACTALMIDI_TEST_SLOW_JOB_S"
-"""Test hook: every job takes this many more seconds (to interrupt a run half-way)."""
 
 
 @dataclass(frozen=True)
@@ -300,13 +294,6 @@ def load_bach_chorales(limit: int | None = None, *, grid: str = "16th") -> Itera
 
 def convert_job(job: Job, grid: str, sustain: bool, max_steps: int) -> tuple[np.ndarray | None, dict | str]:
     """Worker entry point: ``(roll, meta)`` on success, ``(None, reason)`` for a skipped piece."""
-    crash_on = os.environ.get(CRASH_HOOK_ENV)
-    if crash_on and Path(job.key).name == crash_on:
-        os._exit(CRASH_HOOK_EXIT_CODE)
-    if os.environ.get(SLOW_HOOK_ENV):
-        import time
-
-        time.sleep(float(os.environ[SLOW_HOOK_ENV]))
     try:
         if job.kind == "unreadable":
             return None, str(job.payload)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fractalmidi.data.roll import MAX_VELOCITY, NUM_PITCHES
 
 STEPS_PER_QUARTER = 4
 """Quantisation grid of the time-grid statistics: 16th notes."""
 BEATS_PER_BAR = 4
 """Bars for groove consistency are 4/4 in every set (see module docstring)."""
-NUM_PITCHES = 128
 MAX_DURATION_STEPS = 32
 """Duration / inter-onset histograms: 1..32 sixteenths, longer values share the last bin."""
 VELOCITY_BIN = 8
@@ -53,7 +53,7 @@ HISTOGRAM_FEATURES: dict[str, int] = {
     "pitch_class": 12,
     "duration": MAX_DURATION_STEPS,
     "ioi": MAX_DURATION_STEPS,
-    "velocity": NUM_PITCHES // VELOCITY_BIN,
+    "velocity": (MAX_VELOCITY + 1) // VELOCITY_BIN,
     "polyphony": MAX_POLYPHONY,
 }
 """Per-piece normalised histograms (name -> number of bins)."""
@@ -174,7 +174,7 @@ def piece_features(notes: Notes) -> PieceFeatures | None:
         "duration": _normalised(np.bincount(dur_steps, minlength=MAX_DURATION_STEPS).astype(np.float64)),
         "ioi": _normalised(np.bincount(ioi_steps, minlength=MAX_DURATION_STEPS).astype(np.float64)),
         "velocity": _normalised(
-            np.bincount(np.clip(velocity, 0, NUM_PITCHES - 1) // VELOCITY_BIN, minlength=HISTOGRAM_FEATURES["velocity"]).astype(
+            np.bincount(np.clip(velocity, 0, MAX_VELOCITY) // VELOCITY_BIN, minlength=HISTOGRAM_FEATURES["velocity"]).astype(
                 np.float64
             )
         ),

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from fractalmidi.data.roll import NUM_PITCHES
 from fractalmidi.errors import UserError
 
-NUM_PITCHES = 128
 MAX_PITCH = NUM_PITCHES - 1
 DEFAULT_SEED = 0
 MAX_SEED = 2**31 - 1
