@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -85,7 +84,7 @@ class DemoResult:
 def claim_out_dir(out: Path, overwrite: bool, inputs: tuple[Path | None, ...] = ()) -> None:
     """Empty ``out`` for a new demo: a previous demo is replaced; another non-empty folder only with
     ``overwrite`` and only if fractalmidi made it (see :mod:`fractalmidi.outdir`); never an input."""
-    from fractalmidi.outdir import check_not_input, check_replaceable, read_marker, write_marker
+    from fractalmidi.outdir import check_not_input, check_replaceable, clear_folder, read_marker, write_marker
 
     check_not_input(out, inputs)
     if out.exists() and not out.is_dir():
@@ -96,11 +95,7 @@ def claim_out_dir(out: Path, overwrite: bool, inputs: tuple[Path | None, ...] = 
             raise UserError(f"--out {out} is not empty and holds no previous demo; pass --overwrite to replace a "
                             f"folder fractalmidi made, or choose another folder")
         check_replaceable(out)
-        for entry in out.iterdir():  # the folder itself stays (it may be the current one)
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+        clear_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     write_marker(out, "demo", DEMO_ENTRIES)  # now, so that an interrupted demo is still replaceable
 

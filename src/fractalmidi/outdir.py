@@ -216,6 +216,23 @@ def check_out_dir(out: str | os.PathLike, overwrite: bool, inputs: Iterable[str 
             check_replaceable(path, flag)
 
 
+def clear_folder(folder: Path, names: Iterable[str] | None = None, *, ignore_errors: bool = False) -> None:
+    """Remove the entries of a folder fractalmidi may replace (all of them, or only ``names``), after
+    the caller checked that they are its own; the folder itself stays (it may be the current one or
+    a mount point) and links are removed, never followed. ``ignore_errors``: cleanup on a failure
+    path, which must not hide the original error."""
+    entries = list(folder.iterdir()) if names is None else [folder / name for name in names]
+    for entry in entries:
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.exists() or entry.is_symlink():
+                entry.unlink()
+        except OSError:
+            if not ignore_errors:
+                raise
+
+
 def check_out_file(out: str | os.PathLike, overwrite: bool, inputs: Iterable[str | os.PathLike | None] = (),
                    flag: str = "output") -> None:
     """Refuse writing file ``out`` over one of the inputs, over a folder, or over a file without ``overwrite``."""

@@ -50,6 +50,7 @@ from fractalmidi.outdir import (
     check_not_input,
     check_out_dir,
     check_replaceable,
+    clear_folder,
     is_ours,
     publish,
     resolved,
@@ -221,7 +222,7 @@ def _claim_output(out: Path, partial: Path, request: PrepareRequest, settings: d
             return
         if request.overwrite:
             check_replaceable(partial, "--out's work folder")
-            _empty_folder(partial)
+            clear_folder(partial)
         elif request.resume:
             saved = _read_settings(partial)
             differ = [k for k in RESUME_KEYS if saved and saved.get(k) != settings[k]]
@@ -249,15 +250,6 @@ def _locked(partial: Path) -> Iterator[None]:
         yield
     finally:
         os.close(handle)
-
-
-def _empty_folder(folder: Path) -> None:
-    """Remove what an earlier run of ours left in ``folder`` (checked replaceable first)."""
-    for entry in folder.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
 
 
 def _read_settings(partial: Path) -> dict:

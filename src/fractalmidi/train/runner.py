@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,7 +13,7 @@ from typing import Any
 
 from fractalmidi.data.key import shift_histogram
 from fractalmidi.errors import UserError
-from fractalmidi.outdir import check_not_input, write_text
+from fractalmidi.outdir import check_not_input, clear_folder, write_text
 from fractalmidi.train.checkpoint import (
     CHECKPOINT_DIR,
     EXTRA_KEY,
@@ -97,12 +96,7 @@ def plan(config_path: str | None, overrides: list[str], *, resume: str | None = 
         if not config.logging.overwrite:
             raise UserError(f"run folder {str(run_dir)!r} exists and is not empty; use --resume {run_dir} to "
                             f"continue it, --overwrite to replace it, or another logging.output_dir")
-        for name in RUN_ENTRIES:
-            target = run_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        clear_folder(run_dir, RUN_ENTRIES)
     return Job(config, run_dir, fresh=not _entries(run_dir))
 
 
@@ -116,11 +110,7 @@ def _discard_failed_run(job: Job) -> None:
     checkpoints = job.run_dir / CHECKPOINT_DIR
     if not job.fresh or (checkpoints.is_dir() and any(checkpoints.glob("*.ckpt"))):
         return
-    for entry in _entries(job.run_dir):
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+    clear_folder(job.run_dir, RUN_ENTRIES, ignore_errors=True)
     with contextlib.suppress(OSError):
         job.run_dir.rmdir()  # only if now empty (a folder the user had files in stays)
 
