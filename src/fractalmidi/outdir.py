@@ -148,7 +148,8 @@ def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike |
             why = "lies inside"
         else:
             continue
-        raise UserError(f"{flag} {out} {why} the input {item}; fractalmidi never writes into its inputs: choose another output")
+        raise UserError(f"{flag} {out} {why} the input {item}; fractalmidi never writes into its inputs: "
+                        f"choose another output")
 
 
 def is_ours(folder: Path) -> bool:

@@ -123,7 +123,8 @@ class Throughput(Callback):
         if elapsed <= 0:
             return
         rate = self.batch_size * trainer.world_size / elapsed
-        self._rate = rate if self._rate is None else THROUGHPUT_SMOOTHING * self._rate + (1 - THROUGHPUT_SMOOTHING) * rate
+        smoothed = THROUGHPUT_SMOOTHING * (self._rate or 0.0) + (1 - THROUGHPUT_SMOOTHING) * rate
+        self._rate = rate if self._rate is None else smoothed
         pl_module.log("samples/s", self._rate, prog_bar=True, batch_size=self.batch_size)
 
     def on_validation_end(self, *_: Any) -> None:

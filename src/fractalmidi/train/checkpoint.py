@@ -69,7 +69,8 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:  # PyTorch's text would suggest weights_only=False: never do that
         raise UserError(f"{str(path)!r} is not a safe FractalMIDI checkpoint: it holds pickled Python objects "
-                        f"(which can run code when loaded), and fractalmidi only loads plain tensors and numbers") from None
+                        f"(which can run code when loaded), and fractalmidi only loads plain tensors and numbers"
+                        ) from None
     except Exception as err:  # not a zip / torch file at all, truncated, unreadable
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{str(path)!r} is not a readable PyTorch checkpoint ({first})") from None
@@ -168,7 +169,8 @@ def load_generator(path: str | Path, *, use_ema: bool = True, map_location: Any 
     except KeyError as err:
         raise UserError(f"checkpoint {str(path)!r}: {err.args[0]}") from None
     except (TypeError, ValueError) as err:
-        raise UserError(f"checkpoint {str(path)!r}: its model config is not valid ({str(err).splitlines()[0]})") from None
+        first = str(err).splitlines()[0]
+        raise UserError(f"checkpoint {str(path)!r}: its model config is not valid ({first})") from None
     load_state_strict(model, state, f"checkpoint {str(path)!r}")
     ema_state = extra.get("ema")
     if use_ema and ema_state is not None:

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Timer
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Timer
 
 from fractalmidi.errors import UserError
 from fractalmidi.models import Generator, build

@@ -158,7 +158,13 @@ def pin_grid(config: TrainConfig, grid: str) -> TrainConfig:
 def _callbacks(config: TrainConfig, run_dir: Path, val_dataset: Any, with_validation: bool) -> list[Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from fractalmidi.train.callbacks import FinalCheckpoint, ImageLogger, ResumableCheckpoint, StepProgressBar, Throughput
+    from fractalmidi.train.callbacks import (
+        FinalCheckpoint,
+        ImageLogger,
+        ResumableCheckpoint,
+        StepProgressBar,
+        Throughput,
+    )
 
     lg, t = config.logging, config.training
     callbacks: list[Any] = [Throughput(t.batch_size)]
@@ -171,7 +177,8 @@ def _callbacks(config: TrainConfig, run_dir: Path, val_dataset: Any, with_valida
         warnings.warn("logging.log_images_every_n_steps is ignored with hardware.strategy=fsdp", stacklevel=2)
     if lg.log_images_every_n_steps and not sharded:
         callbacks.append(ImageLogger(val_dataset, every_n_steps=lg.log_images_every_n_steps,
-                                     num_samples=lg.num_image_samples, sample_length=lg.sample_length or config.data.crop_length,
+                                     num_samples=lg.num_image_samples,
+                                     sample_length=lg.sample_length or config.data.crop_length,
                                      run_dir=run_dir, seed=t.seed, frame_ms=lg.gif_frame_ms))
     ckpt_dir = run_dir / CHECKPOINT_DIR
     callbacks.append(ResumableCheckpoint(dirpath=ckpt_dir, filename="step_{step:08d}", auto_insert_metric_name=False,
@@ -190,12 +197,15 @@ def _trainer(config: TrainConfig, run_dir: Path, val_set: Any, with_validation: 
 
     t, h = config.training, config.hardware
     return L.Trainer(
-        max_steps=t.max_steps, max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None, max_epochs=-1, accelerator=h.accelerator, devices=h.devices, num_nodes=h.num_nodes,
+        max_steps=t.max_steps, max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None, max_epochs=-1,
+        accelerator=h.accelerator, devices=h.devices, num_nodes=h.num_nodes,
         precision=h.precision, strategy=h.strategy, gradient_clip_val=t.grad_clip or None,
-        accumulate_grad_batches=t.accumulate_grad_batches, val_check_interval=t.val_every_n_steps * t.accumulate_grad_batches,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        val_check_interval=t.val_every_n_steps * t.accumulate_grad_batches,
         check_val_every_n_epoch=None, limit_val_batches=t.limit_val_batches if with_validation else 0,
         num_sanity_val_steps=0, log_every_n_steps=config.logging.log_every_n_steps, logger=logger,
-        callbacks=_callbacks(config, run_dir, val_set, with_validation), enable_progress_bar=config.logging.progress_bar,
+        callbacks=_callbacks(config, run_dir, val_set, with_validation),
+        enable_progress_bar=config.logging.progress_bar,
         enable_model_summary=False, fast_dev_run=t.fast_dev_run, plugins=[AtomicCheckpointIO()],
         use_distributed_sampler=False, default_root_dir=str(run_dir),
     )

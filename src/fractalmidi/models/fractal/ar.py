@@ -53,7 +53,8 @@ class ARLevel(LevelNet):
         return self.transform(self.embed_conds(conds), caches)[:, -1]
 
     def step(self, token: torch.Tensor, index: int, grid: tuple[int, int], caches: list[KVCache]) -> torch.Tensor:
-        """Feed the patch features ``(N, p*p*PIXEL_FEATURES)`` at grid ``index``; returns the output for the next patch in scan order."""
+        """Feed the patch features ``(N, p*p*PIXEL_FEATURES)`` at grid ``index``; returns the output
+        for the next patch in scan order."""
         x = self.patch_embed(token) + self.positions(grid, token.device)[index]
         return self.transform(x[:, None], caches)[:, 0]
 

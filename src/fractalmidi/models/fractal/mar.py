@@ -35,7 +35,8 @@ class MARLevel(LevelNet):
 
     def forward(self, tokens: torch.Tensor, masked: torch.Tensor, conds: list[torch.Tensor],
                 grid: tuple[int, int]) -> torch.Tensor:
-        """``tokens`` ``(N, L, p*p*PIXEL_FEATURES)`` pixel features, ``masked`` ``(N, L)`` bool -> outputs ``(N, L, width)``."""
+        """``tokens`` ``(N, L, p*p*PIXEL_FEATURES)`` pixel features, ``masked`` ``(N, L)`` bool
+        -> outputs ``(N, L, width)``."""
         x = torch.where(masked[..., None], self.mask_token.to(tokens.dtype), self.patch_embed(tokens))
         x = x + self.positions(grid, tokens.device)
         h = self.transform(torch.cat([self.embed_conds(conds), x], dim=1))
