@@ -23,6 +23,7 @@ class ARLevel(LevelNet):
 
     kind: ClassVar[str] = "ar"
     causal: ClassVar[bool] = True
+    exact_likelihood: ClassVar[bool] = True
     child_num_conds: ClassVar[int] = 1
 
     def __init__(self, *, scan_order: str = "row_major", **kwargs) -> None:

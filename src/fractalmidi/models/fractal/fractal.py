@@ -124,7 +124,7 @@ class FractalGen(Generator):
     @property
     def exact_likelihood(self) -> bool:
         """The NLL is exact when every level is autoregressive; MAR levels make it an estimate."""
-        return all(g == "ar" for g in self.generators)
+        return all(level.exact_likelihood for level in self.levels)
 
     @property
     def estimate_reason(self) -> str | None:

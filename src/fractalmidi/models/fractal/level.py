@@ -47,6 +47,8 @@ class LevelNet(nn.Module):
 
     kind: ClassVar[str] = ""
     causal: ClassVar[bool] = False
+    exact_likelihood: ClassVar[bool] = False
+    """Whether :meth:`teacher_forced` scores every patch exactly (else a Monte-Carlo estimate)."""
     child_num_conds: ClassVar[int] = 1
     """How many condition vectors each patch hands down to the next level."""
 

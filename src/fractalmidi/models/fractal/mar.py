@@ -23,6 +23,7 @@ class MARLevel(LevelNet):
 
     kind: ClassVar[str] = "mar"
     causal: ClassVar[bool] = False
+    exact_likelihood: ClassVar[bool] = False
     child_num_conds: ClassVar[int] = 5
 
     def __init__(self, *, seams: bool = False, **kwargs) -> None:
