@@ -212,7 +212,7 @@ def _render_wavs(folders: list[Path], notes: list[str]) -> int:
 def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int = UNCONDITIONAL_LENGTH,
              num_samples: int = NUM_UNCONDITIONAL, seed: int = 0, overwrite: bool = False) -> DemoResult:
     """The whole loop; returns the stages with their wall times and the evaluation report."""
-    from fractalmidi.evaluate import evaluate
+    from fractalmidi.evaluate import REPORT_MD, evaluate
 
     if minutes < 0:
         raise UserError(f"--minutes must be >= 0, got {minutes}")
@@ -265,7 +265,7 @@ def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int
         result.report = evaluate(out / "unconditional", data, report_dir, checkpoint=checkpoint, **scoring)
         result.shipped_report = evaluate(shipped / "unconditional", data, shipped / "report",
                                          checkpoint=resolve(SHIPPED_MODEL), **scoring)
-    stage("evaluate", report_dir / "report.md", "both models' composed pieces vs the test split")
+    stage("evaluate", report_dir / REPORT_MD, "both models' composed pieces vs the test split")
 
     record = {
         "minutes": minutes,

@@ -97,7 +97,7 @@ def evaluate(
     progress: bool = True,
 ) -> dict:
     """Compare ``generated`` with ``reference`` and write the report folder ``out``; returns the report."""
-    from fractalmidi.evaluate.report import markdown, plot_distributions
+    from fractalmidi.evaluate.report import PLOT_DIR, markdown, plot_distributions
     from fractalmidi.outdir import check_out_dir, plain_json, staged_dir, write_json, write_text
 
     if max_pieces is not None and max_pieces < 2:
@@ -141,7 +141,7 @@ def evaluate(
     report = plain_json(report)
 
     with staged_dir(out, overwrite, command="evaluate", inputs=inputs) as stage:
-        report["plots"] = plot_distributions([gen, ref, ceil_first], stage / "plots")
+        report["plots"] = plot_distributions([gen, ref, ceil_first], stage / PLOT_DIR)
         write_json(stage / REPORT_JSON, report)
         write_text(stage / REPORT_MD, markdown(report), errors="backslashreplace")  # non-UTF-8 file names
     return report

@@ -14,6 +14,7 @@ from typing import Any
 from fractalmidi.data.key import shift_histogram
 from fractalmidi.errors import UserError
 from fractalmidi.outdir import check_not_input, clear_folder, write_text
+from fractalmidi.train.callbacks import GIF_DIR
 from fractalmidi.train.checkpoint import (
     CHECKPOINT_DIR,
     EXTRA_KEY,
@@ -29,7 +30,7 @@ from fractalmidi.train.config import TrainConfig, dump_yaml, load_config, resolv
 CONFIG_NAME = "config.yaml"
 TENSORBOARD_DIR = "tensorboard"
 BEST_NAME = "best"
-RUN_ENTRIES = (CONFIG_NAME, CHECKPOINT_DIR, TENSORBOARD_DIR, "gifs")
+RUN_ENTRIES = (CONFIG_NAME, CHECKPOINT_DIR, TENSORBOARD_DIR, GIF_DIR)
 """What a run folder holds; ``--overwrite`` removes exactly these."""
 LAUNCH_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK")
 QUIET_WARNINGS = (
