@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from fractalmidi.cli import main
-from fractalmidi.demo import MARKER, claim_out_dir, run_demo
-from fractalmidi.outdir import MARKER as OUT_MARKER
+from fractalmidi.demo import DEMO_ENTRIES, MARKER, run_demo
 from fractalmidi.errors import UserError
+from fractalmidi.outdir import MARKER as OUT_MARKER
+from fractalmidi.outdir import claim_dir
 
 STAGES = ["shipped", "data", "train", "generate", "evaluate"]
 
@@ -55,7 +56,7 @@ def test_demo_runs_the_whole_loop(prepared_jsb: Path, tmp_path: Path, capsys, mo
     with pytest.raises(UserError, match="--num-samples must be at least 2"):
         run_demo(out, 0, data=prepared_jsb, num_samples=1)
     assert (out / MARKER).stat().st_mtime_ns == before
-    claim_out_dir(out, overwrite=False)
+    claim_dir(out, overwrite=False, command="demo", entries=DEMO_ENTRIES)  # a previous demo is replaced
     assert [p.name for p in out.iterdir()] == [OUT_MARKER]
 
 

@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fractalmidi.errors import UserError
 from fractalmidi.outdir import (
+    MARKER,
     atomic_open,
     atomic_path,
+    claim_dir,
     clear_folder,
     plain_json,
     sweep_stale_files,
@@ -83,3 +86,21 @@ def test_clear_folder_removes_only_what_it_is_told_and_never_follows_links(tmp_p
     assert (outside / "keep").is_dir()
     clear_folder(run)
     assert run.is_dir() and not any(run.iterdir())
+
+
+def test_claim_dir_replaces_its_own_command_and_refuses_the_rest(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    claim_dir(out, False, command="demo", entries=["a"])
+    (out / "a").write_text("first run")
+    claim_dir(out, False, command="demo", entries=["a"])  # a previous demo: replaced without --overwrite
+    assert sorted(p.name for p in out.iterdir()) == [MARKER]
+    (out / "a").write_text("x")
+    with pytest.raises(UserError, match="holds no previous report; pass --overwrite"):
+        claim_dir(out, False, command="report", entries=["b"])
+    claim_dir(out, True, command="report", entries=["b"])  # ours, and nothing foreign in it
+    (out / "mine.txt").write_text("the user's")
+    with pytest.raises(UserError, match="holds files fractalmidi did not write"):
+        claim_dir(out, True, command="report", entries=["b"])
+    with pytest.raises(UserError, match="the input"):
+        claim_dir(out / "sub", True, command="report", entries=["b"], inputs=[out])
+    assert (out / "mine.txt").read_text() == "the user's"

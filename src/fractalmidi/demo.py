@@ -21,7 +21,7 @@ from typing import Any
 
 from fractalmidi.data.prepare import PARTIAL_SUFFIX
 from fractalmidi.errors import UserError
-from fractalmidi.outdir import MANIFEST_FILE, write_json
+from fractalmidi.outdir import MANIFEST_FILE, claim_dir, write_json
 
 TRAIN_CONFIG = "fractal_tiny"
 """The config preset the demo trains (``src/fractalmidi/configs/fractal_tiny.yaml``)."""
@@ -79,25 +79,6 @@ class DemoResult:
     shipped_report: dict[str, Any] = field(default_factory=dict)
     """The shipped model's pieces against the same test split."""
     notes: list[str] = field(default_factory=list)
-
-
-def claim_out_dir(out: Path, overwrite: bool, inputs: tuple[Path | None, ...] = ()) -> None:
-    """Empty ``out`` for a new demo: a previous demo is replaced; another non-empty folder only with
-    ``overwrite`` and only if fractalmidi made it (see :mod:`fractalmidi.outdir`); never an input."""
-    from fractalmidi.outdir import check_not_input, check_replaceable, clear_folder, read_marker, write_marker
-
-    check_not_input(out, inputs)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        previous = (read_marker(out) or {}).get("command") == "demo"
-        if not previous and not overwrite:
-            raise UserError(f"--out {out} is not empty and holds no previous demo; pass --overwrite to replace a "
-                            f"folder fractalmidi made, or choose another folder")
-        check_replaceable(out)
-        clear_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_marker(out, "demo", DEMO_ENTRIES)  # now, so that an interrupted demo is still replaceable
 
 
 def _prepare(out: Path) -> Path:
@@ -220,7 +201,7 @@ def run_demo(out: Path, minutes: float, *, data: Path | None = None, length: int
         raise UserError(f"--num-samples must be at least 2 (a set to evaluate), got {num_samples}")
     if data is not None and not (data / MANIFEST_FILE).is_file():
         raise UserError(f"--data {data} is not a prepared data folder (no {MANIFEST_FILE})")
-    claim_out_dir(out, overwrite, (data,))
+    claim_dir(out, overwrite, command="demo", entries=DEMO_ENTRIES, inputs=(data,))
     result = DemoResult(out=out)
     clock = time.perf_counter()
 
