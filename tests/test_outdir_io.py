@@ -95,7 +95,7 @@ def test_claim_dir_replaces_its_own_command_and_refuses_the_rest(tmp_path: Path)
     claim_dir(out, False, command="demo", entries=["a"])  # a previous demo: replaced without --overwrite
     assert sorted(p.name for p in out.iterdir()) == [MARKER]
     (out / "a").write_text("x")
-    with pytest.raises(UserError, match="holds no previous report; pass --overwrite"):
+    with pytest.raises(UserError, match="already exists and is not empty; pass --overwrite"):
         claim_dir(out, False, command="report", entries=["b"])
     claim_dir(out, True, command="report", entries=["b"])  # ours, and nothing foreign in it
     (out / "mine.txt").write_text("the user's")

@@ -240,16 +240,10 @@ def claim_dir(out: str | os.PathLike, overwrite: bool, *, command: str, entries:
     a previous output of the same ``command`` is replaced, another non-empty folder only with
     ``overwrite`` and only if fractalmidi made it; never an input. The marker (listing ``entries``)
     is written first, so that an interrupted run's folder is still replaceable."""
-    check_not_input(out, inputs, flag)
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{flag} {out} exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()):
-        previous = (read_marker(path) or {}).get("command") == command
-        if not previous and not overwrite:
-            raise UserError(f"{flag} {out} is not empty and holds no previous {command}; pass --overwrite to replace "
-                            f"a folder fractalmidi made, or choose another folder")
-        check_replaceable(path, flag)
+    path = resolved(out)
+    previous = path.is_dir() and (read_marker(path) or {}).get("command") == command
+    check_out_dir(out, overwrite or previous, inputs, flag)
+    if path.is_dir():
         clear_folder(path)
     path.mkdir(parents=True, exist_ok=True)
     write_marker(path, command, entries)
