@@ -77,6 +77,7 @@ class Generator(nn.Module):
         """Training loss on a batch; returns ``(total, parts)`` with every part named."""
         raise NotImplementedError
 
+    @torch.no_grad()
     def sample(
         self,
         canvas: torch.Tensor,
@@ -89,9 +90,21 @@ class Generator(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Fill ``canvas`` where ``mask`` is True; pixels where it is False come back bit-identical.
 
-        With ``return_steps`` also returns the intermediate canvases (coarse to fine), each
-        ``(B, 2, 128, T)``, for generation GIFs.
+        ``opts`` are the family's sampling options (its sampling dataclass; unset ones take the
+        model's defaults). With ``return_steps`` also returns the intermediate canvases (coarse to
+        fine), each ``(B, 2, 128, T)``, for generation GIFs.
         """
+        options = self.checked_sampling(opts)
+        self.check_canvas(canvas, mask)
+        return self._sample(canvas, mask, options, labels=labels, generator=generator, return_steps=return_steps)
+
+    def checked_sampling(self, opts: Mapping[str, Any]) -> Any:
+        """The complete sampling options for ``opts``; a family adds the checks its sampler needs."""
+        return self.sampling_options(opts)
+
+    def _sample(self, canvas: torch.Tensor, mask: torch.Tensor, options: Any, *, labels: torch.Tensor | None,
+                generator: torch.Generator | None, return_steps: bool) -> Any:
+        """The family's sampler, on a checked canvas with complete ``options`` (see :meth:`sample`)."""
         raise NotImplementedError
 
     def nll(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

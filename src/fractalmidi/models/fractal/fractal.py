@@ -249,22 +249,10 @@ class FractalGen(Generator):
 
     # ----- sampling -----------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def sample(
-        self,
-        canvas: torch.Tensor,
-        mask: torch.Tensor,
-        *,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        return_steps: bool = False,
-        **opts: Any,
-    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    def _sample(self, canvas: torch.Tensor, mask: torch.Tensor, o: FractalSampling, *, labels: torch.Tensor | None,
+                generator: torch.Generator | None, return_steps: bool) -> Any:
         """Generate where ``mask`` is True, coarse to fine; see :mod:`.sampling` for how and
-        :class:`~.options.FractalSampling` for ``opts`` (unset ones take the model's defaults).
-        """
-        self.check_canvas(canvas, mask)
-        o = self.sampling_options(opts)
+        :class:`~.options.FractalSampling` for the options."""
         iters = tuple(int(n) for n in o.num_iter_list)
         if len(iters) != len(self.levels) or min(iters) < 1:
             raise ValueError(f"num_iter_list needs {len(self.levels)} positive entries, got {list(iters)}")

@@ -128,7 +128,7 @@ class JiT(Generator):
         self.loss_on = o.loss_on
         self._ema_decays = tuple(float(d) for d in o.ema_decays)
         self.sampling = sampling or JiTSampling()
-        self._check_opts({}, error=ValueError)
+        self.checked_sampling({}, error=ValueError)
 
     # -- contract properties ------------------------------------------------------------
 
@@ -195,7 +195,7 @@ class JiT(Generator):
 
     # -- sampling -----------------------------------------------------------------------
 
-    def _check_opts(self, opts: Mapping[str, Any], error: type[Exception] = UserError) -> JiTSampling:
+    def checked_sampling(self, opts: Mapping[str, Any], error: type[Exception] = UserError) -> JiTSampling:
         """The sampling defaults with ``opts`` on top, checked (see :class:`~.options.JiTSampling`)."""
         o = self.sampling_options(opts, error)
         low, high = (float(v) for v in o.cfg_interval)
@@ -233,25 +233,14 @@ class JiT(Generator):
             x_pred = self.net(inputs, times, labels, drop_labels=False)
         return torch.where(mask, x_pred, known)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        canvas: torch.Tensor,
-        mask: torch.Tensor,
-        *,
-        labels: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        return_steps: bool = False,
-        **opts: Any,
-    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Integrate from noise (t = 0) to the roll (t = 1); see :class:`~.options.JiTSampling` for ``opts``.
+    def _sample(self, canvas: torch.Tensor, mask: torch.Tensor, o: JiTSampling, *, labels: torch.Tensor | None,
+                generator: torch.Generator | None, return_steps: bool) -> Any:
+        """Integrate from noise (t = 0) to the roll (t = 1); see :class:`~.options.JiTSampling` for the options.
 
         Each step is Euler or Heun on ``dz/dt = v``; the final step lands on t = 1 exactly,
         i.e. returns the last x-prediction. ``return_steps`` also gives each step's
         x-prediction in [0, 1] (noisy guess first, final roll last).
         """
-        o = self._check_opts(opts)
-        self.check_canvas(canvas, mask)
         b = canvas.shape[0]
         labels = self._labels(labels, b, canvas.device)
         known = to_signed(channels(canvas))
