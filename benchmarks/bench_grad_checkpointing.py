@@ -60,7 +60,8 @@ def _child(preset: str, crop: int, batch: int, checkpointing: bool) -> dict:
 
 
 def _run_case(preset: str, crop: int, batch: int, checkpointing: bool) -> dict:
-    code = (f"import json, sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import bench_grad_checkpointing as b; "
+    code = (f"import json, sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import bench_grad_checkpointing as "
+            f"b; "
             f"print(json.dumps(b._child({preset!r}, {crop}, {batch}, {checkpointing})))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=REPO)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--append", action="store_true", help=f"append the table to {RESULTS.relative_to(REPO)}")
     args = parser.parse_args(argv)
     cases = [(p, int(c), int(b)) for p, c, b in (s.split(":") for s in args.case)] if args.case else DEFAULT_CASES
-    header = ("| preset | crop | batch | checkpointing | peak RSS (MiB) | rise over baseline (MiB) | kept after forward (MiB) | step time (s) | loss |\n"
+    header = ("| preset | crop | batch | checkpointing | peak RSS (MiB) | rise over baseline (MiB) | kept after "
+              "forward (MiB) | step time (s) | loss |\n"
               "|--------|------|-------|---------------|----------------|--------------------------|--------------------------|---------------|------|")
     rows = []
     for preset, crop, batch in cases:
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     table = header + "\n" + "\n".join(rows)
     print(table)
     if args.append:
-        command = "python benchmarks/bench_grad_checkpointing.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        given = argv if argv is not None else sys.argv[1:]
+        command = "python benchmarks/bench_grad_checkpointing.py " + " ".join(given)
         with RESULTS.open("a") as f:
             f.write(f"\n## Activation checkpointing: one training step, peak memory ({dt.date.today()}, {MACHINE})\n\n"
                     f"Command: `{command.strip()}`. Fresh subprocess per row; sparse random rolls; torch "

@@ -176,21 +176,24 @@ def run_wall_minutes(run_dir: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="prepared jsb-quarter folder (default: prepare the shared file to a temp folder)")
+    parser.add_argument("--data",
+                        help="prepared jsb-quarter folder (default: prepare the shared file to a temp folder)")
     parser.add_argument("--out", default="runs/bench_jsb", help="training output folder (default runs/bench_jsb)")
     parser.add_argument("--config", default=str(CONFIG), help="training config (default configs/fractal_jsb.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training config override")
     parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES, help="training wall-clock budget")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier training run in --out")
     parser.add_argument("--from-run", metavar="RUN_DIR", help="select and score a finished run instead of training")
-    parser.add_argument("--train-command", default="", help="with --from-run: the command that trained it (for RESULTS.md)")
+    parser.add_argument("--train-command", default="",
+                        help="with --from-run: the command that trained it (for RESULTS.md)")
     parser.add_argument("--eval-only", action="store_true", help="only score --checkpoint on the test split")
     parser.add_argument("--checkpoint", help="checkpoint file, run folder or shipped model name (e.g. jsb-quarter)")
     parser.add_argument("--baselines", action="store_true", help="print the unigram and Markov baseline rows")
     parser.add_argument("--window", type=int, help="scoring window in frames (default: the model's training crop)")
     parser.add_argument("--stride", type=int, help="scoring stride (default: half the window)")
-    parser.add_argument("--export", metavar="CKPT", help="also write the selected model as a slim inference checkpoint "
-                        "(fractalmidi export; ship it as src/fractalmidi/pretrained/jsb-quarter.ckpt with a model card)")
+    parser.add_argument("--export", metavar="CKPT",
+                        help="also write the selected model as a slim inference checkpoint (fractalmidi export; "
+                             "ship it as src/fractalmidi/pretrained/jsb-quarter.ckpt with a model card)")
     parser.add_argument("--no-append", action="store_true", help="do not append the table to RESULTS.md")
     args = parser.parse_args(argv)
 
@@ -229,7 +232,8 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
 
     out = Path(args.out)
     if args.from_run:
-        run_dir, command, minutes = Path(args.from_run), args.train_command or "(not given)", run_wall_minutes(Path(args.from_run))
+        run_dir, command = Path(args.from_run), args.train_command or "(not given)"
+        minutes = run_wall_minutes(run_dir)
     else:
         run_dir, command, seconds = run_train(args, out)
         minutes = seconds / 60

@@ -135,9 +135,11 @@ def main() -> None:
 
     rows = [
         ("files", f"{len(files)} ({manifest['pieces']} prepared, {len(manifest['failed'])} skipped)"),
-        (f"prepare --workers {args.workers}: wall time", f"{seconds:.2f} s ({len(files) / seconds:.0f} files/s, incl. start-up)"),
+        (f"prepare --workers {args.workers}: wall time",
+         f"{seconds:.2f} s ({len(files) / seconds:.0f} files/s, incl. start-up)"),
         ("prepare: peak RSS, process + workers", f"{peak_kib / 1024:.0f} MiB"),
-        ("prepared size", f"{manifest['total_steps']} steps = {manifest['total_steps'] * 128 / 2**20:.0f} MiB of rolls"),
+        ("prepared size",
+         f"{manifest['total_steps']} steps = {manifest['total_steps'] * 128 / 2**20:.0f} MiB of rolls"),
         ("one process: fractalmidi midi_to_roll", f"{1000 * ours_one / len(files):.2f} ms/file"),
         ("one process: pretty_midi get_piano_roll", f"{1000 * theirs_one / len(files):.2f} ms/file"),
         ("speed-up vs pretty_midi, one process", f"{theirs_one / ours_one:.1f}x"),

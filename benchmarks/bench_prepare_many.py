@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
 from bench_prepare import MACHINE, RESULTS, measure_table, run_prepare
 
 FILES_PER_FOLDER = 1000
@@ -50,7 +51,8 @@ def tiny_midi(rng: np.random.Generator) -> bytes:
         length = int(rng.integers(1, 5)) * TICKS_PER_SIXTEENTH
         events += b"\x00" + bytes([0x90, pitch, velocity]) + _varlen(length) + bytes([0x80, pitch, 0])
     events += b"\x00\xff\x2f\x00"
-    return b"MThd" + struct.pack(">IHHH", 6, 0, 1, TICKS_PER_QUARTER) + b"MTrk" + struct.pack(">I", len(events)) + events
+    header = b"MThd" + struct.pack(">IHHH", 6, 0, 1, TICKS_PER_QUARTER)
+    return header + b"MTrk" + struct.pack(">I", len(events)) + events
 
 
 def make_tree(root: Path, files: int, seed: int = 0) -> Path:
@@ -89,8 +91,10 @@ def main() -> None:
         ("files", f"{args.files} ({manifest['pieces']} prepared, {len(manifest['failed'])} skipped, "
                   f"{manifest.get('duplicates', 0)} duplicates)"),
         (f"prepare --workers {args.workers}: wall time", f"{seconds:.1f} s"),
-        ("files/s (incl. start-up)", f"{rate:.0f} (goal >= {GOAL_FILES_PER_S}: {'met' if rate >= GOAL_FILES_PER_S else 'NOT met'})"),
-        ("peak RSS, prepare + workers", f"{peak_mb:.0f} MB (goal <= {GOAL_PEAK_MB}: {'met' if peak_mb <= GOAL_PEAK_MB else 'NOT met'})"),
+        ("files/s (incl. start-up)",
+         f"{rate:.0f} (goal >= {GOAL_FILES_PER_S}: {'met' if rate >= GOAL_FILES_PER_S else 'NOT met'})"),
+        ("peak RSS, prepare + workers",
+         f"{peak_mb:.0f} MB (goal <= {GOAL_PEAK_MB}: {'met' if peak_mb <= GOAL_PEAK_MB else 'NOT met'})"),
         ("load average (1 min) before / after", f"{load_before[0]:.1f} / {load_after[0]:.1f}"),
     ]
     table = measure_table(rows)

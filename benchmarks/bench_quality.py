@@ -160,7 +160,8 @@ def table(rows: list[dict], targets: dict[str, dict]) -> str:
     lines += ["", "Per-feature OA:", "", "| config | data | " + " | ".join(FEATURES_SHOWN) + " |",
               "|---|---|" + "---|" * len(FEATURES_SHOWN)]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['dataset']} | " + " | ".join(f"{r['oa'][k]:.2f}" for k in FEATURES_SHOWN) + " |")
+        scores = " | ".join(f"{r['oa'][k]:.2f}" for k in FEATURES_SHOWN)
+        lines.append(f"| {r['config']} | {r['dataset']} | {scores} |")
     return "\n".join(lines)
 
 

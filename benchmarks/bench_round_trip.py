@@ -43,7 +43,8 @@ def main() -> None:
     parser.add_argument("--no-results", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = parser.parse_args()
     pop909 = sorted((shared_data_dir() / "pop909").glob("*.mid"))
-    lines = ["| set | files | note F1 mean | F1 min | source notes | attacks lost to one cell |", "|---|---|---|---|---|---|"]
+    lines = ["| set | files | note F1 mean | F1 min | source notes | attacks lost to one cell |",
+             "|---|---|---|---|---|---|"]
     if pop909:
         lines.append(measure("POP909", pop909))
     with tempfile.TemporaryDirectory() as tmp:

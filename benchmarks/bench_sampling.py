@@ -140,7 +140,7 @@ def kv_cache_speedup(preset: str, length: int, device: torch.device) -> dict[str
         start = time.perf_counter()
         caches = level.new_caches()
         level.start(conds, caches)
-        for i, pos in enumerate(order[:-1]):
+        for pos in order[:-1]:
             level.step(tokens[:, pos], pos, grid, caches)
         _sync(device)
         cached = time.perf_counter() - start
@@ -164,7 +164,8 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> s
 
 SAMPLE_COLUMNS = [("preset", "preset", ""), ("options", "sample options", ""), ("device", "device", ""),
                   ("T", "T", "d"), ("batch", "batch", "d"), ("s_per_sample", "s / sample", ".3f"),
-                  ("samples_per_s", "samples / s", ".3f"), ("peak_mb", "peak MiB", ""), ("density", "note density", ".3f")]
+                  ("samples_per_s", "samples / s", ".3f"), ("peak_mb", "peak MiB", ""),
+                  ("density", "note density", ".3f")]
 KV_COLUMNS = [("preset", "preset (top AR level)", ""), ("device", "device", ""), ("T", "T", "d"),
               ("steps", "steps", "d"), ("cached_s", "with KV cache (s)", ".3f"),
               ("uncached_s", "full pass per step (s)", ".3f"), ("speedup", "speed-up", ".1f")]
@@ -182,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one tiny case and a short KV-cache check")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU intra-op threads (default: torch's choice; 1 is faster for tiny models on a busy CPU)")
+                        help="CPU intra-op threads (default: torch's choice; "
+                             "1 is faster for tiny models on a busy CPU)")
     parser.add_argument("--no-write", action="store_true", help=f"print only; do not append to {RESULTS.name}")
     args = parser.parse_args(argv)
     if args.threads:

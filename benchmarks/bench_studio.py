@@ -62,6 +62,7 @@ def takes(driver, session, repeats: int, shot: Path) -> list[dict[str, float]]:
     """Click Generate ``repeats`` times on the selected span; the page's timings of each take. The
     page is saved to ``shot`` while the last take plays."""
     from selenium.webdriver.common.by import By
+
     from test_studio_browser import wait_for
 
     rows = []
@@ -83,9 +84,9 @@ def takes(driver, session, repeats: int, shot: Path) -> list[dict[str, float]]:
 
 def run_path(args, loaded, midi: Path, workdir: Path, wav: bool) -> tuple[list[dict[str, float]], Path]:
     from selenium.webdriver.common.by import By
-    from test_studio_browser import LocalServer, drag, start_browser, wait_for
 
     from fractalmidi.studio.session import Session
+    from test_studio_browser import LocalServer, drag, start_browser, wait_for
 
     session = Session(loaded)
     session.wav_available = session.wav_available and wav
@@ -155,12 +156,14 @@ def main() -> int:
         f"Machine: {os.cpu_count()}-core CPU, no GPU; torch {torch.__version__}, {torch.get_num_threads()} threads. "
         f"Load average {load_before[0]:.1f} before, {load_after[0]:.1f} after. Model: {model.preset} "
         f"({'checkpoint ' + str(args.checkpoint) if args.checkpoint else 'untrained weights: timing only'}), "
-        f"sampling {options}. Piece: the first music21 Bach chorale; region: bars {REGION_BAR}-{REGION_BAR + REGION_BARS - 1}, "
+        f"sampling {options}. Piece: the first music21 Bach chorale; region: bars "
+        f"{REGION_BAR}-{REGION_BAR + REGION_BARS - 1}, "
         f"all pitches; {args.repeats} takes per audio path in headless Chromium.",
         f"Command: `.venv/bin/python benchmarks/bench_studio.py {' '.join(sys.argv[1:])}`",
         "",
         "model = the sampler alone (server); response = click to the new version in the page (model, notes, frames); "
-        "playing = click to playback scheduled (response, frames shown, WAV rendered + fetched + decoded or synth set up).",
+        "playing = click to playback scheduled (response, frames shown, WAV rendered + fetched + decoded or synth set "
+        "up).",
         "",
         "| audio | seconds | median | min | max |",
         "|---|---|---|---|---|",

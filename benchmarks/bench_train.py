@@ -219,7 +219,8 @@ def main() -> None:
         peak = next((v for k, v in DENSE_BF16_TFLOPS.items() if k in name), None)
     text = table(rows, peak)
     notes = [n for n in {memory_estimate(rows, r["preset"], r["crop"], 8) for r in rows if "error" not in r} if n]
-    machine = "2-core CPU, no GPU" if args.device == "cpu" else f"{torch.cuda.get_device_name()} ({os.cpu_count()} CPU cores)"
+    machine = ("2-core CPU, no GPU" if args.device == "cpu"
+               else f"{torch.cuda.get_device_name()} ({os.cpu_count()} CPU cores)")
     print(text)
     for note in notes:
         print(note)

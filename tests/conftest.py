@@ -153,7 +153,8 @@ STUDIO_PIECE_STEPS = 64
 @pytest.fixture(scope="session")
 def studio_piece(make_midi, tmp_path_factory: pytest.TempPathFactory):
     """Four bars on the 16th grid at 100 BPM, 480 ticks per quarter, as a namespace with ``notes``
-    (``(pitch, onset step, end step, velocity)``), ``path``, ``tempo_bpm`` and ``steps``. A melody, chords ending on bar lines (a new velocity
+    (``(pitch, onset step, end step,
+        velocity)``), ``path``, ``tempo_bpm`` and ``steps``. A melody, chords ending on bar lines (a new velocity
     every bar, so each is its own note) and a bass: notes that touch the regions tests paint."""
     notes = []
     melody = [72, 74, 76, 77, 79, 77, 76, 74]

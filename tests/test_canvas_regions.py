@@ -73,7 +73,8 @@ def test_a_note_cut_by_the_region_end_keeps_the_loudness_of_its_known_frames() -
     assert out[60, 5] == 100 | ONSET_BIT and out[60, 6:12].tolist() == [100] * 6
     assert np.array_equal(out[~region], codes[~region])
     notes = roll_to_notes(out)
-    assert (notes.pitch.tolist(), notes.onset.tolist(), notes.end.tolist(), notes.velocity.tolist()) == ([60], [5], [12], [100])
+    found = (notes.pitch.tolist(), notes.onset.tolist(), notes.end.tolist(), notes.velocity.tolist())
+    assert found == ([60], [5], [12], [100])
 
 
 def test_result_roll_crops_and_keeps_outside_notes() -> None:

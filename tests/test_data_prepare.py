@@ -147,7 +147,8 @@ def test_journal_recovery_drops_torn_and_unwritten_records(tmp_path):
     writer.flush()
     # a killed run: record d's frames never hit the disk, and the journal ends in a torn line
     with open(tmp_path / JOURNAL_FILE, "a") as journal:
-        journal.write(json.dumps({"key": "d.mid", "ok": True, "start": 10, "steps": 5, "split": None, "meta": {}}) + "\n")
+        journal.write(json.dumps({"key": "d.mid", "ok": True, "start": 10, "steps": 5, "split": None,
+                                  "meta": {}}) + "\n")
         journal.write('{"key": "e.mid", "ok": tr')
     with open(tmp_path / ROLLS_FILE, "ab") as rolls:
         rolls.write(b"\x07" * 100)  # half-written frames
@@ -225,7 +226,8 @@ def test_prepare_errors_are_one_line(argv, message, tmp_path, monkeypatch, capsy
     (tmp_path / "empty").mkdir()
     assert main(argv) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("prepare:")]  # no bar
+    lines = capsys.readouterr().err.splitlines()
+    err = [line for line in lines if line.strip() and not line.startswith("prepare:")]  # not the progress bar
     assert len(err) == 1 and message in err[0] and err[0].startswith("fractalmidi prepare: error:")
 
 
@@ -242,7 +244,8 @@ def test_aria_layout_defaults_to_frames_per_second(midi_dir, tmp_path, capsys):
     (tmp_path / "aria2.partial" / "settings.json").write_text(json.dumps(data.manifest["settings"]))
     write_marker(tmp_path / "aria2.partial", "prepare")  # a run of ours, not a stranger's folder
     capsys.readouterr()
-    assert main(["prepare", str(good), "--out", str(tmp_path / "aria2"), "--layout", "aria", "--grid", "16th", "--resume"]) == 2
+    assert main(["prepare", str(good), "--out", str(tmp_path / "aria2"), "--layout", "aria", "--grid", "16th",
+                 "--resume"]) == 2
     assert "different settings (grid)" in capsys.readouterr().err
 
 

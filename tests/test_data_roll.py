@@ -186,7 +186,7 @@ def test_canonical_codes_add_onsets_after_silence_and_carry_the_onset_velocity()
     # planes carry the same information, batched over leading axes
     planes = codes_to_planes(codes)
     assert planes.shape == (2, 2, 128, 7) and planes.dtype == np.float32
-    assert planes[1, 0, 42].tolist() == pytest.approx([30 / 127, 30 / 127, 30 / 127, 30 / 127, 99 / 127, 99 / 127, 99 / 127])
+    assert planes[1, 0, 42].tolist() == pytest.approx([30 / 127] * 4 + [99 / 127] * 3)
     assert planes[1, 1, 42].tolist() == [1, 1, 0, 0, 1, 0, 0]
     assert np.array_equal(planes_to_codes(planes), out)
 

@@ -127,7 +127,8 @@ def test_sampled_states_become_whole_notes_in_fractalgen() -> None:
 
     model = build("fractal-tiny")
     ps = model.pixel_states
-    onset_90 = int(ps.from_planes(torch.from_numpy(codes_to_planes(np.full((128, 1), 90 | 0x80, np.uint8)))[None])[0, 0, 0])
+    onset_planes = torch.from_numpy(codes_to_planes(np.full((128, 1), 90 | 0x80, np.uint8)))
+    onset_90 = int(ps.from_planes(onset_planes[None])[0, 0, 0])
     states = torch.zeros(1, 128, 16, dtype=torch.long)
     states[0, 40, 2:6] = torch.tensor([onset_90, HOLD, HOLD, onset_90])  # two notes, re-struck at 5
     states[0, 41, 0:3] = HOLD  # a hold after silence: a note as loud as the piece's others

@@ -21,12 +21,14 @@ def test_demo_runs_the_whole_loop(prepared_jsb: Path, tmp_path: Path, capsys, mo
     import fractalmidi.demo as demo
 
     # the loop's wiring is under test, not training or scoring: smaller batches and sets
-    monkeypatch.setattr(demo, "TRAIN_OVERRIDES", (*demo.TRAIN_OVERRIDES, "data.crop_length=32", "training.batch_size=2"))
+    monkeypatch.setattr(demo, "TRAIN_OVERRIDES",
+                        (*demo.TRAIN_OVERRIDES, "data.crop_length=32", "training.batch_size=2"))
     monkeypatch.setattr(demo, "MIN_TRAIN_STEPS", 2)
     monkeypatch.setattr(demo, "EVAL_NLL_STEPS", 16)
     monkeypatch.setattr(demo, "EVAL_MAX_PIECES", 8)
     out = tmp_path / "demo"
-    argv = ["demo", "--minutes", "0", "--data", str(prepared_jsb), "--out", str(out), "--length", "16", "--num-samples", "2"]
+    argv = ["demo", "--minutes", "0", "--data", str(prepared_jsb), "--out", str(out), "--length", "16",
+            "--num-samples", "2"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     record = json.loads((out / MARKER).read_text())

@@ -108,7 +108,8 @@ def test_evaluate_a_set_against_itself_and_against_pop(chorale_folder: Path, pop
     assert all(v == pytest.approx(1.0, abs=1e-9) for v in oa.values()), oa
     assert self_report["metrics"]["frechet"] == pytest.approx(0.0, abs=1e-6)
 
-    code = main(["evaluate", "--generated", str(chorale_folder), "--reference", str(pop_folder), "--out", str(tmp_path / "pop")])
+    code = main(["evaluate", "--generated", str(chorale_folder), "--reference", str(pop_folder), "--out",
+                 str(tmp_path / "pop")])
     assert code == 0
     report = json.loads((tmp_path / "pop" / "report.json").read_text())
     metrics = report["metrics"]
@@ -188,7 +189,8 @@ def _stand_in_checkpoint(tmp_path: Path, monkeypatch, model, pieces: int) -> tup
     """A folder of ``pieces`` two-note MIDI files and a checkpoint path that loads as ``model``."""
     import fractalmidi.inference as inference
 
-    monkeypatch.setattr(inference, "load_checkpoint", lambda path, use_ema=True: inference.LoadedCheckpoint(Path(path), model, {}))
+    monkeypatch.setattr(inference, "load_checkpoint",
+                        lambda path, use_ema=True: inference.LoadedCheckpoint(Path(path), model, {}))
     roll = np.zeros((128, 32), dtype=np.uint8)
     roll[[60, 64], :16] = 80
     folder = tmp_path / "set"

@@ -84,7 +84,8 @@ def test_sampler_matches_exact_likelihood() -> None:
     probs = torch.exp(-model.nll(rolls)["nats"].double())
     count = 20_000
     canvas = torch.zeros(count, 2, 2, 4)
-    samples = model.sample(canvas, torch.ones_like(canvas, dtype=torch.bool), generator=torch.Generator().manual_seed(0),
+    samples = model.sample(canvas, torch.ones_like(canvas, dtype=torch.bool),
+                           generator=torch.Generator().manual_seed(0),
                            temperature=1.0)
     index = ((samples[:, 0] > 0).long().reshape(count, -1) * 2 ** torch.arange(8)).sum(1)
     freq = torch.bincount(index, minlength=len(rolls)).double() / count
@@ -167,7 +168,8 @@ def test_velocity_bins_round_trip(num_bins: int) -> None:
     bins = velocity_bins(velocities, num_bins)
     assert bins[0] == 0 and (bins[1:] >= 1).all() and bins.max() == num_bins - 1
     assert (bins.diff() >= 0).all()
-    assert torch.equal(velocity_bins(bin_velocities(torch.arange(num_bins), num_bins), num_bins), torch.arange(num_bins))
+    assert torch.equal(velocity_bins(bin_velocities(torch.arange(num_bins), num_bins), num_bins),
+                       torch.arange(num_bins))
     if num_bins == 128:
         assert torch.equal(bin_velocities(bins, num_bins), velocities)
 

@@ -162,7 +162,8 @@ def test_continue_keeps_the_opening_notes(tiny_fractal_checkpoint: Path, chorale
     kept = 20
     record = _generate(tiny_fractal_checkpoint, tmp_path / "out", "--mode", "continue", "--input", str(path),
                        "--condition-length", str(kept), "--length", "12", "--num-samples", "1")
-    assert record["steps"] == kept + 12 and record["padded_steps"] == 32 and record["tempo_bpm"] == pytest.approx(INPUT_TEMPO)
+    assert record["steps"] == kept + 12 and record["padded_steps"] == 32
+    assert record["tempo_bpm"] == pytest.approx(INPUT_TEMPO)
     written = tmp_path / "out" / record["samples"][0]["mid"]
     assert np.array_equal(_roll_of(written, kept + 12)[:, :kept], source[0, :, :kept])
     before = lambda pitch, onset, end: end < kept  # noqa: E731  (notes that cannot touch the new part)
@@ -171,7 +172,8 @@ def test_continue_keeps_the_opening_notes(tiny_fractal_checkpoint: Path, chorale
 
 
 @pytest.mark.data
-def test_inpaint_changes_nothing_outside_the_region(tiny_fractal_checkpoint: Path, chorale_midi, tmp_path: Path) -> None:
+def test_inpaint_changes_nothing_outside_the_region(tiny_fractal_checkpoint: Path, chorale_midi,
+                                                    tmp_path: Path) -> None:
     path, source = chorale_midi
     steps = source.shape[-1]
     start, end, low, high = 8, 24, 40, 70
@@ -223,26 +225,36 @@ def test_bad_requests_fail_in_one_line_and_write_nothing(
     cases = [
         ([*inp, "--start", "8", "--end", "999"], f"need 0 <= start < end <= {steps}"),
         ([*inp, "--start", "10", "--end", "10"], f"need 0 <= start < end <= {steps}"),
-        ([*inp, "--start", "0", "--end", "8", "--pitch-low", "80", "--pitch-high", "70"], "need 0 <= low <= high <= 127"),
+        ([*inp, "--start", "0", "--end", "8", "--pitch-low", "80", "--pitch-high", "70"],
+         "need 0 <= low <= high <= 127"),
         ([*inp, "--start", "0"], "needs --start STEP and --end STEP"),
-        (["--mode", "inpaint", "--input", str(tmp_path / "nope.mid"), "--start", "0", "--end", "8"], "nope.mid not found"),
-        (["--mode", "continue", "--input", str(path), "--condition-length", "999", "--length", "16"], f"accepted: 1..{steps}"),
+        (["--mode", "inpaint", "--input", str(tmp_path / "nope.mid"), "--start", "0", "--end", "8"],
+         "nope.mid not found"),
+        (["--mode", "continue", "--input", str(path), "--condition-length", "999", "--length", "16"],
+         f"accepted: 1..{steps}"),
         (["--mode", "unconditional", "--length", "20"], "multiple of 16 (nearest: 16, 32)"),
         (["--mode", "unconditional", "--length", "16", "--steps", "4"], "--steps not used by the fractal family"),
         (["--mode", "unconditional", "--length", "16", "--start", "3"], "--start not used by --mode unconditional"),
         (["--mode", "unconditional", "--length", "16", "--num-samples", "0"], "--num-samples must be in 1..10000"),
-        (["--mode", "unconditional", "--length", "16", "--num-samples", "100000000"], "--num-samples must be in 1..10000"),
-        (["--mode", "unconditional", "--length", "16", "--batch-size", "100000000"], "--batch-size must be in 1..65536"),
+        (["--mode", "unconditional", "--length", "16", "--num-samples", "100000000"],
+         "--num-samples must be in 1..10000"),
+        (["--mode", "unconditional", "--length", "16", "--batch-size", "100000000"],
+         "--batch-size must be in 1..65536"),
         (["--mode", "unconditional", "--length", "10000000"], "the limit is 16384 steps"),
-        (["--mode", "unconditional", "--length", "16384", "--num-samples", "8", "--batch-size", "8"], "exceeds the limit of 65536 steps"),
-        (["--mode", "unconditional", "--length", "16", "--sparsity-bias", "nan"], "--sparsity-bias must be a finite number"),
+        (["--mode", "unconditional", "--length", "16384", "--num-samples", "8", "--batch-size", "8"],
+         "exceeds the limit of 65536 steps"),
+        (["--mode", "unconditional", "--length", "16", "--sparsity-bias", "nan"],
+         "--sparsity-bias must be a finite number"),
         (["--mode", "unconditional", "--length", "16", "--temperature", "-1"], "--temperature must be > 0"),
         (["--mode", "unconditional", "--length", "16", "--tempo-bpm", "nan"], "--tempo-bpm must be"),
-        (["--mode", "unconditional", "--length", "16", "--num-iter-list", "0", "1", "1"], "--num-iter-list must be whole"),
-        (["--checkpoint", str(mismatched_checkpoint), "--mode", "unconditional", "--length", "16"], "does not match the model"),
+        (["--mode", "unconditional", "--length", "16", "--num-iter-list", "0", "1", "1"],
+         "--num-iter-list must be whole"),
+        (["--checkpoint", str(mismatched_checkpoint), "--mode", "unconditional", "--length", "16"],
+         "does not match the model"),
         (["--checkpoint", str(junk), "--mode", "unconditional", "--length", "16"], "junk.ckpt"),
         (["--checkpoint", str(tmp_path / "missing.ckpt"), "--mode", "unconditional", "--length", "16"], "not found"),
-        (["--config", str(tmp_path / "none.yaml"), "--mode", "unconditional", "--length", "16"], "none.yaml' not found"),
+        (["--config", str(tmp_path / "none.yaml"), "--mode", "unconditional", "--length", "16"],
+         "none.yaml' not found"),
     ]
     out = tmp_path / "out"
     for argv, expected in cases:

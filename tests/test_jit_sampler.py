@@ -13,8 +13,8 @@ from fractalmidi.errors import UserError
 from fractalmidi.models import build
 from fractalmidi.models.base import decode_notes
 from fractalmidi.models.jit.denoiser import CHANNELS, ONSET_ABOVE, onsets, to_signed
-from fractalmidi.models.jit.options import DEFAULT_SILENCE_BELOW
 from fractalmidi.models.jit.masks import MASK_KINDS, make_mask
+from fractalmidi.models.jit.options import DEFAULT_SILENCE_BELOW
 
 T = 64
 
@@ -185,7 +185,8 @@ def test_start_noise_scales_the_starting_noise(sampler: str) -> None:
     normal = torch.distributions.Normal(0.0, 1.0)
     for roll, start_noise in ((out, 0.3), (hotter, 0.6)):
         share = (roll[:, 0] > 0).float().mean().item()
-        assert share == pytest.approx(normal.cdf(torch.tensor(0.2 / (start_noise * model.noise_scale))).item(), abs=0.02)
+        assert share == pytest.approx(normal.cdf(torch.tensor(0.2 / (start_noise * model.noise_scale))).item(),
+                                      abs=0.02)
 
 
 def test_pixels_whose_sounding_channel_is_low_are_silent() -> None:

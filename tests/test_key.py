@@ -11,8 +11,16 @@ import pytest
 import symusic
 
 from fractalmidi.cli import main
-from fractalmidi.data.key import (PITCH_CLASSES, draw_shift, estimate_key, fit_shift, normalising_shift,
-                                  pitch_class_histogram, shift_histogram, transpose)
+from fractalmidi.data.key import (
+    PITCH_CLASSES,
+    draw_shift,
+    estimate_key,
+    fit_shift,
+    normalising_shift,
+    pitch_class_histogram,
+    shift_histogram,
+    transpose,
+)
 from fractalmidi.data.roll import NUM_PITCHES, ONSET_BIT
 
 C_MAJOR = [0, 2, 4, 5, 7, 9, 11]

@@ -50,7 +50,8 @@ def test_models_lists_shipped_models_with_their_summary(shipped_dir: Path, capsy
     assert "tiny-bach  a tiny test model of chorales" in capsys.readouterr().out
 
 
-def test_generate_with_a_shipped_model_by_name(shipped_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_generate_with_a_shipped_model_by_name(shipped_dir: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
     assert main(["generate", "--model", "tiny-bach", "--out", str(out), "--length", "32", "--num-samples", "1"]) == 0
     record = json.loads((out / "samples.json").read_text())
@@ -75,4 +76,5 @@ def test_training_goes_on_from_a_shipped_model_in_a_new_folder(shipped_dir: Path
     assert job.run_dir == tmp_path / "more" and job.resume_from == full
     with pytest.raises(UserError, match="must be a new or empty folder"):
         plan(None, [f"data.root={prepared_jsb}", f"logging.output_dir={shipped_dir}"], resume=str(full))
-    assert sorted(p.name for p in shipped_dir.iterdir()) == ["full.ckpt", "no-card.ckpt", "tiny-bach.ckpt", "tiny-bach.md"]
+    names = sorted(p.name for p in shipped_dir.iterdir())
+    assert names == ["full.ckpt", "no-card.ckpt", "tiny-bach.ckpt", "tiny-bach.md"]

@@ -179,7 +179,8 @@ def test_out_dot_works_in_place(home: Path, tmp_path: Path, monkeypatch, capsys)
     inode = here.stat().st_ino
     assert main(["prepare", str(home / "songs"), "--out", ".", "--workers", "0"]) == 0
     assert (here / "manifest.json").is_file() and here.stat().st_ino == inode
-    assert main(["prepare", str(home / "songs"), "--out", ".", "--overwrite", "--workers", "0", "--split", "1,0,0"]) == 0
+    assert main(["prepare", str(home / "songs"), "--out", ".", "--overwrite", "--workers", "0", "--split",
+                 "1,0,0"]) == 0
     assert json.loads((here / "manifest.json").read_text())["splits"]["train"] == 4
     assert Path.cwd().stat().st_ino == inode and here.stat().st_ino == inode
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "home"]  # nothing left beside it
@@ -219,7 +220,8 @@ def test_generate_bounds_every_size_before_allocating(flags, message, tmp_path: 
 def division_zero_midi(path: Path, division: int = 0, tempo_us: int = 500_000) -> Path:
     """A one-note MIDI file with the given header division and tempo (0 = the broken cases)."""
     track = (b"\x00\xff\x51\x03" + tempo_us.to_bytes(3, "big") + b"\x00\x90\x3c\x40\x60\x80\x3c\x40\x00\xff\x2f\x00")
-    path.write_bytes(b"MThd" + struct.pack(">IHHH", 6, 0, 1, division) + b"MTrk" + struct.pack(">I", len(track)) + track)
+    header = b"MThd" + struct.pack(">IHHH", 6, 0, 1, division)
+    path.write_bytes(header + b"MTrk" + struct.pack(">I", len(track)) + track)
     return path
 
 
@@ -267,7 +269,8 @@ def test_non_utf8_names_and_unreadable_files(tmp_path: Path, make_midi, monkeypa
 
     locked = make_midi(tmp_path / "songs" / "locked.mid", tune())
     monkeypatch.setattr(roll_module, "open", refuse, raising=False)
-    for argv in (["convert", str(locked), str(tmp_path / "c.mid")], ["render", str(locked), "--png", str(tmp_path / "c.png")]):
+    for argv in (["convert", str(locked), str(tmp_path / "c.mid")],
+                 ["render", str(locked), "--png", str(tmp_path / "c.png")]):
         assert main(argv) == 2
         assert "cannot read the file (Permission denied)" in one_line_error(capsys, argv[0])
 
@@ -343,7 +346,8 @@ def test_prepare_lock_refuses_a_second_run_on_the_same_work_folder(home: Path, t
     handle = os.open(partial, os.O_RDONLY)  # another prepare holding the run
     fcntl.flock(handle, fcntl.LOCK_EX)
     try:
-        assert main(["prepare", str(home / "songs"), "--out", str(tmp_path / "data"), "--workers", "0", "--resume"]) == 2
+        assert main(["prepare", str(home / "songs"), "--out", str(tmp_path / "data"), "--workers", "0",
+                     "--resume"]) == 2
         assert "another 'fractalmidi prepare' is writing" in one_line_error(capsys, "prepare")
     finally:
         os.close(handle)
@@ -414,7 +418,8 @@ def test_duplicates_are_dropped_and_same_stem_pieces_share_a_split(tmp_path: Pat
         make_midi(src / "melody" / f"tune{i:02d}.mid", tune(i))
         make_midi(src / "chords" / f"tune{i:02d}.mid", tune(i) + [(48 + i, 0, 8 * SIXTEENTH, 60)])
     make_midi(src / "zz_copies" / "same_as_tune00.mid", tune(0))  # walked after melody/
-    assert main(["prepare", str(src), "--out", str(tmp_path / "out"), "--workers", "0", "--split", "0.5,0.25,0.25"]) == 0
+    assert main(["prepare", str(src), "--out", str(tmp_path / "out"), "--workers", "0", "--split",
+                 "0.5,0.25,0.25"]) == 0
     assert "of which 1 duplicates" in capsys.readouterr().out
     from fractalmidi.data import PreparedData
 
@@ -544,7 +549,8 @@ def test_damaged_prepared_folder_is_one_line_for_train_and_evaluate(home: Path, 
         index = index[:, :3].astype(np.float32)
     np.save(data / INDEX_FILE, index)
     capsys.readouterr()
-    assert main(["evaluate", "--generated", str(home / "songs"), "--reference", str(data), "--out", str(tmp_path / "r")]) == 2
+    assert main(["evaluate", "--generated", str(home / "songs"), "--reference", str(data), "--out",
+                 str(tmp_path / "r")]) == 2
     assert "damaged prepared folder" in (line := one_line_error(capsys, "evaluate")) and message in line
     config = Path(__file__).resolve().parents[1] / "configs" / "fractal_tiny.yaml"
     assert main(["train", str(config), f"data.root={data}", f"logging.output_dir={tmp_path / 'run'}"]) == 2
@@ -571,7 +577,8 @@ def test_generate_into_dot_with_an_odd_name_and_a_full_disk(tiny_fractal_checkpo
                                                                            for i in range(32)])
     monkeypatch.chdir(here)
     argv = ["generate", "--checkpoint", str(tiny_fractal_checkpoint), "--out", ".", "--num-iter-list", "1", "1", "1",
-            "--mode", "continue", "--input", str(song), "--condition-length", "16", "--length", "16", "--num-samples", "1"]
+            "--mode", "continue", "--input", str(song), "--condition-length", "16", "--length", "16",
+            "--num-samples", "1"]
     assert main(argv) == 0  # an empty current folder is written in place
     names = sorted(p.name for p in here.iterdir())
     assert names == [MARKER, "input.mid", "input.png", "sample_000.mid", "sample_000.png", "samples.json"]
@@ -608,7 +615,8 @@ def test_two_prepares_on_one_run_the_second_stops_cleanly(tmp_path: Path, make_m
         time.sleep(0.05)
     second = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=120)
     assert second.returncode == 2, second.stderr
-    assert second.stderr.strip().splitlines()[-1].startswith("fractalmidi prepare: error: another 'fractalmidi prepare'")
+    last_line = second.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("fractalmidi prepare: error: another 'fractalmidi prepare'")
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["pieces"] == 12

@@ -4,7 +4,6 @@ limits, refused paths) and the command starting and stopping a real server."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import socket
@@ -82,11 +81,13 @@ def studio(loaded, torch_single_thread):
 
 
 def _open(client, data: bytes, name: str = "piece.mid"):
-    return client.post("/api/open", content=data, headers={"X-Filename": name, "Content-Type": "application/octet-stream"})
+    headers = {"X-Filename": name, "Content-Type": "application/octet-stream"}
+    return client.post("/api/open", content=data, headers=headers)
 
 
 def _generate(client, version, rects, seed=0, **options):
-    return client.post("/api/generate", json={"version": version, "rects": rects, "seed": seed, "options": {**FAST, **options}})
+    request = {"version": version, "rects": rects, "seed": seed, "options": {**FAST, **options}}
+    return client.post("/api/generate", json=request)
 
 
 @pytest.mark.data
@@ -99,7 +100,8 @@ def test_page_assets_and_info(studio) -> None:
         assert client.get(f"/static/{name}").status_code == 200
     info = client.get("/api/info").json()
     assert info["model"]["family"] == "fractal" and info["model"]["preset"] == "fractal-tiny"
-    assert set(info["model"]["options"]) == {"num_iter_list", "temperature", "sparsity_bias"}  # no guidance without labels
+    # no guidance without labels
+    assert set(info["model"]["options"]) == {"num_iter_list", "temperature", "sparsity_bias"}
     assert info["steps_per_bar"] == 16 and info["limits"]["max_window_steps"] == LIMITS.max_window_steps
     assert info["velocity_colours"][0] == [1, [40, 70, 255]] and info["versions"] == []
 
@@ -149,7 +151,8 @@ def test_upload_and_every_mode_keep_the_notes_outside_the_region(studio, midi_by
     assert composed.json()["version"]["parent"] is None
     listed = client.get("/api/versions").json()
     assert [v["id"] for v in listed] == ["1", "2", "3", "4", "5"]
-    assert client.get("/api/versions/2").json()["notes"] == _generate(client, "1", regions["inpaint"], temperature=1.2).json()["notes"]
+    again = _generate(client, "1", regions["inpaint"], temperature=1.2).json()["notes"]
+    assert client.get("/api/versions/2").json()["notes"] == again
 
 
 @pytest.mark.data
@@ -181,7 +184,8 @@ def test_downloads_png_wav_and_the_preview(studio, midi_bytes, studio_piece) -> 
 
 
 @pytest.mark.data
-def test_a_region_in_a_long_piece_is_generated_in_a_window(loaded, midi_bytes, studio_piece, torch_single_thread) -> None:
+def test_a_region_in_a_long_piece_is_generated_in_a_window(loaded, midi_bytes, studio_piece,
+                                                           torch_single_thread) -> None:
     session = Session(loaded, limits=Limits(max_window_steps=32))
     try:
         base = session.open_midi(midi_bytes, "piece.mid")
@@ -241,7 +245,8 @@ def test_bad_generate_requests_fail_in_one_sentence(studio, midi_bytes) -> None:
         ({"version": "1", "rects": [[0, 160, 0, 127]]}, 400, "the model takes at most 128"),
         ({"version": "1", "rects": [[0, 16, 0, 127]], "options": {"cfg": 2.0}}, 400, "'cfg' is not offered"),
         ({"version": "1", "rects": [[0, 16, 0, 127]], "options": {"temperature": "hot"}}, 400, "must be a number"),
-        ({"version": "1", "rects": [[0, 16, 0, 127]], "options": {"num_iter_list": [2, 1]}}, 400, "rejected by the fractal family"),
+        ({"version": "1", "rects": [[0, 16, 0, 127]], "options": {"num_iter_list": [2, 1]}}, 400,
+         "rejected by the fractal family"),
         ({"version": "1", "rects": [[0, 16, 0, 127]], "seed": -1}, 400, "seed must be"),
     ]
     for body, status, message in cases:
@@ -287,7 +292,8 @@ def test_a_jit_model_takes_its_own_options(midi_bytes, torch_single_thread) -> N
     from fractalmidi.inference import LoadedCheckpoint
     from fractalmidi.models import build
 
-    session = Session(LoadedCheckpoint(path=Path("jit-tiny.ckpt"), model=build("jit-tiny").eval(), config={}), limits=LIMITS)
+    session = Session(LoadedCheckpoint(path=Path("jit-tiny.ckpt"), model=build("jit-tiny").eval(), config={}),
+                      limits=LIMITS)
     try:
         with TestClient(create_app(session, allowed_hosts=["testserver"])) as client:
             options = client.get("/api/info").json()["model"]["options"]
@@ -324,7 +330,8 @@ def test_without_a_model_the_page_opens_files_but_cannot_generate(midi_bytes) ->
         session.versions = broken  # a bug inside the server still answers in one sentence
         with TestClient(create_app(session, allowed_hosts=["testserver"]), raise_server_exceptions=False) as client:
             failed = client.get("/api/versions")
-            assert failed.status_code == 500 and failed.json() == {"error": "the studio failed (RuntimeError: disk on fire)"}
+            assert failed.status_code == 500
+            assert failed.json() == {"error": "the studio failed (RuntimeError: disk on fire)"}
     finally:
         session.close()
 

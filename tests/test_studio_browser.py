@@ -100,7 +100,8 @@ def drag(driver, start: tuple[int, int], end: tuple[int, int]) -> None:
     from selenium.webdriver.common.by import By
 
     canvas = driver.find_element(By.ID, "roll")
-    box = driver.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.width, r.height]", canvas)
+    box = driver.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.width, "
+                                "r.height]", canvas)
     centre = (box[0] + box[2] / 2, box[1] + box[3] / 2)
     a = driver.execute_script("return window.studio.cellCenter(arguments[0], arguments[1])", *start)
     b = driver.execute_script("return window.studio.cellCenter(arguments[0], arguments[1])", *end)
@@ -143,7 +144,8 @@ def test_paint_a_pitch_band_regenerate_and_download(tiny_fractal_checkpoint, stu
             wait_for(driver, "window.studio && window.studio.state.info", "the page to load")
             driver.execute_script("document.getElementById('opt-num_iter_list').value = '2 1 1'")  # fast on a CPU
             driver.find_element(By.ID, "file").send_keys(str(studio_piece.path))
-            wait_for(driver, "window.studio.state.current && window.studio.state.current.notes.length", "the MIDI to open")
+            wait_for(driver, "window.studio.state.current && window.studio.state.current.notes.length",
+                     "the MIDI to open")
             assert driver.find_elements(By.CSS_SELECTOR, "#history li")[0].text == "opened piece.mid"
 
             driver.execute_script("window.studio.scrollTo(arguments[0], 0)", sum(BAND) // 2)

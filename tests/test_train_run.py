@@ -213,7 +213,8 @@ def test_clean_stop_then_resume_matches_for_fractal(prepared_jsb: Path, tmp_path
     torch.set_num_threads(1)
     common = [*FRACTAL_SMALL, f"data.root={prepared_jsb}", "training.limit_val_batches=0",
               f"training.decay_steps={2 * STEPS}"]
-    _train("fractal_tiny.yaml", [*common, f"logging.output_dir={tmp_path / 'straight'}", f"training.max_steps={2 * STEPS}"])
+    _train("fractal_tiny.yaml", [*common, f"logging.output_dir={tmp_path / 'straight'}",
+                                 f"training.max_steps={2 * STEPS}"])
     _train("fractal_tiny.yaml", [*common, f"logging.output_dir={tmp_path / 'split'}", f"training.max_steps={STEPS}"])
     halfway = _weights(tmp_path / "split")
     train(plan(None, [f"training.max_steps={2 * STEPS}"], resume=str(tmp_path / "split")))

@@ -55,7 +55,8 @@ def test_resume_with_more_steps_follows_the_new_schedule() -> None:
     resumed = _resume(opt_state, sched_state, 6, total=12)
     expected = [LR * WarmupCosine(WARMUP, 12)(step) for step in range(6, 12)]
     assert resumed == pytest.approx(expected, rel=1e-12)
-    assert min(resumed) > 0.0 and resumed[0] == pytest.approx(LR * 0.5 * (1 + torch.cos(torch.tensor(0.4 * torch.pi)).item()))
+    assert min(resumed) > 0.0
+    assert resumed[0] == pytest.approx(LR * 0.5 * (1 + torch.cos(torch.tensor(0.4 * torch.pi)).item()))
 
 
 def test_resume_with_another_lr_scales_the_schedule() -> None:

@@ -153,7 +153,8 @@ def test_render_command_midi_and_npy(tmp_path, make_midi, capsys):
     steps[1:, 0, 60, :4] = 0.5
     steps[2, 0, 64, 4:] = 1.0
     np.save(tmp_path / "steps.npy", steps)
-    assert main(["render", str(tmp_path / "steps.npy"), "--gif", str(tmp_path / "s.gif"), "--png", str(tmp_path / "s.png")]) == 0
+    assert main(["render", str(tmp_path / "steps.npy"), "--gif", str(tmp_path / "s.gif"), "--png",
+                 str(tmp_path / "s.png")]) == 0
     with Image.open(tmp_path / "s.gif") as gif:
         assert gif.n_frames == 3
     capsys.readouterr()
@@ -178,7 +179,8 @@ def test_render_errors_are_one_line(argv, message, tmp_path, monkeypatch, capsys
 
 @pytest.mark.parametrize("command", ["prepare", "convert", "render"])
 def test_help_runs_through_python_m(command):
-    done = subprocess.run([sys.executable, "-m", "fractalmidi", command, "--help"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "fractalmidi", command, "--help"], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0 and f"fractalmidi {command}" in done.stdout and "--" in done.stdout
 
 

@@ -26,7 +26,8 @@ def _run(*argv: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str
 
 @pytest.mark.slow
 def test_the_wheel_installs_and_composes_with_a_shipped_model(tmp_path: Path) -> None:
-    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}  # no source tree on the path
+    # no source tree on the path
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     source, wheels = tmp_path / "source", tmp_path / "wheels"
     shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
     _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, source,

@@ -16,8 +16,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from fractalmidi.data.roll import (MAX_VELOCITY, NUM_PITCHES, ONSET_BIT, ONSET_PLANE, ROLL_PLANES, VELOCITY_BITS, VELOCITY_PLANE,
-                                   as_uint8_roll, canonical_codes, codes_to_planes)
+from fractalmidi.data.roll import (
+    MAX_VELOCITY,
+    NUM_PITCHES,
+    ONSET_BIT,
+    ONSET_PLANE,
+    ROLL_PLANES,
+    VELOCITY_BITS,
+    VELOCITY_PLANE,
+    as_uint8_roll,
+    canonical_codes,
+    codes_to_planes,
+)
 from fractalmidi.errors import UserError
 
 MAX_PITCH = NUM_PITCHES - 1
@@ -75,7 +85,8 @@ def region_plan(roll: np.ndarray, region: np.ndarray, multiple: int) -> Plan:
     steps = roll.shape[-1]
     length = region.shape[-1]
     if region.shape != (NUM_PITCHES, length) or region.dtype != np.bool_ or length < steps:
-        raise UserError(f"a region must be a ({NUM_PITCHES}, L >= {steps}) boolean array, got {region.dtype} {region.shape}")
+        raise UserError(f"a region must be a ({NUM_PITCHES}, L >= {steps}) boolean array, got {region.dtype} "
+                        f"{region.shape}")
     if length == 0 or not region.any():
         raise UserError("the region to generate is empty: select some steps or pitches first")
     canvas, mask = _empty(round_up(length, multiple))
@@ -86,7 +97,8 @@ def region_plan(roll: np.ndarray, region: np.ndarray, multiple: int) -> Plan:
     canvas[mask] = 0.0  # the model never sees what it is asked to rewrite
     columns = np.flatnonzero(region.any(axis=0))
     rows = np.flatnonzero(region.any(axis=1))
-    info = {"start": int(columns[0]), "end": int(columns[-1]) + 1, "pitch_low": int(rows[0]), "pitch_high": int(rows[-1])}
+    info = {"start": int(columns[0]), "end": int(columns[-1]) + 1, "pitch_low": int(rows[0]),
+            "pitch_high": int(rows[-1])}
     return Plan(canvas, mask, length, info)
 
 
@@ -94,7 +106,8 @@ def continue_plan(roll: np.ndarray, condition_length: int, length: int, multiple
     """Keep the first ``condition_length`` steps of ``roll``, generate ``length`` more."""
     steps = roll.shape[-1]
     if not 1 <= condition_length <= steps:
-        raise UserError(f"--condition-length {condition_length} is outside the input, which has {steps} steps; accepted: 1..{steps}")
+        raise UserError(f"--condition-length {condition_length} is outside the input, which has {steps} steps; "
+                        f"accepted: 1..{steps}")
     if length < 1:
         raise UserError(f"--length must be a positive number of new steps, got {length}")
     region = np.zeros((NUM_PITCHES, condition_length + length), dtype=bool)
@@ -102,15 +115,18 @@ def continue_plan(roll: np.ndarray, condition_length: int, length: int, multiple
     return region_plan(roll[..., :condition_length], region, multiple)
 
 
-def inpaint_plan(roll: np.ndarray, start: int, end: int, pitch_low: int | None, pitch_high: int | None, multiple: int) -> Plan:
+def inpaint_plan(roll: np.ndarray, start: int, end: int, pitch_low: int | None, pitch_high: int | None,
+                 multiple: int) -> Plan:
     """Rewrite steps ``[start, end)`` of ``roll`` (optionally only pitches ``pitch_low..pitch_high``)."""
     steps = roll.shape[-1]
     low = 0 if pitch_low is None else pitch_low
     high = MAX_PITCH if pitch_high is None else pitch_high
     if not 0 <= start < end <= steps:
-        raise UserError(f"region --start {start} --end {end} is not inside the input ({steps} steps): need 0 <= start < end <= {steps}")
+        raise UserError(f"region --start {start} --end {end} is not inside the input ({steps} steps): need 0 <= start "
+                        f"< end <= {steps}")
     if not 0 <= low <= high <= MAX_PITCH:
-        raise UserError(f"pitch range --pitch-low {low} --pitch-high {high} is invalid: need 0 <= low <= high <= {MAX_PITCH}")
+        raise UserError(f"pitch range --pitch-low {low} --pitch-high {high} is invalid: need 0 <= low <= high <= "
+                        f"{MAX_PITCH}")
     region = np.zeros((NUM_PITCHES, steps), dtype=bool)
     region[low : high + 1, start:end] = True
     return region_plan(roll, region, multiple)
@@ -146,10 +162,12 @@ def separate_at_region_edges(codes: np.ndarray, region: np.ndarray) -> np.ndarra
     enters[:, 1:] = region[:, 1:] & ~region[:, :-1] & sounding[:, 1:] & sounding[:, :-1]
     out[enters] |= ONSET_BIT
     leaves = np.zeros_like(region)
-    leaves[:, :-1] = region[:, :-1] & ~region[:, 1:] & sounding[:, :-1] & sounding[:, 1:] & ((out[:, 1:] & ONSET_BIT) == 0)
+    continued = sounding[:, :-1] & sounding[:, 1:] & ((out[:, 1:] & ONSET_BIT) == 0)
+    leaves[:, :-1] = region[:, :-1] & ~region[:, 1:] & continued
     for pitch, step in zip(*np.nonzero(leaves)):
         onset = int(step)  # walk back to where the generated note starts
-        while not out[pitch, onset] & ONSET_BIT and onset > 0 and region[pitch, onset - 1] and sounding[pitch, onset - 1]:
+        while (not out[pitch, onset] & ONSET_BIT and onset > 0
+               and region[pitch, onset - 1] and sounding[pitch, onset - 1]):
             onset -= 1
         out[pitch, onset] = (out[pitch, onset] & ONSET_BIT) | (out[pitch, step + 1] & VELOCITY_BITS)
     return canonical_codes(out)

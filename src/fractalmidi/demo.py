@@ -134,8 +134,8 @@ def _torch_threads(count: int) -> Iterator[None]:
 def _shipped_input(folder: Path) -> tuple[Path, int]:
     """:data:`SHIPPED_INPUT` from music21's corpus, as MIDI on the 16th grid."""
     from fractalmidi.data import roll_to_midi
-    from fractalmidi.data.sources import bach_chorale_paths, corpus_score
     from fractalmidi.data.roll import midi_to_roll
+    from fractalmidi.data.sources import bach_chorale_paths, corpus_score
 
     path = next((p for p in bach_chorale_paths() if p.name == SHIPPED_INPUT), None)
     if path is None:

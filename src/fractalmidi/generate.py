@@ -86,7 +86,8 @@ def sampling_fields() -> dict[str, tuple[type, list[str]]]:
 
 def setting_names() -> list[str]:
     """The :class:`Settings` a run may be given one by one (all but the per-family ``sampling`` mapping)."""
-    return [name for name, settings_field in fields_by_name(Settings).items() if settings_field.metadata.get(FLAG, True)]
+    return [name for name, settings_field in fields_by_name(Settings).items()
+            if settings_field.metadata.get(FLAG, True)]
 
 
 @dataclass
@@ -133,7 +134,8 @@ def load_inference_config(path: Path | None) -> tuple[dict[str, Any], Path | Non
         raise UserError(f"--config {path}: unknown keys {unknown}; accepted: {', '.join(sorted(BUILTIN_DEFAULTS))}")
     sampling = data.get("sampling") or {}
     if not isinstance(sampling, dict) or not all(isinstance(v, dict) or v is None for v in sampling.values()):
-        raise UserError(f"--config {path}: 'sampling' must map a family name to its options, e.g. sampling: {{fractal: {{temperature: 1.0}}}}")
+        raise UserError(f"--config {path}: 'sampling' must map a family name to its options, e.g. sampling: "
+                        f"{{fractal: {{temperature: 1.0}}}}")
     return data, path
 
 
@@ -157,7 +159,8 @@ class Choices:
 def resolve_request(choices: Choices) -> Request:
     """Merge the defaults, the YAML config and the user's choices; check what needs no model."""
     config, config_path = load_inference_config(choices.config)
-    unknown = sorted(set(choices.settings) - set(setting_names())) + sorted(set(choices.sampling) - set(sampling_fields()))
+    unknown = (sorted(set(choices.settings) - set(setting_names()))
+               + sorted(set(choices.sampling) - set(sampling_fields())))
     if unknown:
         raise UserError(f"unknown generate options {unknown}")
     flags = {k: v for k, v in {**choices.settings, **choices.sampling}.items() if v is not None}
@@ -170,7 +173,8 @@ def resolve_request(choices: Choices) -> Request:
         raise UserError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     stray = [f"--{k.replace('_', '-')}" for k in MODE_ONLY_FIELDS if k in flags and k not in MODE_FLAGS[mode]]
     if stray:
-        raise UserError(f"{', '.join(stray)} not used by --mode {mode}; it takes: {', '.join('--' + k.replace('_', '-') for k in MODE_FLAGS[mode])}")
+        raise UserError(f"{', '.join(stray)} not used by --mode {mode}; it takes: "
+                        f"{', '.join('--' + k.replace('_', '-') for k in MODE_FLAGS[mode])}")
     request = Request(
         checkpoint=choices.checkpoint,
         out=choices.out,
@@ -206,7 +210,8 @@ def _check_request(req: Request) -> None:
     if not 1 <= req.batch_size <= MAX_BATCH_STEPS:
         raise UserError(f"--batch-size must be in 1..{MAX_BATCH_STEPS}, got {req.batch_size}")
     if req.tempo_bpm is not None and not (math.isfinite(req.tempo_bpm) and 0 < req.tempo_bpm <= MAX_TEMPO_BPM):
-        raise UserError(f"--tempo-bpm must be a number of beats per minute in (0, {MAX_TEMPO_BPM:g}], got {req.tempo_bpm}")
+        raise UserError(f"--tempo-bpm must be a number of beats per minute in (0, {MAX_TEMPO_BPM:g}], got "
+                        f"{req.tempo_bpm}")
     req.checkpoint = resolve(req.checkpoint)
     if req.mode != "unconditional":
         if req.input is None:
@@ -255,10 +260,12 @@ def sampling_options(req: Request, model) -> dict[str, Any]:
     from_config = req.sampling.get(model.family, {})
     bad_config = sorted(set(from_config) - set(accepted))
     if bad_config:
-        raise UserError(f"config sampling.{model.family}: {bad_config} not taken by the {model.family} family; accepted: {', '.join(accepted)}")
+        raise UserError(f"config sampling.{model.family}: {bad_config} not taken by the {model.family} family; "
+                        f"accepted: {', '.join(accepted)}")
     bad_flags = [flag(k) for k in req.sampling_flags if k not in accepted]
     if bad_flags:
-        raise UserError(f"{', '.join(bad_flags)} not used by the {model.family} family of this checkpoint; it takes: {accepted_flags}")
+        raise UserError(f"{', '.join(bad_flags)} not used by the {model.family} family of this checkpoint; it takes: "
+                        f"{accepted_flags}")
     check_values(type(model.sampling), from_config, lambda k: f"config sampling.{model.family}.{k}")
     return {**from_config, **req.sampling_flags}
 
@@ -297,7 +304,8 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
             input_roll, input_meta = midi_to_roll(req.input, grid=loaded.grid, max_steps=MAX_STEPS)
         except BadMidiError as err:
             raise UserError(f"--input {req.input}: {err}") from None
-    tempo = req.tempo_bpm if req.tempo_bpm is not None else float(input_meta.get("tempo_bpm", BUILTIN_DEFAULTS["tempo_bpm"]))
+    tempo = (req.tempo_bpm if req.tempo_bpm is not None
+             else float(input_meta.get("tempo_bpm", BUILTIN_DEFAULTS["tempo_bpm"])))
     plan = build_plan(req, input_roll, model.length_multiple)
     _check_batch(req, int(plan.canvas.shape[-1]))
     try:

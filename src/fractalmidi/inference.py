@@ -111,7 +111,8 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
         into_key = normalising_shift(known)
     try:
         with torch.no_grad():
-            out = model.sample(transpose(canvas, into_key), transpose(mask, into_key), labels=labels, generator=generator, return_steps=return_steps,
+            out = model.sample(transpose(canvas, into_key), transpose(mask, into_key), labels=labels,
+                               generator=generator, return_steps=return_steps,
                                **(options or {}))
     except ValueError as err:  # the family's own check of option values (e.g. sampler name)
         raise UserError(f"sampling options rejected by the {model.family} family: {str(err).splitlines()[0]}") from None

@@ -72,7 +72,8 @@ SOUNDFONTS = (
     "/usr/share/soundfonts/default.sf2",
 )
 """Where Debian's fluid-soundfont-gm (and other distributions) put the General-MIDI soundfont."""
-FLUIDSYNTH_HINT = "install the Debian packages fluidsynth and fluid-soundfont-gm (apt-get install fluidsynth fluid-soundfont-gm)"
+FLUIDSYNTH_HINT = ("install the Debian packages fluidsynth and fluid-soundfont-gm "
+                   "(apt-get install fluidsynth fluid-soundfont-gm)")
 
 
 def _velocity_lut() -> np.ndarray:
@@ -242,7 +243,8 @@ def render_wav(midi_path: str | os.PathLike, wav_path: str | os.PathLike, *, sam
         )
         if done.returncode != 0 or tmp.stat().st_size == 0:
             detail = (done.stderr or done.stdout).strip().splitlines()
-            raise UserError(f"fluidsynth failed on {midi_path}: {detail[-1] if detail else f'exit code {done.returncode}'}")
+            raise UserError(f"fluidsynth failed on {midi_path}: "
+                            f"{detail[-1] if detail else f'exit code {done.returncode}'}")
 
 
 def reveal_frames(roll: np.ndarray, count: int = GIF_REVEAL_FRAMES) -> list[np.ndarray]:
@@ -277,7 +279,8 @@ class RenderRequest:
     sustain: bool = False
     """Extend notes held by the sustain pedal (MIDI input)."""
     tempo: float | None = None
-    """BPM of a ``.npy``'s audio (default :data:`~fractalmidi.data.roll.DEFAULT_TEMPO_BPM`), or to override the MIDI's."""
+    """BPM of a ``.npy``'s audio (default :data:`~fractalmidi.data.roll.DEFAULT_TEMPO_BPM`), or to override
+    the MIDI's."""
     title: str | None = None
     """Above the picture; default the input's name."""
     overwrite: bool = False

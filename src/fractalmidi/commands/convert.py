@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", default=DEFAULT_GRID, help=f"time grid: {GRID_HELP} (default {DEFAULT_GRID})")
     parser.add_argument("--sustain", action="store_true", help="extend notes held by the sustain pedal (CC64)")
     parser.add_argument("--tempo", type=float, help="tempo of the output in BPM (default: the input's first tempo)")
-    parser.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS, help=f"longest roll accepted (default {DEFAULT_MAX_STEPS})")
+    parser.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS,
+                        help=f"longest roll accepted (default {DEFAULT_MAX_STEPS})")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT.mid if it exists")
 
 
@@ -27,8 +28,10 @@ def run(args: argparse.Namespace) -> int:
                    overwrite=args.overwrite)
     meta, scores = trip.meta, trip.scores
     print(
-        f"{args.input}: {meta['source_notes']} notes -> roll (1, 128, {trip.steps}) of {meta['notes']} notes on {meta['grid']} "
-        f"(grid offset {meta['grid_offset_steps']:+.2f} steps; on-grid {meta['on_grid_raw']:.0%} -> {meta['on_grid']:.0%}) "
+        f"{args.input}: {meta['source_notes']} notes -> roll (1, 128, {trip.steps}) of {meta['notes']} notes on "
+        f"{meta['grid']} "
+        f"(grid offset {meta['grid_offset_steps']:+.2f} steps; on-grid {meta['on_grid_raw']:.0%} -> "
+        f"{meta['on_grid']:.0%}) "
         f"-> {out}: onset F1 {scores['f1']:.4f} (precision {scores['precision']:.4f}, recall {scores['recall']:.4f}); "
         f"{meta['collisions']} onset(s) lost to a second attack of the same pitch in one grid cell"
     )

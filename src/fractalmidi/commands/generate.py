@@ -22,10 +22,13 @@ from fractalmidi.options import flag, flag_arguments
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help="a training checkpoint (.ckpt), run folder or shipped model name")
+    source.add_argument("--checkpoint", type=Path,
+                        help="a training checkpoint (.ckpt), run folder or shipped model name")
     source.add_argument("--model", dest="checkpoint", type=Path, help="a shipped model (see 'fractalmidi models')")
-    parser.add_argument("--out", required=True, type=Path, help="output folder: sample_NNN.mid/.png[/.gif/.wav] + samples.json")
-    parser.add_argument("--config", type=Path, help=f"inference YAML with defaults (default: {DEFAULT_CONFIG.name} when present); flags win")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output folder: sample_NNN.mid/.png[/.gif/.wav] + samples.json")
+    parser.add_argument("--config", type=Path,
+                        help=f"inference YAML with defaults (default: {DEFAULT_CONFIG.name} when present); flags win")
     for name in setting_names():
         parser.add_argument(flag(name), **flag_arguments(Settings, name))
     group = parser.add_argument_group("sampling options (the checkpoint's family decides which apply; "

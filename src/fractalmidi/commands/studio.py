@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 opens "
                              "the page to your network)")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                        help=f"CPU threads for generation (default {DEFAULT_THREADS}: steadiest when the CPU is shared)")
+                        help=f"CPU threads for generation "
+                             f"(default {DEFAULT_THREADS}: steadiest when the CPU is shared)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -170,7 +170,8 @@ def read_index(root: Path) -> np.ndarray:
     except (OSError, ValueError) as err:
         raise corrupt(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}") from None
     if index.ndim != 2 or index.shape[1] != len(INDEX_COLUMNS) or index.dtype.kind not in "iu":
-        raise corrupt(f"{INDEX_FILE} has shape {index.shape} and type {index.dtype}, not (N, {len(INDEX_COLUMNS)}) integers")
+        raise corrupt(f"{INDEX_FILE} has shape {index.shape} and type {index.dtype}, not (N, {len(INDEX_COLUMNS)}) "
+                      f"integers")
     if rolls_bytes % NUM_PITCHES:
         raise corrupt(f"{ROLLS_FILE} is {rolls_bytes} bytes, not whole frames of {NUM_PITCHES}")
     if len(index):
@@ -182,8 +183,10 @@ def read_index(root: Path) -> np.ndarray:
             f"a piece ends past the {frames} frames of {ROLLS_FILE} (truncated?)":
                 (steps > frames).any() or (start > frames - steps).any(),
             "a split code is not 0, 1 or 2": (~np.isin(index[:, COL_SPLIT], list(SPLIT_CODES.values()))).any(),
-            f"a pitch range is outside 0..{NUM_PITCHES - 1}": (low < 0).any() or (high >= NUM_PITCHES).any() or (low > high).any(),
-            f"a metadata offset lies outside {PIECES_FILE}": (index[:, COL_INFO] < 0).any() or (index[:, COL_INFO] >= info_bytes).any(),
+            f"a pitch range is outside 0..{NUM_PITCHES - 1}":
+                (low < 0).any() or (high >= NUM_PITCHES).any() or (low > high).any(),
+            f"a metadata offset lies outside {PIECES_FILE}":
+                (index[:, COL_INFO] < 0).any() or (index[:, COL_INFO] >= info_bytes).any(),
         }
         for why, bad in problems.items():
             if bad:
@@ -202,7 +205,8 @@ class PreparedData:
         self.root = Path(root)
         manifest = self.root / MANIFEST_FILE
         if not manifest.is_file():
-            raise UserError(f"{self.root} is not a prepared data folder (no {MANIFEST_FILE}); run 'fractalmidi prepare'")
+            raise UserError(f"{self.root} is not a prepared data folder (no {MANIFEST_FILE}); "
+                            f"run 'fractalmidi prepare'")
         self.manifest: dict = json.loads(manifest.read_text())
         check_format(self.manifest, self.root)
         self.index: np.ndarray = read_index(self.root)

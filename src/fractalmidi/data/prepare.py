@@ -151,7 +151,8 @@ def _convert_all(source, partial: Path, grid: str, request: PrepareRequest, sett
     jobs = (job for job in source.jobs if job.key not in writer.done_keys)
     bar = tqdm(total=source.total, initial=len(writer.done_keys), unit="file", desc="prepare", dynamic_ncols=True)
     try:
-        for job, result in run_ordered(convert_job, jobs, (grid, request.sustain, request.max_steps_per_piece), request.workers):
+        for job, result in run_ordered(convert_job, jobs, (grid, request.sustain, request.max_steps_per_piece),
+                                       request.workers):
             roll, meta = (None, result.reason) if isinstance(result, CrashedJob) else result
             if roll is not None and not source.fixed_splits:  # a layout's own split is kept as published
                 first = seen.setdefault(meta[DIGEST_KEY], job.key)
@@ -210,7 +211,8 @@ def _claim_output(out: Path, partial: Path, request: PrepareRequest, settings: d
     check_out_dir(out, request.overwrite)
     if partial.exists():
         if not partial.is_dir() or not is_ours(partial):
-            raise UserError(f"{partial} exists and was not made by fractalmidi prepare; move it away or choose another --out")
+            raise UserError(f"{partial} exists and was not made by fractalmidi prepare; move it away or choose "
+                            f"another --out")
         if not request.overwrite and not request.resume:
             raise UserError(f"{partial} already exists (an unfinished run): pass --resume to continue it or "
                             f"--overwrite to start again")
@@ -227,7 +229,8 @@ def _claim_output(out: Path, partial: Path, request: PrepareRequest, settings: d
             saved = _read_settings(partial)
             differ = [k for k in RESUME_KEYS if saved and saved.get(k) != settings[k]]
             if differ:
-                raise UserError(f"--resume with different settings ({', '.join(differ)}) than the run in {partial}; use --overwrite")
+                raise UserError(f"--resume with different settings ({', '.join(differ)}) than the run in {partial}; "
+                                f"use --overwrite")
         write_marker(partial, "prepare", PARTIAL_ENTRIES)
         write_json(partial / SETTINGS_FILE, settings)
         yield True
@@ -246,7 +249,8 @@ def _locked(partial: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"another 'fractalmidi prepare' is writing {partial} right now; wait for it to finish") from None
+            raise UserError(f"another 'fractalmidi prepare' is writing {partial} right now; "
+                            f"wait for it to finish") from None
         yield
     finally:
         os.close(handle)

@@ -100,7 +100,8 @@ def load_score(src: str | os.PathLike | Score) -> Score:
     try:
         score = Score(str(path))
     except Exception as err:  # symusic raises RuntimeError/ValueError with parser messages
-        raise BadMidiError(f"unreadable MIDI ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise BadMidiError(f"unreadable MIDI ({detail})") from None
     if score.ticks_per_quarter <= 0:
         raise BadMidiError(f"invalid MIDI header: division {score.ticks_per_quarter} ticks per quarter note")
     return score
@@ -322,7 +323,8 @@ def as_uint8_roll(roll: Any) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2 or arr.shape[0] != NUM_PITCHES:
-        raise UserError(f"a piano-roll must have shape (1, 128, T), (128, T) or planes (2, 128, T), got {tuple(np.shape(roll))}")
+        raise UserError(f"a piano-roll must have shape (1, 128, T), (128, T) or planes (2, 128, T), got "
+                        f"{tuple(np.shape(roll))}")
     if arr.dtype == np.uint8:
         return canonical_codes(arr)
     if np.issubdtype(arr.dtype, np.floating):

@@ -151,7 +151,8 @@ def open_source(src: str | os.PathLike | None, *, layout: str = "auto", dataset:
         jobs = (Job(key=f"music21:{dataset}/{p.name}", kind="corpus", payload=str(p)) for p in paths)
         return Source(layout=dataset, root="music21 corpus", jobs=jobs, total=len(paths))
     if src is None:
-        raise UserError(f"give SRC (a folder of MIDI files or a known dataset folder) or --dataset {'|'.join(DATASETS)}")
+        raise UserError(f"give SRC (a folder of MIDI files or a known dataset folder) "
+                        f"or --dataset {'|'.join(DATASETS)}")
     root = Path(src).expanduser()
     if not root.is_dir():
         raise UserError(f"SRC must be a folder of MIDI files, got {src!s} (not a folder)")
@@ -254,7 +255,7 @@ def corpus_score(path: str | os.PathLike) -> Score:
     times: list[int] = []
     durations: list[int] = []
     pitches: list[int] = []
-    for part_number, part in enumerate(stream.parts or [stream]):
+    for part in stream.parts or [stream]:
         tied: dict[int, int] = {}  # pitch -> index of the note a tie continues
         for element in part.flatten().notes:
             start = round(float(element.offset) * BACH_TICKS_PER_QUARTER)

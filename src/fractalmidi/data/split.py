@@ -20,7 +20,8 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     except ValueError:
         values = ()
     if len(values) != 3 or min(values) < 0 or sum(values) <= 0:
-        raise UserError(f"--split must be three non-negative ratios TRAIN,VALID,TEST (e.g. {DEFAULT_SPLIT}), got {text!r}")
+        raise UserError(f"--split must be three non-negative ratios TRAIN,VALID,TEST (e.g. {DEFAULT_SPLIT}), got "
+                        f"{text!r}")
     total = sum(values)
     return values[0] / total, values[1] / total, values[2] / total
 

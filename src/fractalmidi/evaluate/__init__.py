@@ -40,7 +40,8 @@ FRECHET_METHOD = (
 def measure(source: PieceSource, progress: bool = True) -> FeatureSet:
     """Read every piece of ``source`` and compute its statistics (unreadable ones are listed)."""
     pieces, skipped = [], []
-    for label, notes, reason in tqdm(source.notes(), total=len(source), desc=f"reading {source.name}", unit="piece", disable=not progress, leave=False):
+    for label, notes, reason in tqdm(source.notes(), total=len(source), desc=f"reading {source.name}", unit="piece",
+                                     disable=not progress, leave=False):
         if notes is None:
             skipped.append((label, reason))
         else:
@@ -136,7 +137,8 @@ def evaluate(
         "settings": {"max_pieces": max_pieces, "seed": seed, "nll_steps": nll_steps},
     }
     if checkpoint is not None:
-        report["nll"] = _nll_section(Path(checkpoint), {"reference": ref_source, "generated": gen_source}, nll_steps, nll_batch_size)
+        report["nll"] = _nll_section(Path(checkpoint), {"reference": ref_source, "generated": gen_source}, nll_steps,
+                                     nll_batch_size)
     report["elapsed_s"] = round(time.perf_counter() - started, 3)
     report = plain_json(report)
 

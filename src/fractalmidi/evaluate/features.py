@@ -174,7 +174,8 @@ def piece_features(notes: Notes) -> PieceFeatures | None:
         "duration": _normalised(np.bincount(dur_steps, minlength=MAX_DURATION_STEPS).astype(np.float64)),
         "ioi": _normalised(np.bincount(ioi_steps, minlength=MAX_DURATION_STEPS).astype(np.float64)),
         "velocity": _normalised(
-            np.bincount(np.clip(velocity, 0, MAX_VELOCITY) // VELOCITY_BIN, minlength=HISTOGRAM_FEATURES["velocity"]).astype(
+            np.bincount(np.clip(velocity, 0, MAX_VELOCITY) // VELOCITY_BIN,
+                        minlength=HISTOGRAM_FEATURES["velocity"]).astype(
                 np.float64
             )
         ),

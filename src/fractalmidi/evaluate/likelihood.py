@@ -11,6 +11,7 @@ from tqdm import tqdm
 from fractalmidi.data.roll import codes_to_planes
 from fractalmidi.evaluate.sets import PieceSource
 
+
 def source_rolls(source: PieceSource, grid: str) -> list[tuple[str, np.ndarray]]:
     """``(label, uint8 roll (1, 128, T))`` per readable piece, on the checkpoint's grid."""
     from fractalmidi.data import midi_to_roll
@@ -47,7 +48,8 @@ def set_nll(model, rolls: list[tuple[str, np.ndarray]], *, max_steps: int, batch
             continue
         by_length[length].append(roll[..., :length])
     bits, nats, exact = [], [], []
-    batches = [(length, group[i : i + batch_size]) for length, group in by_length.items() for i in range(0, len(group), batch_size)]
+    batches = [(length, group[i : i + batch_size]) for length, group in by_length.items()
+               for i in range(0, len(group), batch_size)]
     for _, group in tqdm(batches, desc="nll", unit="batch", leave=False):
         x = torch.from_numpy(codes_to_planes(np.stack(group)[:, 0]))
         result = model.nll(x)

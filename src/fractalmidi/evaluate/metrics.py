@@ -167,7 +167,8 @@ def frechet_distance(generated: np.ndarray, reference: np.ndarray) -> float:
 def compare(generated: FeatureSet, reference: FeatureSet) -> dict:
     """Every set-level number: OA per feature (and their mean), Frechet distance, set means."""
     oa = {name: kde_overlap(generated.scalars[:, k], reference.scalars[:, k]) for k, name in enumerate(SCALAR_FEATURES)}
-    oa.update({f"{name}_histogram": histogram_overlap(generated.histograms[name], reference.histograms[name]) for name in HISTOGRAM_FEATURES})
+    oa.update({f"{name}_histogram": histogram_overlap(generated.histograms[name], reference.histograms[name])
+               for name in HISTOGRAM_FEATURES})
     values = [v for v in oa.values() if np.isfinite(v)]
     return {
         "pieces": {"generated": len(generated), "reference": len(reference)},

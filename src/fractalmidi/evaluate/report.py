@@ -127,7 +127,8 @@ def plot_distributions(sets: list[FeatureSet], out_dir: Path) -> list[str]:
             grid = np.linspace(pooled.min() - margin, pooled.max() + margin, PLOT_GRID_POINTS)
             for s, (color, style) in zip(sets, SET_STYLES):
                 if len(s):
-                    ax.plot(grid, kde_density(s.scalars[:, k], grid, widths[id(s)]), color=color, linestyle=style, label=s.name)
+                    ax.plot(grid, kde_density(s.scalars[:, k], grid, widths[id(s)]), color=color, linestyle=style,
+                            label=s.name)
         elif pooled.size:
             ax.axvline(pooled[0], color="k", label="all pieces")
         ax.set_title(name, fontsize=9)
@@ -147,7 +148,8 @@ def plot_distributions(sets: list[FeatureSet], out_dir: Path) -> list[str]:
         for s, (color, style) in zip(sets, SET_STYLES):
             if len(s):
                 mean = s.histograms[name].mean(axis=0)
-                ax.step(first + width * np.arange(mean.size), mean, where="mid", color=color, linestyle=style, label=s.name)
+                ax.step(first + width * np.arange(mean.size), mean, where="mid", color=color, linestyle=style,
+                        label=s.name)
         ax.set_title(f"{name} (mean normalised histogram)", fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelsize=7)

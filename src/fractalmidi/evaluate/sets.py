@@ -109,13 +109,16 @@ def reference_sources(path: Path, max_pieces: int | None = None, seed: int = 0,
         test = data.split(TEST_SPLIT)
         train = data.split(TRAIN_SPLIT)
         if not test:
-            raise UserError(f"prepared data {path} has an empty '{TEST_SPLIT}' split; re-run 'fractalmidi prepare' with a test split")
-        reference = PieceSource(f"reference ({TEST_SPLIT} split)", path, "prepared", _subsample(test, max_pieces, seed), data)
+            raise UserError(f"prepared data {path} has an empty '{TEST_SPLIT}' split; re-run 'fractalmidi prepare' "
+                            f"with a test split")
+        reference = PieceSource(f"reference ({TEST_SPLIT} split)", path, "prepared",
+                                _subsample(test, max_pieces, seed), data)
         ceiling_train = PieceSource(f"{TRAIN_SPLIT} split", path, "prepared",
                                     _subsample(train, _smaller(max_pieces, ceiling_size), seed), data)
         return reference, ceiling_train, reference, f"{TRAIN_SPLIT}-vs-{TEST_SPLIT}"
     if not path.is_dir():
-        raise UserError(f"--reference {path} is neither a MIDI folder nor a prepared data folder (with {MANIFEST_FILE})")
+        raise UserError(f"--reference {path} is neither a MIDI folder "
+                        f"nor a prepared data folder (with {MANIFEST_FILE})")
     files = midi_files(path)
     if len(files) < 2:
         raise UserError(f"--reference {path} holds {len(files)} MIDI file(s); at least 2 are needed")

@@ -33,7 +33,8 @@ SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-
 
 
 def _status(err: UserError) -> int:
-    return 404 if isinstance(err, NotFound) else 413 if isinstance(err, TooLarge) else 409 if isinstance(err, Busy) else 400
+    statuses = ((NotFound, 404), (TooLarge, 413), (Busy, 409))
+    return next((status for kind, status in statuses if isinstance(err, kind)), 400)
 
 
 def _error(status: int, message: str) -> JSONResponse:

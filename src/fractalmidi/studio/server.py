@@ -86,10 +86,12 @@ def run_server(options: ServerOptions) -> None:
         local = options.host in LOCAL_HOSTS
         session = Session(loaded)
         try:
-            model = f"{loaded.model.preset} from {loaded.path}" if loaded else "no model (pass --checkpoint to generate)"
+            model = (f"{loaded.model.preset} from {loaded.path}" if loaded
+                     else "no model (pass --checkpoint to generate)")
             print(f"FractalMIDI Studio: {url_of(sock)}  ({model}; Ctrl-C stops it)", flush=True)
             if not local:
-                print(f"note: listening on {options.host}: anyone who can reach this machine can use the page", flush=True)
+                print(f"note: listening on {options.host}: anyone who can reach this machine can use the page",
+                      flush=True)
             serve(session, sock, LOCAL_HOSTS if local else ["*"])
         except KeyboardInterrupt:  # uvicorn stops gracefully, then passes Ctrl-C on: the normal way out
             print("FractalMIDI Studio stopped", flush=True)

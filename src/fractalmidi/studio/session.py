@@ -161,7 +161,8 @@ def coerce_option(name: str, value: Any, default: Any) -> Any:
         return value
     if isinstance(default, (list, tuple)) and default:
         if not isinstance(value, list) or not 0 < len(value) <= MAX_OPTION_LIST:
-            raise UserError(f"sampling option {name} must be a list of up to {MAX_OPTION_LIST} numbers like {list(default)}")
+            raise UserError(f"sampling option {name} must be a list of up to {MAX_OPTION_LIST} numbers like "
+                            f"{list(default)}")
         return [number(v, type(default[0])) for v in value]
     raise UserError(f"sampling option {name} cannot be set from the page")
 
@@ -329,10 +330,12 @@ class Session:
         accepted = self.sampling_defaults()
         unknown = sorted(set(given) - set(accepted))
         if unknown:
-            raise UserError(f"sampling option {unknown[0]!r} is not offered for this model; it takes: {', '.join(accepted) or 'none'}")
+            raise UserError(f"sampling option {unknown[0]!r} is not offered for this model; it takes: "
+                            f"{', '.join(accepted) or 'none'}")
         return {k: coerce_option(k, v, accepted[k]) for k, v in given.items()}
 
-    def generate(self, base_id: str | None, rects: Any, options: Any = None, seed: Any = DEFAULT_SEED) -> dict[str, Any]:
+    def generate(self, base_id: str | None, rects: Any, options: Any = None,
+                 seed: Any = DEFAULT_SEED) -> dict[str, Any]:
         """Regenerate the region of version ``base_id`` (``None``: the empty roll) as a new version.
 
         Returns ``{"version", "notes", "frames": {"start", "images"}, "mode"}``: the frames

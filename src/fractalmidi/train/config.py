@@ -14,7 +14,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
@@ -106,7 +106,7 @@ class HardwareConfig:
     """Devices and numerics, passed to the Lightning ``Trainer``."""
 
     accelerator: str = option("auto", "auto | cpu | gpu | mps")
-    devices: Union[int, str, list[int]] = option("auto", "auto, a count or a list of device indices",
+    devices: int | str | list[int] = option("auto", "auto, a count or a list of device indices",
                                                  seed_names=("gpus",))
     num_nodes: int = option(1, "machines", bound=POSITIVE_INT)
     precision: str = option("32", " | ".join(PRECISIONS),
@@ -353,7 +353,7 @@ def resolve_model(values: Any, stored: bool = False) -> dict[str, Any]:
 def _validate(cfg: TrainConfig) -> None:
     """Every value finite and within its field's bound; the strategy names its closest match."""
     for section, cls in SECTION_TYPES.items():
-        check_values(cls, dataclasses.asdict(getattr(cfg, section)), lambda k: f"{section}.{k}")
+        check_values(cls, dataclasses.asdict(getattr(cfg, section)), lambda k, section=section: f"{section}.{k}")
     h = cfg.hardware
     if h.strategy not in STRATEGIES:
         close = difflib.get_close_matches(h.strategy, STRATEGIES, n=1)

@@ -95,5 +95,6 @@ def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     if isinstance(batch, dict):
         return batch["roll"], batch.get("label")
     rolls = batch[0]
-    labels = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) and batch[1].dtype == torch.long else None
+    labelled = len(batch) > 1 and isinstance(batch[1], torch.Tensor) and batch[1].dtype == torch.long
+    labels = batch[1] if labelled else None
     return rolls, labels

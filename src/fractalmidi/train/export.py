@@ -8,7 +8,14 @@ from pathlib import Path
 
 import torch
 
-from fractalmidi.train.checkpoint import EXTRA_KEY, MODEL_PREFIX, atomic_torch_save, load_generator, resolve_checkpoint, safe_load
+from fractalmidi.train.checkpoint import (
+    EXTRA_KEY,
+    MODEL_PREFIX,
+    atomic_torch_save,
+    load_generator,
+    resolve_checkpoint,
+    safe_load,
+)
 
 
 def export_generator(source: str | Path, out: Path, *, half: bool = False) -> int:
@@ -20,7 +27,8 @@ def export_generator(source: str | Path, out: Path, *, half: bool = False) -> in
     dtype = torch.float16 if half else torch.float32
     state = {MODEL_PREFIX + k: (v.to(dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     slim = {"state_dict": state,
-            EXTRA_KEY: {"config": config, "versions": extra.get("versions", {}), "ema": None, "exported_from": str(path),
+            EXTRA_KEY: {"config": config, "versions": extra.get("versions", {}), "ema": None,
+                        "exported_from": str(path),
                         "global_step": int(ckpt.get("global_step", 0))}}
     atomic_torch_save(slim, out)
     return out.stat().st_size

@@ -236,7 +236,8 @@ class FractalGen(Generator):
         of a sliding window, adds nothing); per-step and per-pixel means count scored frames only.
         """
         if scored_frames is not None and scored_frames.shape != (x.shape[0], x.shape[-1]):
-            raise ValueError(f"scored_frames must be (B, T) = {(x.shape[0], x.shape[-1])}, got {tuple(scored_frames.shape)}")
+            raise ValueError(f"scored_frames must be (B, T) = {(x.shape[0], x.shape[-1])}, got "
+                             f"{tuple(scored_frames.shape)}")
         scored = self._score(x, labels, estimate=True, generator=generator, drop=False, scored_frames=scored_frames)
         nll = torch.cat(scored["pixel_nll"]) * torch.cat(scored["pixel_weight"])
         per_sample = torch.zeros(x.shape[0], device=x.device, dtype=nll.dtype)

@@ -13,8 +13,16 @@ import torch
 from torch import nn
 
 from fractalmidi.models.base import NUM_PITCHES
-from fractalmidi.models.layers import (EMBED_INIT_STD, Attention, LabelEmbedder, SinCosTable, SwiGLU, TimestepEmbedder,
-                                      call_block, init_weights)
+from fractalmidi.models.layers import (
+    EMBED_INIT_STD,
+    Attention,
+    LabelEmbedder,
+    SinCosTable,
+    SwiGLU,
+    TimestepEmbedder,
+    call_block,
+    init_weights,
+)
 
 NORM_EPS = 1e-6
 SWIGLU_WIDTH_FACTOR = 2.0 / 3.0
