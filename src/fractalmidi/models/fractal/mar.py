@@ -18,6 +18,17 @@ from fractalmidi.models.fractal.masking import cosine_remaining, likelihood_mask
 from fractalmidi.models.layers import learned_embedding
 
 
+PITCH_AXIS, TIME_AXIS = 1, 2
+"""Grid axes of per-patch values laid out ``(N, pitch bands, time spans, ...)``."""
+
+
+def _from_neighbour(values: torch.Tensor, axis: int, offset: int) -> torch.Tensor:
+    """At every patch of ``values`` ``(N, bands, spans, C)``, the value of its neighbour ``offset`` (-1 or +1)
+    patches along ``axis``; zeros beyond the roll's edge."""
+    pad = [0, 0] * (values.dim() - axis - 1) + ([1, 0] if offset < 0 else [0, 1])
+    return F.pad(values, pad).narrow(axis, 0 if offset < 0 else 1, values.shape[axis])
+
+
 class MARLevel(LevelNet):
     """Predicts a condition for every masked patch from the visible ones and the parent's conditions."""
 
@@ -114,15 +125,11 @@ class MARLevel(LevelNet):
         shown = visible.reshape(n, grid[0], grid[1], 1).to(features.dtype)
         left = torch.cat([g[:, :, :, :, p - 1].flatten(3), torch.ones_like(shown)], -1) * shown
         right = torch.cat([g[:, :, :, :, 0].flatten(3), torch.ones_like(shown)], -1) * shown
-        left = F.pad(left, (0, 0, 1, 0))[:, :, :-1]  # the patch before in time
-        right = F.pad(right, (0, 0, 0, 1))[:, :, 1:]  # the patch after
-        return self.seam_embed(torch.cat([left, right], -1).reshape(n, length, -1))
+        edges = [_from_neighbour(left, TIME_AXIS, -1), _from_neighbour(right, TIME_AXIS, 1)]  # before / after
+        return self.seam_embed(torch.cat(edges, -1).reshape(n, length, -1))
 
     def _neighbour_conds(self, out: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:
         n, length, width = out.shape
         g = out.reshape(n, grid[0], grid[1], width)
-        lower = F.pad(g, (0, 0, 0, 0, 1, 0))[:, :-1]
-        higher = F.pad(g, (0, 0, 0, 0, 0, 1))[:, 1:]
-        before = F.pad(g, (0, 0, 1, 0))[:, :, :-1]
-        after = F.pad(g, (0, 0, 0, 1))[:, :, 1:]
-        return [out] + [t.reshape(n, length, width) for t in (lower, higher, before, after)]
+        neighbours = [(PITCH_AXIS, -1), (PITCH_AXIS, 1), (TIME_AXIS, -1), (TIME_AXIS, 1)]
+        return [out] + [_from_neighbour(g, axis, offset).reshape(n, length, width) for axis, offset in neighbours]
