@@ -160,25 +160,23 @@ def decode_notes(canvas: torch.Tensor, mask: torch.Tensor, sounding: torch.Tenso
     count = int(note.max()) + 1 if note.numel() else 1
     flat = note.reshape(-1)
 
-    def weighted_mean(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def weighted_mean(w: torch.Tensor, groups: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per group (a note, or a whole piece) the ``w``-weighted mean velocity of its sounding pixels."""
         w = (w * sounding).reshape(-1).double()
-        total = torch.zeros(count, dtype=torch.float64, device=canvas.device).index_add_(0, flat, w)
-        summed = torch.zeros_like(total).index_add_(0, flat, w * velocity.reshape(-1).double())
+        total = torch.zeros(size, dtype=torch.float64, device=canvas.device).index_add_(0, groups, w)
+        summed = torch.zeros_like(total).index_add_(0, groups, w * velocity.reshape(-1).double())
         return summed / total.clamp_min(1e-12), total
 
     generated_weight = torch.where(gen, weight, torch.zeros_like(weight))
-    known_mean, known_total = weighted_mean((~gen).to(weight.dtype))
-    generated_mean, generated_total = weighted_mean(generated_weight)
+    known_mean, known_total = weighted_mean((~gen).to(weight.dtype), flat, count)
+    generated_mean, generated_total = weighted_mean(generated_weight, flat, count)
     # a note with no velocity of its own (a bare hold) takes its piece's generated loudness
-    w = (generated_weight * sounding).flatten(1).double()
-    piece_total = w.sum(1)
-    piece_mean = (w * velocity.flatten(1).double()).sum(1) / piece_total.clamp_min(1e-12)
-    default_level = torch.full_like(piece_mean, DEFAULT_NOTE_VELOCITY / MAX_VELOCITY)
-    piece_level = torch.where(piece_total > 0, piece_mean, default_level)
-    pixel_shape = (-1, *([1] * (note.dim() - 1)))
-    batch_of_pixel = torch.arange(note.shape[0], device=canvas.device).view(pixel_shape).expand_as(note)
-    note_batch = torch.zeros(count, dtype=torch.long, device=canvas.device)
-    note_batch = note_batch.index_put_((flat,), batch_of_pixel.reshape(-1))
+    pieces = note.shape[0]
+    piece_of_pixel = torch.arange(pieces, device=canvas.device).repeat_interleave(note[0].numel())
+    piece_mean, piece_total = weighted_mean(generated_weight, piece_of_pixel, pieces)
+    no_loudness = torch.full_like(piece_mean, DEFAULT_NOTE_VELOCITY / MAX_VELOCITY)
+    piece_level = torch.where(piece_total > 0, piece_mean, no_loudness)
+    note_batch = torch.zeros(count, dtype=torch.long, device=canvas.device).index_put_((flat,), piece_of_pixel)
     default = piece_level[note_batch]
     mean = torch.where(known_total > 0, known_mean, torch.where(generated_total > 0, generated_mean, default))
     level = (torch.round(mean.clamp(1 / MAX_VELOCITY, 1) * MAX_VELOCITY) / MAX_VELOCITY).to(canvas.dtype)
