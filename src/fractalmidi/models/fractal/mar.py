@@ -17,7 +17,6 @@ from fractalmidi.models.fractal.level import LevelNet, RegionFill
 from fractalmidi.models.fractal.masking import cosine_remaining, likelihood_mask, random_ranks, training_mask
 from fractalmidi.models.layers import learned_embedding
 
-
 PITCH_AXIS, TIME_AXIS = 1, 2
 """Grid axes of per-patch values laid out ``(N, pitch bands, time spans, ...)``."""
 
