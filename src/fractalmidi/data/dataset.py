@@ -99,4 +99,4 @@ class PianoRollDataset(Dataset):
         if low > high:  # the crop's range is wider than the allowed shifts leave room for
             return crop
         shift = int(rng.integers(low, high + 1))
-        return np.roll(crop, shift, axis=0) if shift else crop
+        return transpose(crop, shift)

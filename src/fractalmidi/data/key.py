@@ -29,16 +29,13 @@ MIN_SHIFT = -PITCH_CLASSES // 2
 def pitch_class_histogram(codes: np.ndarray) -> np.ndarray:
     """Sounding steps per pitch class of uint8 note codes ``(..., 128, T)`` (durations weigh in)."""
     sounding = (np.asarray(codes) & VELOCITY_BITS) > 0
-    per_pitch = sounding.reshape(-1, NUM_PITCHES, sounding.shape[-1]).sum(axis=(0, 2)).astype(np.float64)
-    padded = np.zeros(-(-NUM_PITCHES // PITCH_CLASSES) * PITCH_CLASSES)
-    padded[:NUM_PITCHES] = per_pitch
-    return padded.reshape(-1, PITCH_CLASSES).sum(axis=0)
+    per_pitch = sounding.reshape(-1, NUM_PITCHES, sounding.shape[-1]).sum(axis=(0, 2))
+    return np.bincount(np.arange(NUM_PITCHES) % PITCH_CLASSES, weights=per_pitch, minlength=PITCH_CLASSES)
 
 
-def _profiles() -> np.ndarray:
-    """``(24, 12)`` key profiles: rows 0-11 major on tonic 0-11, rows 12-23 minor."""
-    rows = [np.roll(profile, tonic) for profile in (MAJOR_PROFILE, MINOR_PROFILE) for tonic in range(PITCH_CLASSES)]
-    return np.stack(rows)
+KEY_PROFILES = np.stack([np.roll(profile, tonic) for profile in (MAJOR_PROFILE, MINOR_PROFILE)
+                         for tonic in range(PITCH_CLASSES)])
+"""``(24, 12)``: rows 0-11 major on tonic 0-11, rows 12-23 minor."""
 
 
 def estimate_key(codes: np.ndarray) -> tuple[int, bool] | None:
@@ -46,8 +43,7 @@ def estimate_key(codes: np.ndarray) -> tuple[int, bool] | None:
     hist = pitch_class_histogram(codes)
     if hist.sum() == 0 or np.all(hist == hist[0]):
         return None
-    scores = [np.corrcoef(hist, profile)[0, 1] for profile in _profiles()]
-    best = int(np.argmax(scores))
+    best = int(np.argmax(np.corrcoef(hist, KEY_PROFILES)[0, 1:]))
     return best % PITCH_CLASSES, best < PITCH_CLASSES
 
 
