@@ -111,23 +111,32 @@ def prepared_jsb(jsb_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return out
 
 
-TINY_FRACTAL_STEPS = 2
-"""Optimiser steps of the session's tiny FractalGen: generation tests ask nothing of quality."""
+TINY_STEPS = 2
+"""Optimiser steps of the session's tiny models: generation tests ask nothing of quality."""
 
 
 @pytest.fixture(scope="session")
-def tiny_fractal_checkpoint(prepared_jsb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``last.ckpt`` of fractal-tiny trained a couple of steps on the prepared JSB chorales (session-wide)."""
+def train_tiny(prepared_jsb: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Factory: ``train_tiny(CONFIG) -> last.ckpt`` of ``configs/CONFIG`` trained a couple of steps on short
+    crops of the prepared JSB chorales (for tests that ask nothing of quality)."""
     from fractalmidi.train.runner import plan, train
 
-    config = Path(__file__).resolve().parents[1] / "configs" / "fractal_tiny.yaml"
-    run = tmp_path_factory.mktemp("tiny_fractal") / "run"
-    train(plan(str(config), [
-        f"data.root={prepared_jsb}", f"logging.output_dir={run}", f"training.max_steps={TINY_FRACTAL_STEPS}",
-        "data.crop_length=32", "training.batch_size=2", "training.limit_val_batches=0",
-        "logging.log_images_every_n_steps=0", "logging.progress_bar=false",
-    ]))
-    return run / "checkpoints" / "last.ckpt"
+    def run(config: str) -> Path:
+        folder = tmp_path_factory.mktemp(Path(config).stem) / "run"
+        train(plan(str(Path(__file__).resolve().parents[1] / "configs" / config), [
+            f"data.root={prepared_jsb}", f"logging.output_dir={folder}", f"training.max_steps={TINY_STEPS}",
+            "data.crop_length=32", "training.batch_size=2", "training.limit_val_batches=0",
+            "logging.log_images_every_n_steps=0", "logging.progress_bar=false",
+        ]))
+        return folder / "checkpoints" / "last.ckpt"
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_fractal_checkpoint(train_tiny) -> Path:
+    """``last.ckpt`` of fractal-tiny trained a couple of steps on the prepared JSB chorales (session-wide)."""
+    return train_tiny("fractal_tiny.yaml")
 
 
 @pytest.fixture(scope="session")

@@ -280,18 +280,9 @@ def test_bad_requests_fail_in_one_line_and_write_nothing(
 
 
 @pytest.fixture(scope="module")
-def tiny_jit_checkpoint(prepared_jsb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_jit_checkpoint(train_tiny) -> Path:
     """``last.ckpt`` of jit-tiny trained a couple of steps (generation tests ask nothing of quality)."""
-    from fractalmidi.train.runner import plan, train
-
-    config = Path(__file__).resolve().parents[1] / "configs" / "jit_tiny.yaml"
-    run = tmp_path_factory.mktemp("tiny_jit") / "run"
-    train(plan(str(config), [
-        f"data.root={prepared_jsb}", f"logging.output_dir={run}", "training.max_steps=2", "data.crop_length=32",
-        "training.batch_size=2", "training.limit_val_batches=0", "logging.log_images_every_n_steps=0",
-        "logging.progress_bar=false",
-    ]))
-    return run / "checkpoints" / "last.ckpt"
+    return train_tiny("jit_tiny.yaml")
 
 
 def _velocities(path: Path) -> list[int]:

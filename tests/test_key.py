@@ -96,27 +96,13 @@ def test_key_normalised_crops_are_in_c_major_or_a_minor(prepared_jsb: Path) -> N
     assert in_scale(normalised) > 0.85 > in_scale(plain)
 
 
-@pytest.fixture(scope="module")
-def key_checkpoint(prepared_jsb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fractalmidi.train.runner import plan, train
-
-    config = Path(__file__).resolve().parents[1] / "configs" / "fractal_tiny.yaml"
-    run = tmp_path_factory.mktemp("key") / "run"
-    train(plan(str(config), [
-        f"data.root={prepared_jsb}", f"logging.output_dir={run}", "training.max_steps=2", "data.key_normalize=true",
-        "data.crop_length=32", "training.batch_size=2", "training.limit_val_batches=0",
-        "logging.log_images_every_n_steps=0", "logging.progress_bar=false",
-    ]))
-    return run / "checkpoints" / "last.ckpt"
-
-
 @pytest.mark.data
-def test_a_key_normalised_model_keeps_its_input_and_records_its_keys(key_checkpoint: Path, prepared_jsb: Path,
-                                                                     tmp_path: Path) -> None:
+def test_a_key_normalised_model_keeps_its_input_and_records_its_keys(tiny_fractal_checkpoint: Path,
+                                                                     prepared_jsb: Path, tmp_path: Path) -> None:
     from fractalmidi.data import PreparedData, midi_to_roll, roll_to_midi
     from fractalmidi.inference import load_checkpoint
 
-    loaded = load_checkpoint(key_checkpoint)
+    loaded = load_checkpoint(tiny_fractal_checkpoint)  # trained key-normalised: the training default
     data = PreparedData(prepared_jsb)
     assert sum(loaded.key_shifts) == len(data.split("train")) and len(loaded.key_shifts) == PITCH_CLASSES
 
@@ -125,12 +111,13 @@ def test_a_key_normalised_model_keeps_its_input_and_records_its_keys(key_checkpo
     path = tmp_path / "input.mid"
     roll_to_midi(roll, path)
     source = midi_to_roll(path)[0]
-    fast = ["--device", "cpu", "--num-iter-list", "2", "1", "1", "--seed", "3"]
-    assert main(["generate", "--checkpoint", str(key_checkpoint), "--out", str(tmp_path / "c"), "--mode", "continue",
+    fast = ["--checkpoint", str(tiny_fractal_checkpoint), "--device", "cpu", "--num-iter-list", "2", "1", "1",
+            "--seed", "3"]
+    assert main(["generate", "--out", str(tmp_path / "c"), "--mode", "continue",
                  "--input", str(path), "--condition-length", "16", "--length", "16", *fast]) == 0
     written = midi_to_roll(tmp_path / "c" / "sample_000.mid")[0]
     assert np.array_equal(written[0, :, :16], source[0, :, :16])
-    assert main(["generate", "--checkpoint", str(key_checkpoint), "--out", str(tmp_path / "u"), "--length", "32",
+    assert main(["generate", "--out", str(tmp_path / "u"), "--length", "32",
                  "--num-samples", "2", *fast]) == 0
     record = json.loads((tmp_path / "u" / "samples.json").read_text())
     assert all(symusic.Score(str(tmp_path / "u" / s["mid"])).note_num() == s["notes"] for s in record["samples"])
