@@ -145,8 +145,10 @@ def model_rows(model, result: dict[str, Any], window: int, stride: int) -> list[
     from fractalmidi.evaluate import jsb
 
     rows = result["rows"]
-    scope = (f"{rows} rows scored: the {rows - jsb.NUM_KEYS} always-silent rows outside MIDI 21-108 too, "
-             f"so this is an upper bound on the 88-key NLL" if rows > jsb.NUM_KEYS else f"{rows} rows scored")
+    scope = f"{len(rows)} rows scored (MIDI {rows.start}-{rows.stop - 1})"
+    if len(rows) > jsb.NUM_KEYS:
+        scope += (f": the {len(rows) - jsb.NUM_KEYS} always-silent rows beyond the 88 keys too, so this is an upper "
+                  f"bound on the 88-key NLL")
     return [("scored", f"{result['frames']} test frames (padding never scored), {scope}"),
             ("likelihood", "exact (all-AR levels)" if result["exact"] else "NOT exact (MAR levels: an estimate)"),
             ("windows", f"{window} frames, stride {stride} ({result['windows']} windows)"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fractalmidi.data.roll import PIANO_LOWEST
 from fractalmidi.models import build
 from fractalmidi.models.fractal.head import HOLD, bin_velocities, velocity_bins
 from fractalmidi.models.fractal.patches import patchify
@@ -59,6 +60,30 @@ def test_exact_likelihood_sums_to_one(scan_order: str, pitches: int, config: dic
     assert abs(probs.sum().item() - 1.0) < 1e-4
     # and it is not the uniform distribution
     assert probs.max().item() > 10 * probs.min().item()
+
+
+@pytest.mark.parametrize(("block", "steps", "config"), [(2, 4, MICRO), (4, 1, MICRO3)])
+def test_frame_folded_likelihood_sums_to_one_and_samples_stay_on_its_keys(block: int, steps: int,
+                                                                         config: dict) -> None:
+    """``frame_block``: a frame's keys from MIDI 21 up become one square block scanned frame by frame;
+    all 2**16 rolls over those keys sum to one, and nothing is written outside them."""
+    torch.manual_seed(6)
+    low, keys = PIANO_LOWEST, block * block
+    model = build("fractal-ar-tiny", **{**config, "num_pitches": low + keys, "frame_block": block,
+                                        "patch_sizes": (block, *config["patch_sizes"][1:])}).eval()
+    randomise(model)
+    assert model.length_multiple == 1 and model.modelled_rows == range(low, low + keys)
+    band = all_rolls(keys, steps)
+    rolls = torch.zeros(band.shape[0], 2, low + keys, steps)
+    rolls[:, :, low:] = band
+    probs = torch.exp(-torch.cat([model.nll(chunk)["nats"] for chunk in rolls.split(8192)]).double())
+    assert abs(probs.sum().item() - 1.0) < 1e-4
+    assert probs.max().item() > 10 * probs.min().item()
+    canvas = torch.zeros(64, 2, low + keys, 3)
+    samples = model.sample(canvas, torch.ones_like(canvas, dtype=torch.bool), temperature=1.0)
+    assert samples[:, 0, low:].sum() > 0 and samples[:, 0, :low].sum() == 0
+    with pytest.raises(ValueError, match="outside MIDI"):
+        model.nll(samples.roll(1, dims=2) + (torch.arange(low + keys) == 0).float()[:, None])
 
 
 def test_note_state_likelihood_sums_to_one() -> None:

@@ -34,6 +34,8 @@ from fractalmidi.errors import UserError
 from fractalmidi.outdir import atomic_path
 
 NUM_PITCHES = 128
+PIANO_LOWEST = 21
+"""MIDI A0, the piano's lowest key (the JSB benchmark's keyboard and frame-folded models start here)."""
 MAX_VELOCITY = 127
 ONSET_BIT = 0x80
 """High bit of a roll cell: a note starts here."""

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from fractalmidi.data.cache import PreparedData
-from fractalmidi.data.roll import codes_to_planes
+from fractalmidi.data.roll import PIANO_LOWEST, codes_to_planes
 
-KEYBOARD_LOW = 21
+KEYBOARD_LOW = PIANO_LOWEST
 KEYBOARD_HIGH = 108
 """The protocol's 88 keys, MIDI 21..108 inclusive."""
 NUM_KEYS = KEYBOARD_HIGH - KEYBOARD_LOW + 1
@@ -124,7 +124,8 @@ def model_nll(model: Any, rolls: list[np.ndarray], *, window: int, stride: int, 
 
     Each window is padded with silence to the model's length multiple; padded frames, and the
     context frames a window re-reads, are never scored (``scored_frames``). Returns the totals, the
-    per-piece nats and whether the model calls its likelihood exact.
+    per-piece nats, the pitch rows scored (the model's ``modelled_rows``, else all) and whether the
+    model calls its likelihood exact.
     """
     multiple = model.length_multiple
     if window % multiple:
@@ -160,7 +161,7 @@ def model_nll(model: Any, rolls: list[np.ndarray], *, window: int, stride: int, 
         "nats_per_frame": float(per_piece.sum() / total_frames) if total_frames else math.nan,
         "per_piece_nats": per_piece.tolist(),
         "windows": len(windows),
-        "rows": int(rolls[0].shape[1]) if rolls else 0,
+        "rows": getattr(model, "modelled_rows", range(rolls[0].shape[1] if rolls else 0)),
         "exact": exact,
     }
 

@@ -28,8 +28,11 @@ SMALL = {**TINY, "widths": (128, 64, 32), "depths": (2, 2, 1), "heads": (4, 4, 2
 """Seams: without them a third of the notes two patches share at their boundary broke into one-step pieces."""
 DEFAULT = {"num_iter_list": (16, 1, 1), "ema_decays": (0.9999,), "dropout": 0.1,
            "empty_keep": 0.25, "seams": True}
-JSB = {"patch_sizes": (8, 2, 1), "widths": (192, 64, 32), "depths": (3, 2, 1), "heads": (6, 4, 2), "head_width": 32,
-       "num_bins": 2, "note_states": False, "scan_order": "column_major", "num_iter_list": (1, 1, 1)}
+JSB = {"frame_block": 10, "patch_sizes": (10, 2, 1), "widths": (256, 64, 32), "depths": (4, 2, 1), "heads": (8, 4, 2),
+       "head_width": 32, "num_bins": 2, "note_states": False, "num_iter_list": (1, 1, 1), "dropout": 0.1,
+       "empty_keep": 0.25}
+"""Frame by frame as the published models read chorales: level 0 a causal transformer over time steps (the 88 keys
+and 12 silent ones above them folded into a 10x10 block), levels 1-2 a frame's 2x2 key groups and keys, low to high."""
 
 register_preset("fractal-tiny", FRACTAL, "widths 64/32/32: trains on a CPU in minutes (tests, demos)",
                 generators=MAR_AR_AR, **TINY)
@@ -43,7 +46,7 @@ register_preset("fractal-ar", FRACTAL, "fractal-default with AR at every level (
                 **DEFAULT)
 register_preset("fractal-large", FRACTAL, "the seed's 16/4/2 blocks, ~120M parameters", generators=MAR_AR_AR,
                 **{**DEFAULT, "depths": (16, 4, 2)})
-register_preset("fractal-jsb", FRACTAL, "the JSB likelihood benchmark's model: binary pixels, AR at every level in a "
-                "pitch-first scan, ~1.6M parameters (benchmarks/bench_jsb.py)", generators=AR3, **JSB)
+register_preset("fractal-jsb", FRACTAL, "the JSB likelihood benchmark's model: binary pixels, AR at every level, "
+                "frame by frame (benchmarks/bench_jsb.py)", generators=AR3, **JSB)
 
 __all__ = ["FractalGen", "FractalOptions", "FractalSampling"]

@@ -20,13 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fractalmidi.data.roll import PIANO_LOWEST
 from fractalmidi.models.base import Generator, decode_notes, keep_known
 from fractalmidi.models.fractal.ar import ARLevel
 from fractalmidi.models.fractal.head import PixelHead, PixelStates
 from fractalmidi.models.fractal.level import LevelNet
 from fractalmidi.models.fractal.mar import MARLevel
 from fractalmidi.models.fractal.options import FractalOptions, FractalSampling
-from fractalmidi.models.fractal.patches import grid_shape, patchify, unpatchify
+from fractalmidi.models.fractal.patches import fold_frames, grid_shape, patchify, unfold_frames, unpatchify
 from fractalmidi.models.fractal.sampling import HierarchySampler, SamplingOptions
 from fractalmidi.models.layers import LabelEmbedder, init_weights, learned_embedding
 
@@ -56,6 +57,7 @@ class FractalGen(Generator):
         self.generators = tuple(o.generators)
         self._check_config(o.widths, o.depths, o.heads, self.sampling.num_iter_list, o.num_pitches, o.num_bins)
         self.num_pitches = o.num_pitches
+        self.frame_block = o.frame_block
         self.pixel_states = PixelStates(o.num_bins, o.note_states)
         self.num_classes = o.num_classes
         self.mask_ratio_min = o.mask_ratio_min
@@ -93,7 +95,11 @@ class FractalGen(Generator):
         for parent, child in zip(sizes, sizes[1:]):
             if child >= parent or parent % child:
                 raise ValueError(f"each patch size must be a proper multiple of the next, got {list(sizes)}")
-        if num_pitches % sizes[0]:
+        block = self.options.frame_block
+        if block and (sizes[0] != block or PIANO_LOWEST + block * block > num_pitches):
+            raise ValueError(f"frame_block {block} needs top patches of side {block} and {block}x{block} keys from "
+                             f"MIDI {PIANO_LOWEST} within the {num_pitches} pitches")
+        if not block and num_pitches % sizes[0]:
             raise ValueError(f"{num_pitches} pitches are not a multiple of the top patch size {sizes[0]}")
         for name, values in (("generators", self.generators), ("widths", widths), ("depths", depths),
                              ("heads", heads), ("num_iter_list", num_iter_list)):
@@ -115,7 +121,21 @@ class FractalGen(Generator):
 
     @property
     def length_multiple(self) -> int:
-        return self.patch_sizes[0]
+        return 1 if self.frame_block else self.patch_sizes[0]
+
+    @property
+    def modelled_rows(self) -> range:
+        """The pitch rows the model writes and scores; the others are always silent."""
+        if not self.frame_block:
+            return range(self.num_pitches)
+        return range(PIANO_LOWEST, PIANO_LOWEST + self.frame_block ** 2)
+
+    def _fold(self, rows: torch.Tensor) -> torch.Tensor:
+        """``(B, num_pitches, T)`` -> the image level 0 sees (the roll itself unless ``frame_block``)."""
+        return fold_frames(rows, PIANO_LOWEST, self.frame_block) if self.frame_block else rows
+
+    def _unfold(self, image: torch.Tensor) -> torch.Tensor:
+        return unfold_frames(image, PIANO_LOWEST, self.num_pitches) if self.frame_block else image
 
     @property
     def ema_decays(self) -> tuple[float, ...]:
@@ -206,11 +226,14 @@ class FractalGen(Generator):
         self.check_rolls(x)
         batch = x.shape[0]
         states = self.pixel_states.from_planes(x)
+        rows = self.modelled_rows
+        if self.frame_block and (states[:, : rows.start].any() or states[:, rows.stop :].any()):
+            raise ValueError(f"notes outside MIDI {rows.start}-{rows.stop - 1}, the keys this model writes")
         out: dict[str, Any] = {"occupancy": [[] for _ in self.levels], "occupancy_count": [0] * len(self.levels),
                                "pixel_nll": [], "pixel_owner": [], "pixel_weight": []}
         top = self._top_conds(batch, labels, x.device, drop)
-        scored = None if scored_frames is None else scored_frames[:, None, :].expand_as(states)
-        self._descend(0, states, [top], torch.arange(batch, device=x.device),
+        scored = None if scored_frames is None else self._fold(scored_frames[:, None, :].expand_as(states))
+        self._descend(0, self._fold(states), [top], torch.arange(batch, device=x.device),
                       torch.ones(batch, device=x.device), out, estimate, generator, scored)
         return out
 
@@ -244,7 +267,7 @@ class FractalGen(Generator):
         per_sample.index_add_(0, torch.cat(scored["pixel_owner"]), nll)
         steps = (torch.full_like(per_sample, x.shape[3]) if scored_frames is None
                  else scored_frames.sum(1).to(per_sample.dtype))
-        pixels = x.shape[2] * steps
+        pixels = len(self.modelled_rows) * steps
         return {"bits_per_pixel": per_sample / pixels / math.log(2), "nats_per_step": per_sample / steps,
                 "nats": per_sample, "exact": self.exact_likelihood}
 
@@ -268,15 +291,15 @@ class FractalGen(Generator):
         options = SamplingOptions(num_iter_list=iters, temperature=float(o.temperature),
                                   sparsity_bias=float(o.sparsity_bias), guided=guided, generator=generator)
         frames: list[torch.Tensor] | None = [] if return_steps else None
-        known_states = self.pixel_states.from_planes(canvas)
+        known_states = self._fold(self.pixel_states.from_planes(canvas))
         sampler = HierarchySampler(self.levels, self.patch_sizes, self.pixel_states.embed_input, self.head, options)
-        states = sampler.region(0, known_states, mask[:, 0], [top], cfg, frames)
+        states = self._unfold(sampler.region(0, known_states, self._fold(mask[:, 0]), [top], cfg, frames))
         result = self._planes(states, canvas, mask)
         if not return_steps:
             return result
-        size, (height, width) = self.patch_sizes[0], canvas.shape[2:]
+        size, (height, width) = self.patch_sizes[0], known_states.shape[1:]
         steps = [keep_known(torch.zeros_like(canvas), canvas, mask)]
-        steps += [self._planes(unpatchify(f, size, height, width), canvas, mask) for f in frames]
+        steps += [self._planes(self._unfold(unpatchify(f, size, height, width)), canvas, mask) for f in frames]
         steps.append(result)
         return result, steps
 

@@ -24,6 +24,10 @@ class FractalOptions:
     heads: tuple[int, ...] = option((12, 6, 3), "attention heads per level")
     mlp_ratio: float = option(4.0, "MLP width / transformer width")
     scan_order: str = option("row_major", "AR levels' patch order: row_major | column_major (pitch first)")
+    frame_block: int = option(0, "0 = off; s: each time step's s*s keys from MIDI 21 up are folded into one s x s "
+                              "block, so the top level (patches of side s) scans frame by frame and the levels "
+                              "below write one frame's keys, low to high; keys outside are always silent",
+                              bound=NON_NEGATIVE)
     seams: bool = option(False, "MAR levels also hand down the pixel columns along each patch's edges")
     head_width: int = option(192, "pixel head width")
     head_depth: int = option(1, "pixel head blocks")

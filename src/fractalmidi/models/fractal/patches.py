@@ -22,3 +22,21 @@ def unpatchify(tokens: torch.Tensor, size: int, height: int, width: int) -> torc
 def grid_shape(height: int, width: int, size: int) -> tuple[int, int]:
     """Rows (pitch bands) and columns (time spans) of the patch grid."""
     return height // size, width // size
+
+
+def fold_frames(states: torch.Tensor, first: int, side: int) -> torch.Tensor:
+    """``(N, H, T)`` rows ``first .. first + side**2 - 1`` -> ``(N, side, side * T)``: time step t becomes
+    the square block of columns ``t * side ..``, its key ``first + side * r + c`` at row r, column c."""
+    n, _, steps = states.shape
+    band = states[:, first : first + side * side]
+    return band.reshape(n, side, side, steps).permute(0, 1, 3, 2).reshape(n, side, steps * side)
+
+
+def unfold_frames(image: torch.Tensor, first: int, height: int) -> torch.Tensor:
+    """Inverse of :func:`fold_frames` ``(N, side, side * T)`` -> ``(N, height, T)``, zero outside the band."""
+    n, side, width = image.shape
+    steps = width // side
+    out = image.new_zeros(n, height, steps)
+    out[:, first : first + side * side] = image.reshape(n, side, steps, side).permute(0, 1, 3, 2).reshape(
+        n, side * side, steps)
+    return out
