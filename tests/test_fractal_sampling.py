@@ -8,6 +8,7 @@ import torch
 
 from fractalmidi.data.roll import codes_to_planes, planes_to_codes
 from fractalmidi.models import build
+from fractalmidi.models.fractal.head import PixelStates
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -129,7 +130,7 @@ def test_class_labels_and_guidance() -> None:
 
 def test_sparsity_bias_on_untrained_head() -> None:
     """A uniform head (untrained) puts 128/129 of the mass on notes (a hold or one of 127 onset
-    velocities); the bias moves it to silence."""
+    velocities) at temperature 1; the bias moves it to silence."""
     torch.manual_seed(0)
     model = build("fractal-tiny").eval()
     assert model.pixel_states.count == 129
@@ -137,7 +138,8 @@ def test_sparsity_bias_on_untrained_head() -> None:
     mask = torch.ones_like(x, dtype=torch.bool)
     density = []
     for bias in (0.0, 4.0, 8.0):
-        out = model.sample(x, mask, generator=torch.Generator().manual_seed(0), sparsity_bias=bias, **FAST)
+        out = model.sample(x, mask, generator=torch.Generator().manual_seed(0), sparsity_bias=bias,
+                           temperature=1.0, **FAST)
         density.append((out[:, 0] > 0).float().mean().item())
     expected = [128 / (128 + torch.exp(torch.tensor(b)).item()) for b in (0.0, 4.0, 8.0)]
     assert density == sorted(density, reverse=True)
@@ -158,3 +160,23 @@ def test_chunked_lower_levels_match_one_pass(monkeypatch) -> None:
     whole = model.sample(x, mask, **kwargs)
     monkeypatch.setattr(sampling, "MAX_REGIONS", 100)  # level 2 gets 2 x 16 x 16 = 512 patches
     assert torch.equal(model.sample(x, mask, **kwargs), whole)
+
+
+def test_temperature_shapes_what_a_pixel_is_not_how_loud() -> None:
+    """``PixelStates.draw``: at temperature 1 the states follow the head's softmax; at 0.5 silence /
+    hold / onset sharpen while an onset's velocity bins keep the model's own spread."""
+    states = PixelStates(num_bins=5, note_states=True)  # silence, hold, 4 onset bins
+    logits = torch.tensor([[0.5, 0.0, 1.0, -0.5, 0.2, 0.7]]).expand(60_000, -1)
+    generator = torch.Generator().manual_seed(0)
+    freq = torch.bincount(states.draw(logits, 1.0, 0.0, generator), minlength=6).double() / len(logits)
+    assert torch.allclose(freq, torch.softmax(logits[0].double(), -1), atol=0.01)
+    drawn = states.draw(logits, 0.5, 0.0, generator)
+    onsets = drawn[drawn >= 2]
+    bins = torch.bincount(onsets - 2, minlength=4).double() / len(onsets)
+    assert torch.allclose(bins, torch.softmax(logits[0, 2:].double(), -1), atol=0.015)
+    kinds = torch.stack([(drawn == 0).double().mean(), (drawn == 1).double().mean(), (drawn >= 2).double().mean()])
+    tempered = torch.softmax(torch.stack([logits[0, 0], logits[0, 1], logits[0, 2:].logsumexp(0)]).double() / 0.5, 0)
+    assert torch.allclose(kinds, tempered, atol=0.01)
+    greedy = states.draw(logits[:2], 0.0, 0.0, None)
+    assert greedy.tolist() == [2, 2]  # onset is the likeliest kind, bin 0 its likeliest velocity
+    assert states.draw(logits[:2], 0.0, 10.0, None).tolist() == [0, 0]  # the sparsity bias favours silence

@@ -292,7 +292,8 @@ class FractalGen(Generator):
                                   sparsity_bias=float(o.sparsity_bias), guided=guided, generator=generator)
         frames: list[torch.Tensor] | None = [] if return_steps else None
         known_states = self._fold(self.pixel_states.from_planes(canvas))
-        sampler = HierarchySampler(self.levels, self.patch_sizes, self.pixel_states.embed_input, self.head, options)
+        sampler = HierarchySampler(self.levels, self.patch_sizes, self.pixel_states.embed_input, self.head,
+                                   self.pixel_states.draw, options)
         states = self._unfold(sampler.region(0, known_states, self._fold(mask[:, 0]), [top], cfg, frames))
         result = self._planes(states, canvas, mask)
         if not return_steps:

@@ -68,6 +68,24 @@ class PixelStates(nn.Module):
         onset = planes[:, ONSET_PLANE] > 0.5
         return torch.where(bins == 0, bins, torch.where(onset, bins + self.offset, torch.full_like(bins, HOLD)))
 
+    def draw(self, logits: torch.Tensor, temperature: float, sparsity_bias: float,
+             generator: torch.Generator | None) -> torch.Tensor:
+        """States ``(N,)`` from logits ``(N, count)``: the temperature (0 = greedy) and the silence bias shape
+        what a pixel is (silence, hold, onset); an onset's velocity bin is drawn from the model's own
+        distribution, since a tempered one narrows the music's dynamics. At temperature 1 and no bias this
+        is exactly the softmax of ``logits``."""
+        first = self.offset + 1  # the first state that carries a velocity bin
+        loud = logits[:, first:]
+        kinds = torch.cat([logits[:, :first], torch.logsumexp(loud, -1, keepdim=True)], -1)
+        if temperature > 0:
+            kinds = kinds / temperature
+        kinds[:, SILENCE] += sparsity_bias
+        if temperature <= 0:
+            return torch.where(kinds.argmax(-1) == first, first + loud.argmax(-1), kinds.argmax(-1))
+        kind = torch.multinomial(torch.softmax(kinds, -1), 1, generator=generator).squeeze(1)
+        bins = torch.multinomial(torch.softmax(loud, -1), 1, generator=generator).squeeze(1)
+        return torch.where(kind == first, first + bins, kind)
+
     def embed_input(self, states: torch.Tensor) -> torch.Tensor:
         """States ``(..., n)`` -> features ``(..., n * PIXEL_FEATURES)`` for a patch embedding."""
         return self.features[states].flatten(-2)

@@ -51,6 +51,7 @@ class FractalSampling:
     num_iter_list: tuple[int, ...] = option((8, 4, 1), "MAR iterations per level, e.g. 8 4 1 (AR levels ignore theirs)",
                                             bound=count_bound(MAX_ITERATIONS))
     cfg: float = option(1.0, "classifier-free guidance scale (1 = off; needs --label)", bound=NON_NEGATIVE)
-    temperature: float = option(1.0, "softmax temperature of the pixel head's logits (lower = safer notes)",
+    temperature: float = option(1.0, "temperature of what a pixel is: silence, hold or onset (lower = safer notes; "
+                                               "velocities keep the model's spread)",
                                 bound=POSITIVE)
     sparsity_bias: float = option(0.0, "added to the silence logit (>0 = fewer notes)")

@@ -35,7 +35,7 @@ class SamplingOptions:
     num_iter_list: tuple[int, ...]
     """MAR iterations per level (AR levels take one step per patch and ignore theirs)."""
     temperature: float
-    """Softmax temperature of the pixel head; 0 = greedy (most likely state)."""
+    """Softmax temperature of what a pixel is (silence / hold / onset); 0 = greedy (most likely state)."""
     sparsity_bias: float
     """Added to the silence logit: higher = sparser music."""
     guided: bool
@@ -47,16 +47,18 @@ class HierarchySampler:
     """Fills regions level by level; ``frames`` collects the top level's partial canvases.
 
     It sees the model only as its levels, their patch sizes, the pixel features of states
-    (``embed``) and the pixel head's logits (``head``); each level decides how it fills a region.
+    (``embed``), the pixel head's logits (``head``) and how states are drawn from them
+    (``draw``, :meth:`.PixelStates.draw`); each level decides how it fills a region.
     """
 
     def __init__(self, levels: Sequence[LevelNet], patch_sizes: Sequence[int],
                  embed: Callable[[torch.Tensor], torch.Tensor], head: Callable[[list[torch.Tensor]], torch.Tensor],
-                 options: SamplingOptions) -> None:
+                 draw: Callable[..., torch.Tensor], options: SamplingOptions) -> None:
         self.levels = levels
         self.patch_sizes = tuple(patch_sizes)
         self.embed_states = embed
         self.head = head
+        self.draw = draw
         self.options = options
         self.halves = 2 if options.guided else 1
 
@@ -105,17 +107,13 @@ class HierarchySampler:
         return region.reshape(n, size * size)
 
     def _pixels(self, conds: list[torch.Tensor], cfg: float) -> torch.Tensor:
-        """One state per pixel from the head's (guided, tempered, sparsity-biased) logits."""
+        """One state per pixel from the head's guided logits (tempered and sparsity-biased by ``draw``)."""
         logits = self.head(conds).float()
         if self.options.guided:
             cond, uncond = logits.chunk(2)
             logits = uncond + cfg * (cond - uncond)
-        if self.options.temperature > 0:
-            logits = logits / self.options.temperature
-        logits[:, 0] += self.options.sparsity_bias
-        if self.options.temperature <= 0:
-            return torch.argmax(logits, dim=-1)
-        return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=self.options.generator).squeeze(1)
+        o = self.options
+        return self.draw(logits, o.temperature, o.sparsity_bias, o.generator)
 
 
 class _LevelFill:
