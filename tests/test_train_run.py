@@ -289,3 +289,17 @@ def test_fractal_tiny_config_learns_note_density_quickly(prepared_jsb: Path, tmp
                        temperature=1.0)
     active = (out[:, 0] > 0).float().mean().item()
     assert 0.5 * CHORALE_ACTIVE_FRACTION < active < 5 * CHORALE_ACTIVE_FRACTION
+
+
+def test_an_option_newer_than_the_checkpoint_counts_as_its_default() -> None:
+    """A checkpoint saved before ``frame_block`` existed was built without folding (its default, 0)."""
+    from fractalmidi.models.registry import preset
+    from fractalmidi.options import defaults, plain
+    from fractalmidi.train.checkpoint import check_same_model
+
+    now = {"name": "fractal-tiny", **{k: plain(v) for k, v in defaults(preset("fractal-tiny").family.options).items()}}
+    saved = {k: v for k, v in now.items() if k != "frame_block"}
+    check_same_model(saved, now)
+    check_same_model({**saved, "temperature": 0.5}, now)  # a sampling default is not the model
+    with pytest.raises(UserError, match=r"model.frame_block: checkpoint 0 vs now 10"):
+        check_same_model(saved, {**now, "frame_block": 10})

@@ -97,11 +97,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def check_same_model(saved: dict[str, Any], now: dict[str, Any]) -> None:
     """A resumed run must build the model it saved: name every setting that differs. Sampling defaults
-    (e.g. ``model.temperature``) may change: they shape what the model writes, not its weights."""
+    (e.g. ``model.temperature``) may change: they shape what the model writes, not its weights. An option
+    newer than the checkpoint counts as its default, which is what the checkpoint's model was built with."""
     from fractalmidi.models.registry import preset
-    from fractalmidi.options import names
+    from fractalmidi.options import defaults, names, plain
 
-    sampling = set(names(preset(str(saved.get("name", now.get("name")))).family.sampling)) if "name" in saved else set()
+    sampling: set[str] = set()
+    if "name" in saved:
+        family = preset(str(saved["name"])).family
+        sampling = set(names(family.sampling))
+        saved = {**{k: plain(v) for k, v in defaults(family.options).items()}, **saved}
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in sampling)
     if diff:
         detail = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
