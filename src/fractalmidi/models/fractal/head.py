@@ -97,11 +97,14 @@ class PixelStates(nn.Module):
         return states >= self.offset + 1 if self.note_states else torch.zeros_like(states, dtype=torch.bool)
 
     def velocity(self, states: torch.Tensor) -> torch.Tensor:
-        """Velocity / 127 of onset (or velocity-bin) states, 0 for silence and holds."""
+        """Velocity / 127 of onset (or velocity-bin) states, 0 for silence and holds: the middle of the state's
+        bin (the identity with 128 bins; a binary model's notes sound at 64, not at its bin's lowest, 1)."""
         bins = (states - self.offset).clamp_min(0)
         if self.note_states:
             bins = torch.where(states > HOLD, bins, torch.zeros_like(bins))
-        return bin_velocities(bins, self.num_bins).float() / MAX_VELOCITY
+        middle = torch.div(bin_velocities(bins, self.num_bins) + bin_velocities(bins + 1, self.num_bins) - 1, 2,
+                           rounding_mode="floor")
+        return torch.where(bins > 0, middle, torch.zeros_like(middle)).float() / MAX_VELOCITY
 
 
 class PixelHead(nn.Module):
