@@ -269,6 +269,23 @@ def test_resume_with_more_steps_follows_the_new_schedule(straight_run: Path, tmp
     assert min(resumed) > 0.0
 
 
+def test_resume_into_a_new_folder_leaves_the_run_untouched(straight_run: Path, tmp_path: Path) -> None:
+    """`--resume RUN logging.output_dir=NEW` goes on in NEW (it used to ignore NEW and write into RUN);
+    NEW must be new or empty, and without it the run goes on in its own folder."""
+    torch.set_num_threads(1)
+    run, new = tmp_path / "run", tmp_path / "new"
+    shutil.copytree(straight_run, run)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    job = plan(None, [f"logging.output_dir={new}", f"training.max_steps={2 * STEPS + 2}"], resume=str(run))
+    assert job.run_dir == new and job.resume_from == run / "checkpoints" / "last.ckpt"
+    train(job)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    assert torch.load(new / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * STEPS + 2
+    with pytest.raises(UserError, match="must be a new or empty folder"):
+        plan(None, [f"logging.output_dir={new}"], resume=str(run))
+    assert plan(None, [], resume=str(run)).run_dir == run
+
+
 CHORALE_ACTIVE_FRACTION = 4 / 128
 """Four voices on 128 pitch rows: the share of sounding pixels in a chorale roll."""
 

@@ -73,14 +73,16 @@ def plan(config_path: str | None, overrides: list[str], *, resume: str | None = 
         ckpt_path = resolve_checkpoint(resume)
         saved = safe_load(ckpt_path)[EXTRA_KEY]["config"]
         in_run = ckpt_path.resolve().parent.name == CHECKPOINT_DIR
-        if in_run:  # a run's checkpoint: the run goes on in its own folder
+        elsewhere = any(o.startswith(f"{OUTPUT_DIR_KEY}=") for o in overrides)
+        if in_run and not elsewhere:  # a run's checkpoint: the run goes on in its own folder
             overrides = [*overrides, f"{OUTPUT_DIR_KEY}={run_dir_of(ckpt_path)}"]
-        elif not any(o.startswith(f"{OUTPUT_DIR_KEY}=") for o in overrides):
+        elif not elsewhere:
             raise UserError(f"{ckpt_path} is not inside a run folder (e.g. a shipped model): give "
                             f"{OUTPUT_DIR_KEY}=NEW_FOLDER for the continued run")
         config = load_config(config_path, overrides, base=saved)
         run_dir = Path(config.logging.output_dir)
-        if not in_run and run_dir.is_dir() and any(run_dir.iterdir()):
+        in_place = in_run and run_dir.resolve() == run_dir_of(ckpt_path).resolve()
+        if not in_place and run_dir.is_dir() and any(run_dir.iterdir()):
             raise UserError(f"{OUTPUT_DIR_KEY}={run_dir} must be a new or empty folder to continue {ckpt_path} in")
         check_same_model(resolve_model(saved["model"], stored=True), config.to_dict()["model"])
         return Job(config, run_dir, ckpt_path)
