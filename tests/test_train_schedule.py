@@ -63,3 +63,20 @@ def test_resume_with_another_lr_scales_the_schedule() -> None:
     _, opt_state, sched_state = _run(4, total=10)
     resumed = _resume(opt_state, sched_state, 2, total=10, lr=2 * LR)
     assert resumed == pytest.approx([2 * LR * WarmupCosine(WARMUP, 10)(step) for step in (4, 5)], rel=1e-12)
+
+
+def test_the_first_step_after_a_resume_follows_the_clock() -> None:
+    """With a wall-clock budget (`training.max_minutes`) the decay follows the time spent; after a resume
+    the very first step must too. It used to run at the step-based rate: near the peak LR with a large
+    max_steps, even at the end of the budget (the shipped `bach` model's 1-minute resume moved every
+    weight by up to 2.5e-3 and changed what it writes)."""
+    huge = 100_000  # max_steps when the clock is the limit
+    _, opt_state, sched_state = _run(50, total=huge)
+    optimizer = _optimizer()
+    scheduler = warmup_cosine_scheduler(optimizer, warmup_steps=WARMUP, total_steps=huge)
+    optimizer.load_state_dict(opt_state)
+    scheduler.load_state_dict(sched_state)
+    assert optimizer.param_groups[0]["lr"] > 0.99 * LR  # the step-based position alone: near the peak
+    scheduler.follow_clock(0.99)  # what the trainer does at every batch start
+    expected = LR * WarmupCosine(WARMUP, huge, time_progress=0.99)(50)
+    assert _step(optimizer, scheduler) == pytest.approx(expected, rel=1e-12) and expected < 1e-3 * LR

@@ -123,8 +123,7 @@ class GeneratorModule(L.LightningModule):
         budget = self.config.training.max_minutes
         timer = next((cb for cb in self.trainer.callbacks if isinstance(cb, Timer)), None) if budget else None
         if timer is not None:
-            for schedule in self.lr_schedulers().lr_lambdas:
-                schedule.time_progress = min(1.0, timer.time_elapsed("train") / (budget * 60.0))
+            self.lr_schedulers().follow_clock(min(1.0, timer.time_elapsed("train") / (budget * 60.0)))
         if self._pending_rng is not None:  # resume: continue the exact random stream of the saved run
             if self.global_rank == 0:
                 set_rng_state(self._pending_rng)

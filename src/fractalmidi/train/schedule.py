@@ -46,6 +46,18 @@ class ConfiguredLambdaLR(LambdaLR):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.__dict__.update({k: v for k, v in state_dict.items() if k not in RESTORED_POSITION_EXCLUDES})
+        self._apply()
+
+    def follow_clock(self, progress: float) -> None:
+        """Set the share of the wall-clock budget spent and apply it to the step about to run. Without this
+        the first step after a resume ran at the step-based rate (the rebuilt lambdas start at no time
+        spent), near the peak learning rate at the end of a budget."""
+        for fn in self.lr_lambdas:
+            fn.time_progress = progress
+        self._apply()
+
+    def _apply(self) -> None:
+        """Set the optimizer's rates to the schedule at the current position."""
         lrs = [base_lr * fn(self.last_epoch) for fn, base_lr in zip(self.lr_lambdas, self.base_lrs, strict=True)]
         for group, base_lr, lr in zip(self.optimizer.param_groups, self.base_lrs, lrs, strict=True):
             group["initial_lr"] = base_lr  # the restored optimizer state carries the old run's
