@@ -169,11 +169,16 @@ def run_train(args: argparse.Namespace, out: Path) -> tuple[Path, str, float]:
 
 
 def run_wall_minutes(run_dir: Path) -> float:
-    """A finished run's wall time: its config is written at the start, last.ckpt at the end."""
-    from fractalmidi.train.checkpoint import CHECKPOINT_DIR, LAST_NAME
+    """A finished run's training time: with a clock budget the trainer's clock as last.ckpt saved it (resumes
+    included), else from the config's writing at the start to last.ckpt's at the end."""
+    from fractalmidi.train.checkpoint import CHECKPOINT_DIR, LAST_NAME, safe_load
     from fractalmidi.train.runner import CONFIG_NAME
 
-    return ((run_dir / CHECKPOINT_DIR / LAST_NAME).stat().st_mtime - (run_dir / CONFIG_NAME).stat().st_mtime) / 60
+    last = run_dir / CHECKPOINT_DIR / LAST_NAME
+    timer = safe_load(last).get("callbacks", {}).get("Timer")
+    if timer:
+        return sum(timer["time_elapsed"].values()) / 60
+    return (last.stat().st_mtime - (run_dir / CONFIG_NAME).stat().st_mtime) / 60
 
 
 def main(argv: list[str] | None = None) -> int:
