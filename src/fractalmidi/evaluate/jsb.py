@@ -23,6 +23,7 @@ import torch
 
 from fractalmidi.data.cache import PreparedData
 from fractalmidi.data.roll import PIANO_LOWEST, codes_to_planes
+from fractalmidi.models.base import Generator
 
 KEYBOARD_LOW = PIANO_LOWEST
 KEYBOARD_HIGH = 108
@@ -118,13 +119,13 @@ def _padded(length: int, multiple: int) -> int:
 
 
 @torch.no_grad()
-def model_nll(model: Any, rolls: list[np.ndarray], *, window: int, stride: int, batch_size: int = 16,
+def model_nll(model: Generator, rolls: list[np.ndarray], *, window: int, stride: int, batch_size: int = 16,
               progress: Any = None) -> dict[str, Any]:
     """Exact NLL of uint8 note-code rolls ``(1, 128, T)`` (a split's pieces) under ``model``, in nats per frame.
 
     Each window is padded with silence to the model's length multiple; padded frames, and the
     context frames a window re-reads, are never scored (``scored_frames``). Returns the totals, the
-    per-piece nats, the pitch rows scored (the model's ``modelled_rows``, else all) and whether the
+    per-piece nats, the pitch rows scored (the model's ``modelled_rows``) and whether the
     model calls its likelihood exact.
     """
     multiple = model.length_multiple
@@ -161,7 +162,7 @@ def model_nll(model: Any, rolls: list[np.ndarray], *, window: int, stride: int, 
         "nats_per_frame": float(per_piece.sum() / total_frames) if total_frames else math.nan,
         "per_piece_nats": per_piece.tolist(),
         "windows": len(windows),
-        "rows": getattr(model, "modelled_rows", range(rolls[0].shape[1] if rolls else 0)),
+        "rows": model.modelled_rows,
         "exact": exact,
     }
 

@@ -50,6 +50,11 @@ class Generator(nn.Module):
         return 1
 
     @property
+    def modelled_rows(self) -> range:
+        """The pitch rows the model writes and scores (all unless a family narrows them)."""
+        return range(self.num_pitches)
+
+    @property
     def ema_decays(self) -> tuple[float, ...]:
         """EMA decays the trainer should keep for this model; empty = no EMA."""
         return ()

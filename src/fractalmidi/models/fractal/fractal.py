@@ -127,7 +127,7 @@ class FractalGen(Generator):
     def modelled_rows(self) -> range:
         """The pitch rows the model writes and scores; the others are always silent."""
         if not self.frame_block:
-            return range(self.num_pitches)
+            return super().modelled_rows
         return range(PIANO_LOWEST, PIANO_LOWEST + self.frame_block ** 2)
 
     def _fold(self, rows: torch.Tensor) -> torch.Tensor:
@@ -227,7 +227,7 @@ class FractalGen(Generator):
         batch = x.shape[0]
         states = self.pixel_states.from_planes(x)
         rows = self.modelled_rows
-        if self.frame_block and (states[:, : rows.start].any() or states[:, rows.stop :].any()):
+        if states[:, : rows.start].any() or states[:, rows.stop :].any():
             raise ValueError(f"notes outside MIDI {rows.start}-{rows.stop - 1}, the keys this model writes")
         out: dict[str, Any] = {"occupancy": [[] for _ in self.levels], "occupancy_count": [0] * len(self.levels),
                                "pixel_nll": [], "pixel_owner": [], "pixel_weight": []}
