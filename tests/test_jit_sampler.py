@@ -61,7 +61,8 @@ def _channels(planes: torch.Tensor) -> torch.Tensor:
 
 def _decoded(unit: torch.Tensor, canvas: torch.Tensor, mask: torch.Tensor, silence_below: float) -> torch.Tensor:
     """What the sampler makes of a final x-prediction ``unit`` (channels in [0, 1])."""
-    return decode_notes(canvas, mask, unit[:, 0] > silence_below, onsets(unit[:, 1]), unit[:, 2],
+    sounding = unit[:, 0] > silence_below
+    return decode_notes(canvas, mask, sounding, onsets(unit[:, 1], sounding), unit[:, 2],
                         torch.ones_like(unit[:, 2]))
 
 
@@ -230,14 +231,44 @@ def test_bad_options_are_named() -> None:
 def test_onsets_are_peaks_of_the_onset_channel() -> None:
     assert ONSET_ABOVE == 0.25
     channel = torch.tensor([[[0.1, 0.4, 0.6, 0.3, 0.0, 0.2, 0.24, 0.1, 0.0, 0.9, 0.0, 0.5, 0.5, 0.2, 0.45, 0.3]]])
-    # an uncertain onset spread over steps 1..3 is one note; 0.24 is too low; a plateau under one half is one
-    # onset (its last step); 0.45 is a peak under one half
-    assert onsets(channel)[0, 0].nonzero().flatten().tolist() == [2, 9, 12, 14]
+    sounding = torch.ones_like(channel, dtype=torch.bool)
+    # a note sounding from step 0 starts there; an uncertain onset spread over steps 1..3 is one note; 0.24 is
+    # too low; a plateau under one half is one onset (its last step); 0.45 is a peak under one half
+    assert onsets(channel, sounding)[0, 0].nonzero().flatten().tolist() == [0, 2, 9, 12, 14]
     clear = torch.tensor([[[0.0, 0.6, 0.7, 0.0]]])  # clear onsets on consecutive steps: fast repeated notes
-    assert onsets(clear)[0, 0].nonzero().flatten().tolist() == [1, 2]
+    assert onsets(clear, torch.tensor([[[False, True, True, True]]]))[0, 0].nonzero().flatten().tolist() == [1, 2]
 
 
 def test_adjacent_onsets_of_clean_restrikes_are_all_found() -> None:
     # three repeated sixteenths of one pitch (common in pop music): onsets at 0, 1 and 2 predicted with certainty
     channel = torch.tensor([[[1.0, 1.0, 1.0, 0.0, 0.0]]])
-    assert onsets(channel)[0, 0].nonzero().flatten().tolist() == [0, 1, 2]
+    sounding = torch.tensor([[[True, True, True, False, False]]])
+    assert onsets(channel, sounding)[0, 0].nonzero().flatten().tolist() == [0, 1, 2]
+
+
+def test_a_weak_peak_right_after_a_start_does_not_split_the_note() -> None:
+    # the sound begins one step before the onset channel's (uncertain) peak: one note from step 1, not a
+    # one-step note and a re-strike; a clear onset there is still a re-strike, and a later peak a new note
+    channel = torch.tensor([[[0.0, 0.1, 0.4, 0.1, 0.1, 0.45, 0.1, 0.0]]])
+    sounding = torch.tensor([[[False, True, True, True, True, True, True, False]]])
+    assert onsets(channel, sounding)[0, 0].nonzero().flatten().tolist() == [1, 5]
+    channel[0, 0, 2] = 0.8
+    assert onsets(channel, sounding)[0, 0].nonzero().flatten().tolist() == [1, 2, 5]
+
+
+def test_a_generated_pixel_after_a_known_note_continues_it() -> None:
+    # continuation: a known note sounds up to the prefix boundary and the generated pixels hold it (onset
+    # channel low): one note across the boundary, with the known note's velocity; the first generated pixel
+    # follows sound, not silence, so it is no forced start
+    canvas = torch.zeros(1, 2, 128, T)
+    canvas[0, 0, 60, : T // 2] = 70 / 127
+    canvas[0, 1, 60, 0] = 1.0
+    mask = torch.zeros_like(canvas, dtype=torch.bool)
+    mask[..., T // 2 :] = True
+    unit = torch.zeros(1, CHANNELS, 128, T)
+    unit[0, 0, 60, : T // 2 + 4] = 1.0  # sounds 4 steps into the generated half
+    unit[0, 1, 60, T // 2] = 0.1
+    unit[0, 2] = 0.5
+    out = _model_with(ConstantNet(to_signed(unit), to_signed(unit))).sample(canvas, mask, steps=2, silence_below=0.5)
+    notes = roll_to_notes(out[0])
+    assert (notes.onset.tolist(), notes.end.tolist(), notes.velocity.tolist()) == ([0], [T // 2 + 4], [70])

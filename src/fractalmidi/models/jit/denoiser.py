@@ -77,11 +77,15 @@ def channels(planes: torch.Tensor) -> torch.Tensor:
     return torch.stack([sounding, planes[:, ONSET_PLANE], torch.where(velocity > 0, velocity, mean)], 1)
 
 
-def onsets(onset: torch.Tensor) -> torch.Tensor:
-    """Where notes start, from a generated onset channel ``(B, H, W)`` in [0, 1]: over one half, or a
-    peak in time over :data:`ONSET_ABOVE` (a regression spreads an uncertain onset over
+def onsets(onset: torch.Tensor, sounding: torch.Tensor) -> torch.Tensor:
+    """Where notes start, from a generated onset channel ``(B, H, W)`` in [0, 1] and where pixels sound:
+    over one half, or a peak in time over :data:`ONSET_ABOVE` (a regression spreads an uncertain onset over
     neighbouring steps, which must give one note, while clear onsets on consecutive steps are
-    fast repeated notes)."""
+    fast repeated notes). A sounding pixel after silence starts a note whatever its onset value, and
+    counts as a sure onset here, so a weaker peak on the next step (the sound began a step before
+    the onset channel's peak) does not split that note into a one-step note and a re-strike."""
+    before_sounding = torch.nn.functional.pad(sounding[..., :-1], (1, 0))
+    onset = torch.where(sounding & ~before_sounding, torch.ones_like(onset), onset)
     before = torch.nn.functional.pad(onset[..., :-1], (1, 0))
     after = torch.nn.functional.pad(onset[..., 1:], (0, 1))
     return (onset > 0.5) | ((onset > ONSET_ABOVE) & (onset >= before) & (onset > after))
@@ -257,7 +261,8 @@ class JiT(Generator):
         def to_roll(x: torch.Tensor) -> torch.Tensor:
             unit = to_unit(x)
             sounding = unit[:, SOUNDING] > o.silence_below
-            return decode_notes(canvas, mask, sounding, onsets(unit[:, ONSET]), unit[:, VELOCITY],
+            # known pixels hold their known channels here, so a known note carries on into generated ones
+            return decode_notes(canvas, mask, sounding, onsets(unit[:, ONSET], sounding), unit[:, VELOCITY],
                                 torch.ones_like(unit[:, VELOCITY]))
 
         with eval_mode(self):
