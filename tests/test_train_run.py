@@ -318,5 +318,6 @@ def test_an_option_newer_than_the_checkpoint_counts_as_its_default() -> None:
     saved = {k: v for k, v in now.items() if k != "frame_block"}
     check_same_model(saved, now)
     check_same_model({**saved, "temperature": 0.5}, now)  # a sampling default is not the model
+    check_same_model({**saved, "dropout": 0.3}, now)  # nor is a training-only setting: fine-tune with more dropout
     with pytest.raises(UserError, match=r"model.frame_block: checkpoint 0 vs now 10"):
         check_same_model(saved, {**now, "frame_block": 10})

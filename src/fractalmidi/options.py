@@ -24,6 +24,9 @@ BOUND = "bound"
 """Field metadata: the :class:`Bound` a value must keep."""
 FLAG = "flag"
 """Field metadata: False = not a command-line flag (e.g. a nested mapping)."""
+TRAINING_ONLY = "training_only"
+"""Field metadata: True = shapes how the weights are trained, not which weights exist (dropout, say), so a
+resumed run may change it."""
 FLAG_KEYS = ("choices", "metavar", "type")
 """Field metadata passed to ``argparse`` as they are."""
 

@@ -7,6 +7,7 @@ strings, so it loads with ``torch.load(weights_only=True)`` and no pickled objec
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import platform
 from pathlib import Path
@@ -97,17 +98,19 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def check_same_model(saved: dict[str, Any], now: dict[str, Any]) -> None:
     """A resumed run must build the model it saved: name every setting that differs. Sampling defaults
-    (e.g. ``model.temperature``) may change: they shape what the model writes, not its weights. An option
-    newer than the checkpoint counts as its default, which is what the checkpoint's model was built with."""
+    (e.g. ``model.temperature``) and training-only settings (e.g. ``model.dropout``) may change: they shape
+    what the model writes or how it learns, not which weights it has. An option newer than the checkpoint
+    counts as its default, which is what the checkpoint's model was built with."""
     from fractalmidi.models.registry import preset
-    from fractalmidi.options import defaults, names, plain
+    from fractalmidi.options import TRAINING_ONLY, defaults, names, plain
 
-    sampling: set[str] = set()
+    free: set[str] = set()
     if "name" in saved:
         family = preset(str(saved["name"])).family
-        sampling = set(names(family.sampling))
+        free = set(names(family.sampling)) | {f.name for f in dataclasses.fields(family.options)
+                                               if f.metadata.get(TRAINING_ONLY)}
         saved = {**{k: plain(v) for k, v in defaults(family.options).items()}, **saved}
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in sampling)
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in free)
     if diff:
         detail = ", ".join(f"model.{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
         raise UserError(f"cannot resume: the checkpoint was trained with a different model ({detail})")

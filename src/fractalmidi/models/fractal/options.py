@@ -34,14 +34,19 @@ class FractalOptions:
     num_bins: int = option(128, "velocity levels of a pixel, silence included (2 = binary on/off)")
     note_states: bool = option(True, "hold vs onset pixel states, velocity on onsets only (false: velocity bins only)")
     num_classes: int = option(0, "class labels (0 = unconditional)")
-    label_dropout: float = option(0.1, "share of training labels dropped (for classifier-free guidance)")
-    mask_ratio_min: float = option(0.0, "MAR training hides a share of patches drawn from [this, 1]")
-    dropout: float = option(0.0, "dropout in every transformer block and the pixel head")
-    occupancy_weight: float = option(1.0, "weight of the per-level 'does this patch hold a note' loss")
-    empty_keep: float = option(1.0, "training passes a silent patch down with this probability, in (0, 1]")
+    label_dropout: float = option(0.1, "share of training labels dropped (for classifier-free guidance)",
+                                  training_only=True)
+    mask_ratio_min: float = option(0.0, "MAR training hides a share of patches drawn from [this, 1]",
+                                   training_only=True)
+    dropout: float = option(0.0, "dropout in every transformer block and the pixel head", training_only=True)
+    occupancy_weight: float = option(1.0, "weight of the per-level 'does this patch hold a note' loss",
+                                     training_only=True)
+    empty_keep: float = option(1.0, "training passes a silent patch down with this probability, in (0, 1]",
+                               training_only=True)
     ema_decays: tuple[float, ...] = option((), "EMA decays the trainer keeps (empty = no EMA)")
     num_pitches: int = option(NUM_PITCHES, "roll height (below 128 only in micro test models)")
-    grad_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory)")
+    grad_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory)",
+                                      training_only=True)
 
 
 @dataclass(frozen=True)

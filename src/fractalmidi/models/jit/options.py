@@ -28,12 +28,14 @@ class JiTNetOptions:
     mlp_ratio: float = option(4.0, "MLP width / transformer width")
     bottleneck_dim: int = option(128, "width of the patch embedding's bottleneck")
     num_classes: int = option(1, "class labels (1 = unconditional)")
-    label_dropout: float = option(0.1, "share of training labels dropped (for classifier-free guidance)")
+    label_dropout: float = option(0.1, "share of training labels dropped (for classifier-free guidance)",
+                                  training_only=True)
     in_context_len: int = option(0, "label tokens prepended to the sequence (0 = none)")
     in_context_start: int = option(0, "block where the in-context label tokens join")
-    attn_drop: float = option(0.0, "attention dropout")
-    proj_drop: float = option(0.0, "dropout after attention and MLP projections")
-    grad_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory)")
+    attn_drop: float = option(0.0, "attention dropout", training_only=True)
+    proj_drop: float = option(0.0, "dropout after attention and MLP projections", training_only=True)
+    grad_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory)",
+                                      training_only=True)
 
 
 @dataclass(frozen=True)
