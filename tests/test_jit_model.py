@@ -46,7 +46,8 @@ def test_contract_properties_and_presets() -> None:
     model = build("jit-tiny", patch_size=8, ema_decays=(0.9,))
     assert model.family == "jit" and not model.has_likelihood
     assert model.length_multiple == 8 and model.ema_decays == (0.9,)
-    assert set(model.sample_defaults) == {"steps", "sampler", "cfg", "cfg_interval", "start_noise", "silence_below"}
+    assert set(model.sample_defaults) == {"steps", "sampler", "cfg", "cfg_interval", "start_noise", "silence_below",
+                                          "velocity_time"}
     with pytest.raises(NotImplementedError):
         model.nll(torch.zeros(1, 2, 128, 16))
     with pytest.raises(ValueError, match="multiple of 8"):
@@ -54,8 +55,10 @@ def test_contract_properties_and_presets() -> None:
     assert sum(count for _, count in model.parameter_table()) == sum(p.numel() for p in model.parameters())
     # inputs: 3 noisy channels (sounding, onset, velocity), the 3 known ones and the mask; out: 3 channels.
     # A zero-initialised output layer: a fresh network predicts 0 (mid-grey in [-1, 1]) everywhere
-    out = model.net(torch.randn(2, 7, 128, 32), torch.rand(2), torch.zeros(2, dtype=torch.long))
+    out, tokens = model.net(torch.randn(2, 7, 128, 32), torch.rand(2), torch.zeros(2, dtype=torch.long))
     assert out.shape == (2, 3, 128, 32) and not out.any()
+    # and per 4 x 4 token the logits of its velocity bins: uniform
+    assert tokens.shape == (2, model.velocity_bins, 16, 4) and not tokens.any()
 
 
 def _overfit(model: torch.nn.Module, batch: torch.Tensor, max_steps: int = OVERFIT_MAX_STEPS) -> list[float]:

@@ -19,6 +19,11 @@ from fractalmidi.models.jit.options import DEFAULT_SILENCE_BELOW
 T = 64
 
 
+def _no_tokens(x: torch.Tensor) -> torch.Tensor:
+    """The network's per-token outputs without velocity bins: none."""
+    return x.new_zeros(x.shape[0], 0, x.shape[2] // 4, x.shape[3] // 4)
+
+
 class ConstantNet(nn.Module):
     """Stands in for the network: predicts ``cond`` for real labels and ``uncond`` for the null label
     (``(1, 3, 128, T)`` network channels in [-1, 1])."""
@@ -35,7 +40,8 @@ class ConstantNet(nn.Module):
         self.calls += 1
         assert x.shape[1] == 2 * CHANNELS + 1  # noisy channels, known channels, mask
         null = (labels == self.null_label).view(-1, 1, 1, 1)
-        return torch.where(null, self.uncond, self.cond).expand(x.shape[0], CHANNELS, *x.shape[2:]).clone()
+        pred = torch.where(null, self.uncond, self.cond).expand(x.shape[0], CHANNELS, *x.shape[2:]).clone()
+        return pred, _no_tokens(x)
 
 
 def _target(seed: int, batch: int = 2) -> torch.Tensor:
@@ -67,7 +73,7 @@ def _decoded(unit: torch.Tensor, canvas: torch.Tensor, mask: torch.Tensor, silen
 
 
 def _model_with(net: nn.Module) -> nn.Module:
-    model = build("jit-tiny")
+    model = build("jit-tiny", velocity_bins=0)  # velocities from the regressed channel
     model.net = net
     return model
 
@@ -120,9 +126,9 @@ def test_guidance_follows_its_formula_inside_the_interval() -> None:
     labels = torch.zeros(1, dtype=torch.long)
     z = torch.randn(1, CHANNELS, 128, T)
     guided = uncond + scale * (cond - uncond)
-    torch.testing.assert_close(model.predict_x(z, 0.75, known, mask[:, :1], labels, scale, (0.5, 1.0)), guided,
+    torch.testing.assert_close(model.predict_x(z, 0.75, known, mask[:, :1], labels, scale, (0.5, 1.0))[0], guided,
                                rtol=0, atol=1e-6)
-    torch.testing.assert_close(model.predict_x(z, 0.25, known, mask[:, :1], labels, scale, (0.5, 1.0)), cond,
+    torch.testing.assert_close(model.predict_x(z, 0.25, known, mask[:, :1], labels, scale, (0.5, 1.0))[0], cond,
                                rtol=0, atol=0)
     # the last step is at t = 0.75, inside (0.5, 1): guided
     out = model.sample(canvas, mask, steps=4, cfg=scale, cfg_interval=(0.5, 1.0), silence_below=0.2)
@@ -167,7 +173,7 @@ class EchoNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, *,
                 drop_labels: bool | None = None) -> torch.Tensor:
-        return x[:, :CHANNELS].clone()
+        return x[:, :CHANNELS].clone(), _no_tokens(x)
 
 
 @pytest.mark.parametrize("sampler", ["euler", "heun"])

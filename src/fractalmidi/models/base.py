@@ -143,6 +143,12 @@ def keep_known(result: torch.Tensor, canvas: torch.Tensor, mask: torch.Tensor) -
     return torch.where(mask, result, canvas)
 
 
+def note_starts(sounding: torch.Tensor, onset: torch.Tensor) -> torch.Tensor:
+    """Where notes start ``(B, H, W)`` bool: a sounding pixel with an onset, or after silence."""
+    before = torch.nn.functional.pad(sounding[..., :-1], (1, 0))
+    return sounding & (onset | ~before)
+
+
 def decode_notes(canvas: torch.Tensor, mask: torch.Tensor, sounding: torch.Tensor, onset: torch.Tensor,
                  velocity: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Roll planes ``(B, 2, H, W)`` of whole notes from a model's per-pixel output where ``mask`` is set.
@@ -159,8 +165,7 @@ def decode_notes(canvas: torch.Tensor, mask: torch.Tensor, sounding: torch.Tenso
     sounding = torch.where(gen, sounding, canvas[:, VELOCITY_PLANE] > 0)
     onset = torch.where(gen, onset, canvas[:, ONSET_PLANE] > 0.5)
     velocity = torch.where(gen, velocity, canvas[:, VELOCITY_PLANE])
-    before = torch.nn.functional.pad(sounding[..., :-1], (1, 0))
-    start = sounding & (onset | ~before)
+    start = note_starts(sounding, onset)
     note = torch.cumsum(start.reshape(-1).long(), 0).reshape(start.shape) * sounding  # 0 = no note
     count = int(note.max()) + 1 if note.numel() else 1
     flat = note.reshape(-1)

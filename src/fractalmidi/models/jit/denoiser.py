@@ -7,10 +7,14 @@ The network works on three channels made from the roll planes, each scaled from 
 become whole notes (:func:`~fractalmidi.models.base.decode_notes`): a pixel sounds where its
 sounding channel is over ``silence_below``, a note starts at a peak of the onset channel
 (:func:`onsets`) or after silence, and each note takes the mean of the velocity channel over its pixels, so it
-has one velocity. Training draws ``t = sigmoid(N(P_mean, P_std))``
-and noise ``e ~ noise_scale * N(0, 1)``, forms ``z = t x + (1 - t) e`` and asks the network
-for ``x``; the loss compares velocities ``v = (x - z) / (1 - t)`` with ``1 - t`` clamped at
-``t_eps``. Sampling integrates ``dz/dt = v`` from pure noise at ``t = 0`` to ``t = 1``.
+has one velocity. With ``velocity_bins`` the network also gives each token (``p x p`` pixels) a
+distribution over velocity bins (trained by cross-entropy on its sounding pixels) and each note draws
+its velocity from its start pixel's token's distribution at ``velocity_time``: a regression's mean
+velocity is the same for every note of a piece, a draw keeps the piece's spread of loudness.
+
+Training draws ``t = sigmoid(N(P_mean, P_std))`` and noise ``e ~ noise_scale * N(0, 1)``, forms ``z = t x + (1 -
+t) e`` and asks the network for ``x``; the loss compares velocities ``v = (x - z) / (1 - t)`` with ``1 - t``
+clamped at ``t_eps``. Sampling integrates ``dz/dt = v`` from pure noise at ``t = 0`` to ``t = 1``.
 
 Conditioning on known pixels: the network also sees the known canvas (its three channels in
 [-1, 1], 0 where unknown) and the generation mask. Training masks
@@ -33,7 +37,7 @@ from torch import nn
 
 from fractalmidi.data.roll import MAX_VELOCITY, ONSET_PLANE, VELOCITY_PLANE
 from fractalmidi.errors import UserError
-from fractalmidi.models.base import DEFAULT_NOTE_VELOCITY, Generator, decode_notes
+from fractalmidi.models.base import DEFAULT_NOTE_VELOCITY, Generator, decode_notes, note_starts
 from fractalmidi.models.jit.masks import DEFAULT_MASK_PROBS, check_mask_probs, draw_masks
 from fractalmidi.models.jit.network import JiTNet
 from fractalmidi.models.jit.options import JiTNetOptions, JiTOptions, JiTSampling
@@ -75,6 +79,18 @@ def channels(planes: torch.Tensor) -> torch.Tensor:
     mean = torch.where(count > 0, velocity.sum(dim=(1, 2), keepdim=True) / count.clamp_min(1),
                        torch.full_like(count, SILENT_VELOCITY))
     return torch.stack([sounding, planes[:, ONSET_PLANE], torch.where(velocity > 0, velocity, mean)], 1)
+
+
+def velocity_bin(velocity: torch.Tensor, bins: int) -> torch.Tensor:
+    """Velocities in (0, 1] (a roll's velocity plane) -> bin indices ``0..bins-1``, equal widths over 1..127."""
+    steps = (velocity * MAX_VELOCITY).round().clamp(1, MAX_VELOCITY) - 1
+    return (steps * bins / MAX_VELOCITY).long().clamp_max(bins - 1)
+
+
+def bin_velocity(index: torch.Tensor, bins: int) -> torch.Tensor:
+    """Bin indices -> the velocity in (0, 1] at each bin's centre (the inverse of :func:`velocity_bin` to within
+    half a bin)."""
+    return (1 + ((index.double() + 0.5) * MAX_VELOCITY / bins - 0.5).round()).clamp(1, MAX_VELOCITY) / MAX_VELOCITY
 
 
 def onsets(onset: torch.Tensor, sounding: torch.Tensor) -> torch.Tensor:
@@ -121,7 +137,9 @@ class JiT(Generator):
             raise ValueError(f"need P_std > 0, noise_scale > 0, 0 < t_eps < 1; "
                              f"got {o.P_std}, {o.noise_scale}, {o.t_eps}")
         net_options = {f.name: getattr(o, f.name) for f in dataclasses.fields(JiTNetOptions)}
-        self.net = JiTNet(in_channels=IN_CHANNELS, out_channels=CHANNELS, **net_options)
+        self.velocity_bins = o.velocity_bins
+        self.net = JiTNet(in_channels=IN_CHANNELS, out_channels=CHANNELS, token_channels=o.velocity_bins,
+                          **net_options)
         self.patch_size = self.net.patch_size
         self.num_classes = self.net.y_embedder.num_classes
         self.P_mean = o.P_mean
@@ -177,7 +195,9 @@ class JiT(Generator):
     def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """v-loss on a batch of rolls in [0, 1] under random generation masks.
 
-        Parts: ``v_loss`` (= total) and ``x_mse`` (squared error of the x-prediction, same pixels).
+        Parts: ``v_loss``, ``x_mse`` (squared error of the x-prediction, same pixels) and, with velocity bins,
+        ``velocity_ce`` (cross-entropy of the velocity bins on the generated pixels where a note sounds); the
+        total is ``v_loss + velocity_ce``.
         """
         self.check_rolls(x)
         b = x.shape[0]
@@ -186,7 +206,7 @@ class JiT(Generator):
         mask = draw_masks(b, x.shape[-1], self.mask_probs, patch_size=self.patch_size).to(x.device)
         t = self.sample_t(b, x.device).view(b, 1, 1, 1)
         z = t * data + (1 - t) * torch.randn_like(data) * self.noise_scale
-        x_pred = self.net(self._inputs(z, data, mask), t.flatten(), labels)
+        x_pred, velocity_logits = self.net(self._inputs(z, data, mask), t.flatten(), labels)
         weight = mask.to(x.dtype).expand_as(data) if self.loss_on == "unknown" else torch.ones_like(data)
         count = weight.sum(dim=(1, 2, 3)).clamp_min(1)
 
@@ -195,7 +215,25 @@ class JiT(Generator):
 
         v_loss = masked_mean((self.velocity(data, z, t) - self.velocity(x_pred, z, t)) ** 2)
         x_mse = masked_mean((x_pred - data) ** 2).detach()
-        return v_loss, {"v_loss": v_loss.detach(), "x_mse": x_mse}
+        parts = {"v_loss": v_loss.detach(), "x_mse": x_mse}
+        if not self.velocity_bins:
+            return v_loss, parts
+        velocity_ce = self.velocity_ce(velocity_logits, x[:, VELOCITY_PLANE], mask[:, 0])
+        parts["velocity_ce"] = velocity_ce.detach()
+        return v_loss + velocity_ce, parts
+
+    def velocity_ce(self, logits: torch.Tensor, velocity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of each generated sounding pixel's velocity bin under its token's ``logits``
+        ``(B, bins, H / p, W / p)``, averaged per sample (0 for a sample with none), then over the batch.
+        Summed per token as bin counts, so no per-pixel logits are ever made."""
+        b, bins, rows, cols = logits.shape
+        p = self.patch_size
+        on = mask & (velocity > 0)
+        sample, row, col = on.nonzero(as_tuple=True)
+        index = ((sample * bins + velocity_bin(velocity[on], bins)) * rows + row // p) * cols + col // p
+        counts = torch.bincount(index, minlength=logits.numel()).view_as(logits).to(logits.dtype)
+        nll = -(counts * logits.log_softmax(1)).sum(dim=(1, 2, 3))
+        return (nll / on.sum(dim=(1, 2)).clamp_min(1)).mean()
 
     # -- sampling -----------------------------------------------------------------------
 
@@ -214,11 +252,13 @@ class JiT(Generator):
         if not 0 <= float(o.silence_below) <= 1:
             raise error(f"silence_below must lie in [0, 1], got {o.silence_below}")
         return dataclasses.replace(o, steps=int(o.steps), cfg=float(o.cfg), cfg_interval=(low, high),
-                                   start_noise=float(o.start_noise), silence_below=float(o.silence_below))
+                                   start_noise=float(o.start_noise), silence_below=float(o.silence_below),
+                                   velocity_time=float(o.velocity_time))
 
-    def predict_x(self, z: torch.Tensor, t: float, known: torch.Tensor, mask: torch.Tensor,
-                  labels: torch.Tensor, cfg: float, cfg_interval: tuple[float, float]) -> torch.Tensor:
-        """Guided x-prediction at time ``t``; known pixels are replaced by their values.
+    def predict_x(self, z: torch.Tensor, t: float, known: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                  cfg: float, cfg_interval: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Guided x-prediction at time ``t``, known pixels replaced by their values, and the tokens' velocity-bin
+        logits (guided alike; no channels without ``velocity_bins``).
 
         Guidance in x-space equals guidance on velocities (v is affine in x at fixed z, t).
         It applies when ``low < t < high`` (``low == 0`` includes t = 0), as in JiT.
@@ -230,12 +270,11 @@ class JiT(Generator):
         times = torch.full((b,), t, device=z.device, dtype=z.dtype)
         if guided:
             null = torch.full_like(labels, self.net.null_label)
-            cond, uncond = self.net(inputs.repeat(2, 1, 1, 1), times.repeat(2), torch.cat([labels, null]),
-                                    drop_labels=False).chunk(2)
-            x_pred = uncond + cfg * (cond - uncond)
+            both = self.net(inputs.repeat(2, 1, 1, 1), times.repeat(2), torch.cat([labels, null]), drop_labels=False)
+            x_pred, logits = (uncond + cfg * (cond - uncond) for cond, uncond in (out.chunk(2) for out in both))
         else:
-            x_pred = self.net(inputs, times, labels, drop_labels=False)
-        return torch.where(mask, x_pred, known)
+            x_pred, logits = self.net(inputs, times, labels, drop_labels=False)
+        return torch.where(mask, x_pred, known), logits
 
     def _sample(self, canvas: torch.Tensor, mask: torch.Tensor, o: JiTSampling, *, labels: torch.Tensor | None,
                 generator: torch.Generator | None, return_steps: bool) -> Any:
@@ -243,7 +282,7 @@ class JiT(Generator):
 
         Each step is Euler or Heun on ``dz/dt = v``; the final step lands on t = 1 exactly,
         i.e. returns the last x-prediction. ``return_steps`` also gives each step's
-        x-prediction in [0, 1] (noisy guess first, final roll last).
+        x-prediction in [0, 1] (noisy guess first, final roll last; velocities drawn in the last only).
         """
         b = canvas.shape[0]
         labels = self._labels(labels, b, canvas.device)
@@ -255,15 +294,28 @@ class JiT(Generator):
         times = torch.linspace(0.0, 1.0, o.steps + 1).tolist()
         frames: list[torch.Tensor] = []
 
-        def predict(state: torch.Tensor, t: float) -> torch.Tensor:
-            return self.predict_x(state, t, known, gen, labels, o.cfg, o.cfg_interval)
+        velocity_logits: torch.Tensor | None = None
 
-        def to_roll(x: torch.Tensor) -> torch.Tensor:
+        def predict(state: torch.Tensor, t: float) -> torch.Tensor:
+            nonlocal velocity_logits
+            x_pred, logits = self.predict_x(state, t, known, gen, labels, o.cfg, o.cfg_interval)
+            if self.velocity_bins and (velocity_logits is None or t <= o.velocity_time):
+                velocity_logits = logits
+            return x_pred
+
+        def to_roll(x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
             unit = to_unit(x)
             sounding = unit[:, SOUNDING] > o.silence_below
+            onset = onsets(unit[:, ONSET], sounding)
+            velocity, weight = unit[:, VELOCITY], torch.ones_like(unit[:, VELOCITY])
+            if logits is not None:  # each note takes the velocity drawn at its start pixel (Gumbel-max)
+                logits = logits.repeat_interleave(self.patch_size, 2).repeat_interleave(self.patch_size, 3)
+                u = torch.rand(logits.shape, generator=generator, device=noise_device).to(logits)
+                drawn = (logits - torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))).argmax(1)
+                velocity = bin_velocity(drawn, self.velocity_bins).to(unit)
+                weight = note_starts(sounding, onset).to(unit)
             # known pixels hold their known channels here, so a known note carries on into generated ones
-            return decode_notes(canvas, mask, sounding, onsets(unit[:, ONSET], sounding), unit[:, VELOCITY],
-                                torch.ones_like(unit[:, VELOCITY]))
+            return decode_notes(canvas, mask, sounding, onset, velocity, weight)
 
         with eval_mode(self):
             for i, (t, t_next) in enumerate(zip(times[:-1], times[1:])):
@@ -280,5 +332,7 @@ class JiT(Generator):
                 else:
                     v_next = self.velocity(predict(z_euler, t_next), z_euler, torch.tensor(t_next))
                     z = z + (t_next - t) * (v + v_next) / 2
-        result = to_roll(z)
+        result = to_roll(z, velocity_logits)
+        if return_steps:
+            frames[-1] = result
         return (result, frames) if return_steps else result

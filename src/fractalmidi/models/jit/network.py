@@ -79,17 +79,22 @@ class AdaLNBlock(nn.Module):
 
 
 class FinalLayer(nn.Module):
-    """Modulated RMSNorm and a linear map from each token to its ``p x p`` output pixels."""
+    """Modulated RMSNorm and a linear map from each token to its ``p x p`` output pixels, and another to its
+    own ``token_channels`` outputs. Those read the features without training them (a probe): an auxiliary
+    output, e.g. a velocity distribution with its irreducible ~2 nats, must not pull the denoiser's capacity
+    its way."""
 
-    def __init__(self, dim: int, patch_size: int, out_channels: int) -> None:
+    def __init__(self, dim: int, patch_size: int, out_channels: int, token_channels: int = 0) -> None:
         super().__init__()
         self.norm = nn.RMSNorm(dim, eps=NORM_EPS)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
+        self.token_linear = nn.Linear(dim, token_channels) if token_channels else None
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         shift, scale = self.modulation(c).chunk(2, dim=-1)
-        return self.linear(modulate(self.norm(x), shift, scale))
+        h = modulate(self.norm(x), shift, scale)
+        return self.linear(h), None if self.token_linear is None else self.token_linear(h.detach())
 
 
 class JiTNet(nn.Module):
@@ -99,6 +104,8 @@ class JiTNet(nn.Module):
     ``in_context_len > 0`` prepends that many label tokens before block ``in_context_start``
     (they are dropped again before the final layer). ``grad_checkpointing`` recomputes each
     block's activations in the backward pass while training (less memory, same gradients).
+    ``token_channels`` are outputs per token, not per pixel (one set per ``p x p`` patch: a velocity
+    distribution costs a token's worth of outputs, not a pixel's).
     """
 
     def __init__(
@@ -107,6 +114,7 @@ class JiTNet(nn.Module):
         patch_size: int = 16,
         in_channels: int = 3,
         out_channels: int = 1,
+        token_channels: int = 0,
         dim: int = 768,
         depth: int = 12,
         num_heads: int = 12,
@@ -128,6 +136,7 @@ class JiTNet(nn.Module):
             raise ValueError(f"in_context_start {in_context_start} is not a block index in [0, {depth})")
         self.patch_size = patch_size
         self.out_channels = out_channels
+        self.token_channels = token_channels
         self.dim = dim
         self.in_context_start = in_context_start
         self.patch_embed = BottleneckPatchEmbed(in_channels, patch_size, bottleneck_dim, dim)
@@ -141,7 +150,7 @@ class JiTNet(nn.Module):
                        proj_drop=proj_drop if i in middle else 0.0)
             for i in range(depth)
         )
-        self.final_layer = FinalLayer(dim, patch_size, out_channels)
+        self.final_layer = FinalLayer(dim, patch_size, out_channels, token_channels)
         self._sincos = SinCosTable(dim)
         self.reset_parameters()
 
@@ -160,13 +169,15 @@ class JiTNet(nn.Module):
             nn.init.normal_(self.in_context_pos, std=EMBED_INIT_STD)
         zeroed = [block.modulation[-1] for block in self.blocks]
         zeroed += [self.final_layer.modulation[-1], self.final_layer.linear]
+        zeroed += [self.final_layer.token_linear] if self.final_layer.token_linear is not None else []
         for layer in zeroed:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, *,
-                drop_labels: bool | None = None) -> torch.Tensor:
-        """``x`` ``(B, C, 128, T)``, ``t`` ``(B,)`` in [0, 1], ``labels`` ``(B,)`` long -> ``(B, out, 128, T)``.
+                drop_labels: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` ``(B, C, 128, T)``, ``t`` ``(B,)`` in [0, 1], ``labels`` ``(B,)`` long -> pixels
+        ``(B, out_channels, 128, T)`` and token outputs ``(B, token_channels, 128 / p, T / p)``.
 
         ``drop_labels`` (default: in training mode) replaces labels by the null label at the
         embedder's dropout rate.
@@ -184,7 +195,9 @@ class JiTNet(nn.Module):
                 prefix = self.in_context_pos.shape[0]
                 tokens = torch.cat([y[:, None] + self.in_context_pos, tokens], dim=1)
             tokens = call_block(block, tokens, c, checkpointing=checkpointing)
-        out = self.final_layer(tokens[:, prefix:], c)
+        out, per_token = self.final_layer(tokens[:, prefix:], c)
+        per_token = x.new_zeros(b, 0, rows, cols) if per_token is None else per_token.transpose(1, 2).reshape(
+            b, -1, rows, cols)
         # (B, rows*cols, p*p*out) -> (B, out, rows*p, cols*p)
         out = out.view(b, rows, cols, p, p, self.out_channels).permute(0, 5, 1, 3, 2, 4)
-        return out.reshape(b, self.out_channels, rows * p, cols * p)
+        return out.reshape(b, self.out_channels, rows * p, cols * p), per_token

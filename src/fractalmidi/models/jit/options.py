@@ -49,6 +49,9 @@ class JiTOptions(JiTNetOptions):
     mask_probs: dict[str, float] | None = option(None, "training mask kind -> probability (none = masks.py's defaults)")
     loss_on: str = option("unknown", "pixels the loss covers: unknown (generated ones) | all")
     ema_decays: tuple[float, ...] = option((0.9996, 0.9998), "EMA decays the trainer keeps (empty = no EMA)")
+    velocity_bins: int = option(0, "0: a note's velocity is the mean of its regressed velocity channel; n: the "
+                                "network also gives n-bin velocity probabilities per pixel and each note's velocity "
+                                "is drawn from them, so a piece keeps its spread of loudness", bound=NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
@@ -62,5 +65,8 @@ class JiTSampling:
                                                bound=TIME_RANGE)
     start_noise: float = option(1.0, "scale of the starting noise, times the training noise_scale "
                                 "(formerly 'temperature')", bound=POSITIVE)
+    velocity_time: float = option(0.5, "with velocity_bins: notes draw their velocity from the probabilities "
+                                  "predicted at the last step at or before this time (0 = noise, 1 = the roll)",
+                                  bound=UNIT)
     silence_below: float = option(DEFAULT_SILENCE_BELOW, "pixels whose generated sounding channel (0..1) is under "
                                   "this stay silent", bound=UNIT)
