@@ -8,7 +8,9 @@ import torch
 
 from fractalmidi.cli import main
 from fractalmidi.data import PianoRollDataset, PreparedData
+from fractalmidi.data.grid import CROP_ALIGNS, parse_grid
 from fractalmidi.data.roll import canonical_codes, planes_to_codes
+from fractalmidi.errors import UserError
 from fractalmidi.train.data import DataPosition, train_loader
 
 SIXTEENTH = 120
@@ -58,6 +60,33 @@ def test_crops_are_windows_of_the_piece(prepared):
         starts = [s for s in range(max(piece.shape[1] - 32, 0) + 1) if np.array_equal(
             crop[:, : min(32, piece.shape[1])], canonical_codes(piece[:, s : s + 32]))]
         assert starts, f"crop {i} is not a window of its piece"
+
+
+@pytest.mark.parametrize("align", [1, 4, 16])
+def test_crops_start_on_multiples_of_align(prepared, align: int):
+    data = PreparedData(prepared)
+    ds = PianoRollDataset(prepared, crop_length=32, pitch_shift=(0, 0), augment_factor=8, align=align)
+    found = set()
+    for i in range(len(ds)):
+        piece = data.piece(ds.pieces[i % len(ds.pieces)])[0]
+        if piece.shape[1] < 100:
+            continue  # the short piece: one crop at 0
+        crop = planes_to_codes(ds[i].numpy())
+        starts = [s for s in range(piece.shape[1] - 31) if np.array_equal(crop, canonical_codes(piece[:, s : s + 32]))]
+        assert starts
+        if len(starts) == 1:  # random pitches every two steps: one window fits (not in a held-notes-only tail)
+            found.add(starts[0])
+    assert all(s % align == 0 for s in found) and len(found) > 8
+    if align == 1:
+        assert any(s % 4 for s in found)  # steps: off-beat starts too
+
+
+def test_align_steps_follow_the_grid():
+    assert [parse_grid("16th").align_steps(u) for u in CROP_ALIGNS] == [1, 4, 16]
+    assert [parse_grid("quarter").align_steps(u) for u in CROP_ALIGNS] == [1, 1, 4]
+    assert [parse_grid("fps:16").align_steps(u) for u in CROP_ALIGNS] == [1, 1, 1]  # no beats to align to
+    with pytest.raises(UserError, match="crop alignment 'measure' is not one of step, beat, bar"):
+        parse_grid("16th").align_steps("measure")
 
 
 def test_pitch_shift_stays_in_range_and_uses_the_range(prepared):

@@ -107,3 +107,14 @@ def test_mask_kinds_are_drawn_with_their_probabilities() -> None:
     assert share_full == pytest.approx(0.75, abs=0.07)
     with pytest.raises(ValueError, match="unknown mask kinds"):
         check_mask_probs({"holes": 1.0})
+
+
+def test_offset_noise_moves_each_roll_and_channel_as_a_whole() -> None:
+    shape = torch.Size((256, 3, 64, 32))
+    for offset in (0.0, 0.5):
+        model = build("jit-tiny", offset_noise=offset, noise_scale=2.0)
+        e = model.noise(shape, torch.Generator().manual_seed(0), torch.device("cpu"))
+        per_roll = e.mean(dim=(2, 3))
+        # a constant of std 2 * offset per roll and channel, on top of pixel noise of std 2
+        assert per_roll.std().item() == pytest.approx(2 * offset, abs=0.08)
+        assert (e - per_roll[..., None, None]).std().item() == pytest.approx(2.0, abs=0.01)

@@ -136,18 +136,3 @@ def test_note_velocities_follow_the_predicted_probabilities() -> None:
         counts += torch.bincount(drawn, minlength=BINS).float()
     assert counts.sum() > 300 and counts[[1, 6]].sum() == counts.sum()
     assert counts[6] / counts.sum() == pytest.approx(0.75, abs=0.06)  # 4+ standard errors
-
-
-@pytest.mark.parametrize(("velocity_time", "expected_bin"), [(0.5, 2), (0.25, 2), (1.0, 5), (0.0, 2)])
-def test_velocity_time_picks_the_step_whose_probabilities_are_drawn(velocity_time: float, expected_bin: int) -> None:
-    planes = _notes(1)
-
-    def logits(t: float) -> torch.Tensor:  # bin 2 up to t = 0.5, bin 5 later
-        return nn.functional.one_hot(torch.tensor(2 if t <= 0.5 else 5), BINS).float().view(1, BINS, 1, 1).expand(
-            1, BINS, 128 // P, T // P) * 50
-
-    # 4 Euler steps predict at t = 0, 0.25, 0.5, 0.75
-    out = _model(BinsNet(planes, logits)).sample(torch.zeros_like(planes), torch.ones_like(planes).bool(), steps=4,
-                                                 sampler="euler", velocity_time=velocity_time)
-    drawn = velocity_bin(out[0, 0][out[0, 1] > 0], BINS)
-    assert drawn.numel() > 30 and torch.all(drawn == expected_bin)

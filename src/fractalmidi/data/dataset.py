@@ -29,7 +29,8 @@ class PianoRollDataset(Dataset):
     """Crops as float32 planes ``(2, 128, crop_length)`` (velocity / 127, onset) from one split of a
     prepared folder.
 
-    ``train=True``: a random crop start and a pitch shift drawn from ``pitch_shift`` but clipped
+    ``train=True``: a random crop start (a multiple of ``align`` steps, so a crop starts on a beat and the
+    model learns where beats fall) and a pitch shift drawn from ``pitch_shift`` but clipped
     to the crop's own pitch range (no note ever leaves 0..127); ``augment_factor`` repeats every
     piece that many times per epoch. ``train=False``: one fixed crop per piece, no shift.
     ``key_normalize``: every piece first moves to C major / A minor (:mod:`fractalmidi.data.key`),
@@ -47,10 +48,13 @@ class PianoRollDataset(Dataset):
         train: bool = True,
         seed: int = 0,
         key_normalize: bool = False,
+        align: int = 1,
     ) -> None:
         self.data = root if isinstance(root, PreparedData) else PreparedData(root)
         if crop_length < 1:
             raise UserError(f"crop_length must be a positive number of steps, got {crop_length}")
+        if align < 1:
+            raise UserError(f"crop alignment must be a positive number of steps, got {align}")
         if augment_factor < 1:
             raise UserError(f"augment_factor must be >= 1, got {augment_factor}")
         low, high = (int(v) for v in pitch_shift)
@@ -59,6 +63,7 @@ class PianoRollDataset(Dataset):
         self.pieces = self.data.split(split)
         self.split = split
         self.crop_length = int(crop_length)
+        self.align = int(align)
         self.pitch_shift = (low, high)
         self.augment_factor = int(augment_factor) if train else 1
         self.train = train
@@ -82,7 +87,7 @@ class PianoRollDataset(Dataset):
         else:
             rng = np.random.default_rng([self.seed + VALID_SEED_OFFSET, index])
         steps = self.data.steps(piece)
-        start = int(rng.integers(0, max(steps - self.crop_length, 0) + 1))
+        start = self.align * int(rng.integers(0, max(steps - self.crop_length, 0) // self.align + 1))
         crop = self.data.crop(piece, start, self.crop_length)
         if self.key_shifts:
             crop = transpose(crop, self.key_shifts[piece])

@@ -15,6 +15,9 @@ STEPS_PER_BAR = 16
 BEAT_GRIDS = {"16th": STEPS_PER_QUARTER, "quarter": 1}
 """Beat-relative grids by name and their steps per quarter note (``quarter``: the JSB benchmark's frames)."""
 
+CROP_ALIGNS = ("step", "beat", "bar")
+"""What training crops may start on (:meth:`Grid.align_steps`)."""
+
 DEFAULT_GRID = "16th"
 GRID_HELP = ("'16th' (beat-relative, 4 steps per quarter), 'quarter' (one step per quarter) or "
              "'fps:N' (N frames per second, e.g. fps:16)")
@@ -38,6 +41,15 @@ class Grid:
         if self.steps_per_quarter is not None:
             return STEPS_PER_BAR * self.steps_per_quarter // STEPS_PER_QUARTER
         return max(1, round(self.fps))
+
+    def align_steps(self, unit: str) -> int:
+        """Steps in one ``unit`` of :data:`CROP_ALIGNS`: a beat is a quarter and a bar a 4/4 bar on a beat grid;
+        on an fps grid, which has no beats, both are one step."""
+        if unit not in CROP_ALIGNS:
+            raise UserError(f"crop alignment {unit!r} is not one of {', '.join(CROP_ALIGNS)}")
+        if unit == "step" or self.steps_per_quarter is None:
+            return 1
+        return self.steps_per_quarter if unit == "beat" else self.ruler_steps
 
     def seconds_per_step(self, tempo_bpm: float) -> float:
         if self.fps is not None:

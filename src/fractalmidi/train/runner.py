@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from fractalmidi.data.grid import parse_grid
 from fractalmidi.data.key import shift_histogram
 from fractalmidi.errors import UserError
 from fractalmidi.outdir import check_not_input, clear_folder, write_text
@@ -131,7 +132,7 @@ def _datasets(config: TrainConfig) -> tuple[Any, Any, str]:
         raise UserError("data.root is not set: give data.root=DATA_DIR (a folder made by 'fractalmidi prepare')")
     data = PreparedData(d.root)
     common = {"pitch_shift": tuple(d.pitch_shift), "augment_factor": d.augment_factor, "seed": config.training.seed,
-              "key_normalize": d.key_normalize}
+              "key_normalize": d.key_normalize, "align": parse_grid(data.grid).align_steps(d.crop_align)}
     train = PianoRollDataset(data, split=d.train_split, crop_length=d.crop_length, train=True, **common)
     val = PianoRollDataset(data, split=d.val_split, crop_length=d.val_crop_length or d.crop_length,
                            train=False, **common)

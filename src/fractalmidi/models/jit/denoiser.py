@@ -9,7 +9,7 @@ sounding channel is over ``silence_below``, a note starts at a peak of the onset
 (:func:`onsets`) or after silence, and each note takes the mean of the velocity channel over its pixels, so it
 has one velocity. With ``velocity_bins`` the network also gives each token (``p x p`` pixels) a
 distribution over velocity bins (trained by cross-entropy on its sounding pixels) and each note draws
-its velocity from its start pixel's token's distribution at ``velocity_time``: a regression's mean
+its velocity from its start pixel's token's distribution in the last prediction: a regression's mean
 velocity is the same for every note of a piece, a draw keeps the piece's spread of loudness.
 
 Training draws ``t = sigmoid(N(P_mean, P_std))`` and noise ``e ~ noise_scale * N(0, 1)``, forms ``z = t x + (1 -
@@ -145,6 +145,7 @@ class JiT(Generator):
         self.P_mean = o.P_mean
         self.P_std = o.P_std
         self.noise_scale = o.noise_scale
+        self.offset_noise = o.offset_noise
         self.t_eps = o.t_eps
         self.mask_probs = check_mask_probs(DEFAULT_MASK_PROBS if o.mask_probs is None else o.mask_probs)
         self.loss_on = o.loss_on
@@ -173,6 +174,14 @@ class JiT(Generator):
     def sample_t(self, n: int, device: torch.device | None = None) -> torch.Tensor:
         """Training times ``sigmoid(N(P_mean, P_std))``: mostly noisy, rarely near clean."""
         return torch.sigmoid(torch.randn(n, device=device) * self.P_std + self.P_mean)
+
+    def noise(self, shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+        """Noise of ``shape`` ``(B, C, H, W)``: ``noise_scale * (N(0, 1) + offset_noise * N(0, 1) per roll and
+        channel)``."""
+        e = torch.randn(shape, generator=generator, device=device)
+        if self.offset_noise:
+            e = e + self.offset_noise * torch.randn((*shape[:2], 1, 1), generator=generator, device=device)
+        return e * self.noise_scale
 
     def velocity(self, x: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(x - z) / max(1 - t, t_eps)``: the velocity implied by clean ``x`` at ``z``, time ``t``."""
@@ -205,7 +214,7 @@ class JiT(Generator):
         labels = self._labels(labels, b, x.device)
         mask = draw_masks(b, x.shape[-1], self.mask_probs, patch_size=self.patch_size).to(x.device)
         t = self.sample_t(b, x.device).view(b, 1, 1, 1)
-        z = t * data + (1 - t) * torch.randn_like(data) * self.noise_scale
+        z = t * data + (1 - t) * self.noise(data.shape, None, data.device).to(data)
         x_pred, velocity_logits = self.net(self._inputs(z, data, mask), t.flatten(), labels)
         weight = mask.to(x.dtype).expand_as(data) if self.loss_on == "unknown" else torch.ones_like(data)
         count = weight.sum(dim=(1, 2, 3)).clamp_min(1)
@@ -252,8 +261,7 @@ class JiT(Generator):
         if not 0 <= float(o.silence_below) <= 1:
             raise error(f"silence_below must lie in [0, 1], got {o.silence_below}")
         return dataclasses.replace(o, steps=int(o.steps), cfg=float(o.cfg), cfg_interval=(low, high),
-                                   start_noise=float(o.start_noise), silence_below=float(o.silence_below),
-                                   velocity_time=float(o.velocity_time))
+                                   start_noise=float(o.start_noise), silence_below=float(o.silence_below))
 
     def predict_x(self, z: torch.Tensor, t: float, known: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
                   cfg: float, cfg_interval: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,18 +297,17 @@ class JiT(Generator):
         known = to_signed(channels(canvas))
         gen = mask[:, :1]
         noise_device = generator.device if generator is not None else canvas.device  # a CPU generator works too
-        noise = torch.randn(known.shape, generator=generator, device=noise_device).to(canvas)
-        z = noise * self.noise_scale * o.start_noise
+        z = self.noise(known.shape, generator, noise_device).to(canvas) * o.start_noise
         times = torch.linspace(0.0, 1.0, o.steps + 1).tolist()
         frames: list[torch.Tensor] = []
 
-        velocity_logits: torch.Tensor | None = None
+        velocity_logits = torch.empty(0)
 
         def predict(state: torch.Tensor, t: float) -> torch.Tensor:
+            """The x-prediction; the last call's velocity-bin logits (the final step's) are kept for the draw."""
             nonlocal velocity_logits
             x_pred, logits = self.predict_x(state, t, known, gen, labels, o.cfg, o.cfg_interval)
-            if self.velocity_bins and (velocity_logits is None or t <= o.velocity_time):
-                velocity_logits = logits
+            velocity_logits = logits
             return x_pred
 
         def to_roll(x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
@@ -308,7 +315,7 @@ class JiT(Generator):
             sounding = unit[:, SOUNDING] > o.silence_below
             onset = onsets(unit[:, ONSET], sounding)
             velocity, weight = unit[:, VELOCITY], torch.ones_like(unit[:, VELOCITY])
-            if logits is not None:  # each note takes the velocity drawn at its start pixel (Gumbel-max)
+            if logits is not None and logits.shape[1]:  # each note: the velocity drawn at its start pixel (Gumbel)
                 logits = logits.repeat_interleave(self.patch_size, 2).repeat_interleave(self.patch_size, 3)
                 u = torch.rand(logits.shape, generator=generator, device=noise_device).to(logits)
                 drawn = (logits - torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))).argmax(1)

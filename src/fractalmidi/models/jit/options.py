@@ -45,6 +45,9 @@ class JiTOptions(JiTNetOptions):
     P_mean: float = option(-0.8, "mean of the logit-normal training time distribution")  # noqa: N815 (the paper's name)
     P_std: float = option(0.8, "spread of the logit-normal training time distribution (> 0)")  # noqa: N815
     noise_scale: float = option(1.0, "standard deviation of the training noise (> 0)")
+    offset_noise: float = option(0.0, "standard deviation of a per-roll, per-channel constant added to the noise "
+                                 "(times noise_scale): a roll's overall loudness and density then come from the "
+                                 "noise, not from a 1/sqrt(pixels) average of it", bound=NON_NEGATIVE)
     t_eps: float = option(0.05, "velocities divide by max(1 - t, t_eps), in (0, 1)")
     mask_probs: dict[str, float] | None = option(None, "training mask kind -> probability (none = masks.py's defaults)")
     loss_on: str = option("unknown", "pixels the loss covers: unknown (generated ones) | all")
@@ -65,8 +68,5 @@ class JiTSampling:
                                                bound=TIME_RANGE)
     start_noise: float = option(1.0, "scale of the starting noise, times the training noise_scale "
                                 "(formerly 'temperature')", bound=POSITIVE)
-    velocity_time: float = option(0.5, "with velocity_bins: notes draw their velocity from the probabilities "
-                                  "predicted at the last step at or before this time (0 = noise, 1 = the roll)",
-                                  bound=UNIT)
     silence_below: float = option(DEFAULT_SILENCE_BELOW, "pixels whose generated sounding channel (0..1) is under "
                                   "this stay silent", bound=UNIT)
