@@ -302,9 +302,10 @@ def test_silence_below_flag_for_jit_only(tiny_jit_checkpoint: Path, tiny_fractal
         record = json.loads((out / "samples.json").read_text())
         assert record["family"] == "jit" and record["sample_options"]["silence_below"] == value
         notes[value] = _velocities(out / "sample_000.mid")
-    # a barely trained JiT predicts ~0 in [-1, 1] everywhere, i.e. ~0.5 (velocity ~63): a threshold
-    # below that keeps every pixel as a note, one above it silences them all
-    assert len(notes[0.0]) == len(notes[0.4]) > 0 and all(round(0.4 * 127) <= v < round(0.6 * 127) for v in notes[0.4])
+    # a barely trained JiT predicts ~0 in [-1, 1] everywhere, i.e. ~0.5: a threshold below that keeps
+    # every pixel as a note, one above it silences them all; its velocity bins are near uniform, so the
+    # notes draw velocities from all over 1..127
+    assert len(notes[0.0]) == len(notes[0.4]) > 100 and max(notes[0.4]) - min(notes[0.4]) > 80
     assert notes[0.6] == []
 
     capsys.readouterr()  # drop the progress bars

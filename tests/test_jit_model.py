@@ -29,7 +29,7 @@ def test_tiny_runs_at_any_multiple_of_the_patch(chorale_crop, torch_single_threa
     x = chorale_crop(length)
     total, parts = model.loss(x.repeat(2, 1, 1, 1))
     total.backward()
-    assert torch.isfinite(total) and set(parts) == {"v_loss", "x_mse"}
+    assert torch.isfinite(total) and set(parts) == {"v_loss", "x_mse", "velocity_ce"}
     mask = torch.zeros_like(x, dtype=torch.bool)
     mask[..., length // 2 :] = True  # continue the first half
     out = model.sample(x, mask, steps=2, generator=torch.Generator().manual_seed(0))
@@ -61,15 +61,16 @@ def test_contract_properties_and_presets() -> None:
 
 
 def _overfit(model: torch.nn.Module, batch: torch.Tensor, max_steps: int = OVERFIT_MAX_STEPS) -> list[float]:
-    """AdamW on one fixed batch until the loss is under STOP_RATIO of its start (or ``max_steps``)."""
+    """AdamW on one fixed batch until the v-loss is under STOP_RATIO of its start (or ``max_steps``); the
+    velocity bins' cross-entropy, which one piece's single velocity sends to 0 at once, does not count."""
     opt = torch.optim.AdamW(model.parameters(), lr=OVERFIT_LR, betas=(0.9, 0.95), weight_decay=0.0)
     losses: list[float] = []
     for _ in range(max_steps):
-        total, _ = model.loss(batch)
+        total, parts = model.loss(batch)
         opt.zero_grad()
         total.backward()
         opt.step()
-        losses.append(total.item())
+        losses.append(parts["v_loss"].item())
         if len(losses) >= 100 and sum(losses[-20:]) / 20 < STOP_RATIO * sum(losses[:10]) / 10:
             break
     return losses
@@ -109,7 +110,9 @@ def test_one_checkpoint_continues_each_prefix_its_own_way(chorale_crop, torch_si
     # the time reversal of its notes: velocities reversed, notes start where the reversed ones sound
     reversed_notes = torch.from_numpy(codes_to_planes(as_uint8_roll(crop[0, :1].flip(-1))))[None]
     pieces = torch.cat([crop, reversed_notes])
-    model = build("jit-tiny", mask_probs={"prefix": 1.0})
+    # without the preset's offset noise: what is tested is the conditioning on the known canvas, and a per-roll
+    # offset is one more thing for 1,200 steps to memorise (F1 0.88-0.89 with it, also after 1,600 steps)
+    model = build("jit-tiny", mask_probs={"prefix": 1.0}, offset_noise=0.0)
     _overfit(model, pieces.repeat(OVERFIT_BATCH // 2, 1, 1, 1), max_steps=CONTINUE_MAX_STEPS)
     keep = OVERFIT_LENGTH // 2
     mask = torch.zeros_like(pieces, dtype=torch.bool)

@@ -26,7 +26,8 @@ def test_t_is_a_logit_normal_with_the_configured_moments() -> None:
 @pytest.mark.parametrize(("probs", "loss_on"), [({"none": 1.0}, "all"), ({"prefix": 1.0}, "unknown"),
                                                 ({"patches": 1.0}, "all")])
 def test_loss_is_the_v_loss_by_hand(chorale_crop, probs: dict[str, float], loss_on: str) -> None:
-    model = build("jit-tiny", mask_probs=probs, loss_on=loss_on, t_eps=0.05, velocity_bins=0).eval()  # no dropout
+    model = build("jit-tiny", mask_probs=probs, loss_on=loss_on, t_eps=0.05, velocity_bins=0,
+                  offset_noise=0.0).eval()  # eval: no label dropout
     with torch.no_grad():
         model.net.final_layer.linear.weight.normal_(std=0.3)
     x = torch.cat([chorale_crop(T), chorale_crop(2 * T)[..., T:], chorale_crop(T).flip(-1)])

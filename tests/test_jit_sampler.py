@@ -73,7 +73,7 @@ def _decoded(unit: torch.Tensor, canvas: torch.Tensor, mask: torch.Tensor, silen
 
 
 def _model_with(net: nn.Module) -> nn.Module:
-    model = build("jit-tiny", velocity_bins=0)  # velocities from the regressed channel
+    model = build("jit-tiny", velocity_bins=0, offset_noise=0.0)  # the regressed velocity, plain noise
     model.net = net
     return model
 

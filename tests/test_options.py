@@ -229,5 +229,5 @@ def test_jit_network_options_are_the_network_keywords() -> None:
     from fractalmidi.models.jit.network import JiTNet
     from fractalmidi.models.jit.options import JiTNetOptions
 
-    fixed = {"in_channels", "out_channels"}  # set by the objective, not options
+    fixed = {"in_channels", "out_channels", "token_channels"}  # set by the objective, not options
     assert set(names(JiTNetOptions)) == set(inspect.signature(JiTNet).parameters) - fixed
