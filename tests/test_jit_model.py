@@ -13,7 +13,7 @@ OVERFIT_BATCH = 8
 OVERFIT_MAX_STEPS = 1000
 CONTINUE_MAX_STEPS = 1200
 OVERFIT_LR = 3e-3
-STOP_RATIO = 0.005
+STOP_RATIO = 0.003
 CHORALE_VELOCITY = 90
 
 
@@ -110,9 +110,7 @@ def test_one_checkpoint_continues_each_prefix_its_own_way(chorale_crop, torch_si
     # the time reversal of its notes: velocities reversed, notes start where the reversed ones sound
     reversed_notes = torch.from_numpy(codes_to_planes(as_uint8_roll(crop[0, :1].flip(-1))))[None]
     pieces = torch.cat([crop, reversed_notes])
-    # without the preset's offset noise: what is tested is the conditioning on the known canvas, and a per-roll
-    # offset is one more thing for 1,200 steps to memorise (F1 0.88-0.89 with it, also after 1,600 steps)
-    model = build("jit-tiny", mask_probs={"prefix": 1.0}, offset_noise=0.0)
+    model = build("jit-tiny", mask_probs={"prefix": 1.0})
     _overfit(model, pieces.repeat(OVERFIT_BATCH // 2, 1, 1, 1), max_steps=CONTINUE_MAX_STEPS)
     keep = OVERFIT_LENGTH // 2
     mask = torch.zeros_like(pieces, dtype=torch.bool)

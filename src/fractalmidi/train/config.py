@@ -66,8 +66,8 @@ class DataConfig:
     key_shifts: list[int] | None = option(None, "filled at train time with key_normalize: how many training pieces "
                                           "needed each normalising shift (-6..5), so a checkpoint can pick keys like "
                                           "its data's without the data folder")
-    crop_align: str = option("beat", "crops start on a whole step | beat | bar of the data's grid (beat and bar are "
-                             "one step on an fps grid), so the model learns where beats fall", choices=CROP_ALIGNS)
+    crop_align: str = option("step", "crops start on a whole step | beat | bar of the data's grid (beat and bar are "
+                             "one step on an fps grid; beat: the model learns where beats fall)", choices=CROP_ALIGNS)
     augment_factor: int = option(1, "crops drawn per piece and epoch", bound=POSITIVE_INT)
     num_workers: int = option(2, "data loader processes", bound=NON_NEGATIVE)
     val_batch_size: int | None = option(None, "null = training.batch_size", seed_names=("val_batch_size",))
