@@ -301,7 +301,7 @@ class JiT(Generator):
         times = torch.linspace(0.0, 1.0, o.steps + 1).tolist()
         frames: list[torch.Tensor] = []
 
-        velocity_logits = torch.empty(0)
+        velocity_logits: torch.Tensor | None = None
 
         def predict(state: torch.Tensor, t: float) -> torch.Tensor:
             """The x-prediction; the last call's velocity-bin logits (the final step's) are kept for the draw."""
@@ -315,12 +315,15 @@ class JiT(Generator):
             sounding = unit[:, SOUNDING] > o.silence_below
             onset = onsets(unit[:, ONSET], sounding)
             velocity, weight = unit[:, VELOCITY], torch.ones_like(unit[:, VELOCITY])
-            if logits is not None and logits.shape[1]:  # each note: the velocity drawn at its start pixel (Gumbel)
-                logits = logits.repeat_interleave(self.patch_size, 2).repeat_interleave(self.patch_size, 3)
-                u = torch.rand(logits.shape, generator=generator, device=noise_device).to(logits)
-                drawn = (logits - torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))).argmax(1)
-                velocity = bin_velocity(drawn, self.velocity_bins).to(unit)
-                weight = note_starts(sounding, onset).to(unit)
+            if self.velocity_bins and logits is not None:  # each note: a velocity drawn at its start pixel
+                start = note_starts(sounding, onset)
+                piece, row, col = start.nonzero(as_tuple=True)
+                token = logits[piece, :, row // self.patch_size, col // self.patch_size]  # (notes, bins)
+                u = torch.rand(token.shape, generator=generator, device=noise_device).to(token)
+                drawn = (token - torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))).argmax(1)  # Gumbel-max
+                drawn_velocity = bin_velocity(drawn, self.velocity_bins).to(unit)
+                velocity = torch.zeros_like(velocity).index_put_((piece, row, col), drawn_velocity)
+                weight = start.to(unit)
             # known pixels hold their known channels here, so a known note carries on into generated ones
             return decode_notes(canvas, mask, sounding, onset, velocity, weight)
 

@@ -136,7 +136,6 @@ class JiTNet(nn.Module):
             raise ValueError(f"in_context_start {in_context_start} is not a block index in [0, {depth})")
         self.patch_size = patch_size
         self.out_channels = out_channels
-        self.token_channels = token_channels
         self.dim = dim
         self.in_context_start = in_context_start
         self.patch_embed = BottleneckPatchEmbed(in_channels, patch_size, bottleneck_dim, dim)

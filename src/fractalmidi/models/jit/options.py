@@ -53,8 +53,9 @@ class JiTOptions(JiTNetOptions):
     loss_on: str = option("unknown", "pixels the loss covers: unknown (generated ones) | all")
     ema_decays: tuple[float, ...] = option((0.9996, 0.9998), "EMA decays the trainer keeps (empty = no EMA)")
     velocity_bins: int = option(0, "0: a note's velocity is the mean of its regressed velocity channel; n: the "
-                                "network also gives n-bin velocity probabilities per pixel and each note's velocity "
-                                "is drawn from them, so a piece keeps its spread of loudness", bound=NON_NEGATIVE)
+                                "network also gives n-bin velocity probabilities per token and each note's velocity "
+                                "is drawn from its start pixel's, so a piece keeps its spread of loudness",
+                                bound=NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
