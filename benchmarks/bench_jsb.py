@@ -74,15 +74,40 @@ def baseline_rows(data) -> list[tuple[str, float]]:
             ("per-key first-order Markov (add-one, train split)", jsb.markov_nll(train, test))]
 
 
-def score(model, data, split: str, window: int, stride: int) -> dict[str, Any]:
+def score(model, data, split: str, window: int, stride: int, shifts: tuple[int, ...] = (0,)) -> dict[str, Any]:
     from tqdm import tqdm
 
     from fractalmidi.evaluate import jsb
 
     rolls = jsb.split_rolls(data, split)
-    windows = len(jsb.plan_windows([r.shape[-1] for r in rolls], window, stride))
+    windows = len(jsb.plan_windows([r.shape[-1] for r in rolls], window, stride)) * len(shifts)
     with tqdm(total=windows, desc=f"nll {split}", unit="window", leave=False, disable=None) as bar:
-        return jsb.model_nll(model, rolls, window=window, stride=stride, progress=bar.update)
+        return jsb.model_nll(model, rolls, window=window, stride=stride, shifts=shifts, progress=bar.update)
+
+
+def training_shifts(config: dict) -> tuple[int, ...]:
+    """The transpositions a model trained on (``data.pitch_shift``): the components of ``--mixture``."""
+    low, high = config["data"].get("pitch_shift") or (0, 0)
+    return tuple(range(int(low), int(high) + 1))
+
+
+def scores(model, config: dict, data,
+           args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[str, float]], list[str]]:
+    """The single-pass test result, and the table rows and result lines: the model read once, and
+    with ``--mixture`` the equal frame-by-frame mixture over its training transpositions."""
+    window, stride = _window(config, args)
+    result = score(model, data, "test", window, stride)
+    ours = [(f"FractalGen {model.preset}", result["nats_per_frame"])]
+    lines = [f"test_nll_nats_per_frame={result['nats_per_frame']:.4f} frames={result['frames']}"]
+    if args.mixture:
+        shifts = training_shifts(config)
+        mixed = score(model, data, "test", window, stride, shifts)
+        span = f"{shifts[0]:+d}..{shifts[-1]:+d}"
+        ours.append((f"FractalGen {model.preset}, equal mixture of its {len(shifts)} training transpositions "
+                     f"({span} semitones), frame by frame", mixed["nats_per_frame"]))
+        lines.append(f"test_nll_nats_per_frame_mixture={mixed['nats_per_frame']:.4f} frames={mixed['frames']} "
+                      f"shifts={span}")
+    return result, ours, lines
 
 
 def _window(config: dict, args: argparse.Namespace) -> tuple[int, int]:
@@ -201,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", metavar="CKPT",
                         help="also write the selected model as a slim inference checkpoint (fractalmidi export; "
                              "ship it as src/fractalmidi/pretrained/jsb-quarter.ckpt with a model card)")
+    parser.add_argument("--mixture", action="store_true",
+                        help="also score the model as an equal mixture, frame by frame, of itself read in each "
+                             "transposition it trained on (still an exact likelihood; one pass per transposition)")
     parser.add_argument("--no-append", action="store_true", help="do not append the table to RESULTS.md")
     args = parser.parse_args(argv)
 
@@ -231,10 +259,10 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
 
         model, config = _load(resolve(args.checkpoint))
         window, stride = _window(config, args)
-        result = score(model, data, "test", window, stride)
+        result, ours, lines = scores(model, config, data, args)
         rows = [("checkpoint", args.checkpoint), *model_rows(model, result, window, stride), ("machine", _machine())]
-        print(table_text(rows, [(f"FractalGen {model.preset}", result["nats_per_frame"])], baselines))
-        print(f"test_nll_nats_per_frame={result['nats_per_frame']:.4f} frames={result['frames']}")
+        print(table_text(rows, ours, baselines))
+        print("\n".join(lines))
         return 0
 
     out = Path(args.out)
@@ -249,7 +277,7 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
     best, table = select_best(run_dir, data, args)
     model, config = _load(best)
     window, stride = _window(config, args)
-    result = score(model, data, "test", window, stride)
+    result, ours, lines = scores(model, config, data, args)
     step = next(s for p, s, _ in table if p == best)
     valid = min(v for _, _, v in table)
     if args.export:
@@ -263,11 +291,11 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
             *model_rows(model, result, window, stride), ("machine", _machine()),
             ("command", "`python benchmarks/bench_jsb.py " + " ".join(sys.argv[1:]) + "`")]
     baselines = baselines or baseline_rows(data)
-    text = table_text(rows, [(f"FractalGen {model.preset}", result["nats_per_frame"])], baselines)
+    text = table_text(rows, ours, baselines)
     print(text)
     if not args.no_append:
         append_results(f"{model.preset}, {minutes:.0f}-minute training", text)
-    print(f"test_nll_nats_per_frame={result['nats_per_frame']:.4f} frames={result['frames']}")
+    print("\n".join(lines))
     return 0
 
 

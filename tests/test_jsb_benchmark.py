@@ -172,6 +172,56 @@ def test_windowed_scoring_is_a_normalised_distribution():
     assert np.exp(-np.asarray(result["per_piece_nats"])).sum() == pytest.approx(1.0, abs=1e-4)
 
 
+def test_transposed_moves_notes_and_flags_frames_that_lose_one():
+    codes = np.zeros((1, 8, 3), np.uint8)
+    codes[0, 1, 0] = codes[0, 6, 1] = codes[0, 3, 2] = ON
+    up, lost = jsb.transposed(codes, 2, range(0, 8))
+    assert np.flatnonzero(up[0, :, 0]).tolist() == [3] and np.flatnonzero(up[0, :, 2]).tolist() == [5]
+    assert not up[0, :, 1].any() and lost[0].tolist() == [False, True, False]  # 6 + 2 is off the 8 rows
+    down, lost = jsb.transposed(codes, -1, range(1, 8))  # row 0 is not a key of this model
+    assert np.flatnonzero(down[0, :, 1]).tolist() == [5] and lost[0].tolist() == [True, False, False]
+
+
+@pytest.mark.usefixtures("torch_single_thread")
+def test_transposition_mixture_equals_its_brute_force_definition():
+    """2-frame pieces on the middle 2 of the 4 keys a frame-by-frame model writes (MIDI 21-24),
+    shifts -1, 0, +1: each frame's probability is the mean over shifts of the model's conditional of
+    the moved frame given the moved past, with the conditionals taken from the model's joint over
+    all 2**8 rolls by brute-force marginalisation."""
+    torch.manual_seed(3)
+    model = build("fractal-jsb", **{**MICRO, "frame_block": 2}).eval()
+    torch.nn.init.normal_(model.head.out.weight, std=1.0)
+    assert model.frame_by_frame and model.modelled_rows == range(21, 25)
+    with pytest.raises(ValueError, match="frame-by-frame"):
+        jsb.model_nll(micro_model(pitches=2), list(all_rolls(2, 2)), window=2, stride=2, shifts=(0, 1))
+    shifts = (-1, 0, 1)
+    full = np.zeros((256, 1, 128, 2), np.uint8)
+    full[:, :, 21:25] = all_rolls(4, 2)
+    lasts = np.zeros((16, 1, 128, 1), np.uint8)
+    lasts[:, :, 21:25] = all_rolls(4, 1)
+    joint = np.exp(-model.nll(planes(full))["nats"].double().numpy())
+    assert joint.sum() == pytest.approx(1.0, abs=1e-5)
+    index = {roll.tobytes(): i for i, roll in enumerate(full)}
+    pieces = np.zeros((16, 1, 128, 2), np.uint8)
+    pieces[:, :, 22:24] = all_rolls(2, 2)
+    expected = []
+    for piece in pieces:
+        frame_probs = np.zeros((2, len(shifts)))
+        for k, shift in enumerate(shifts):
+            moved = np.roll(piece, shift, axis=1)
+            p = joint[index[moved.tobytes()]]
+            # P(frame 0 = moved[..., 0]) sums the joint over every second frame
+            prefix = sum(joint[index[np.concatenate([moved[..., :1], last], -1).tobytes()]] for last in lasts)
+            frame_probs[:, k] = prefix, p / prefix
+        expected.append(-np.log(frame_probs.mean(1)).sum())
+    result = jsb.model_nll(model, list(pieces), window=2, stride=2, shifts=shifts, batch_size=64)
+    assert np.allclose(result["per_piece_nats"], expected, atol=1e-5)
+    # a (sub-)distribution over these pieces: pieces sounding keys 21 or 24 take the rest
+    assert 0 < np.exp(-np.asarray(result["per_piece_nats"])).sum() <= 1 + 1e-6
+    single = jsb.model_nll(model, list(pieces), window=2, stride=2, batch_size=64)
+    assert single["nats_per_frame"] != pytest.approx(result["nats_per_frame"])
+
+
 # ----- the benchmark script end to end ----------------------------------------------------------
 
 def _bench():
@@ -221,6 +271,8 @@ def test_bench_trains_within_its_budget_selects_exports_and_rescores(quarter_dat
     assert 1 <= step < 50
     assert exported.stat().st_size < 1 << 20
     assert bench.main(["--eval-only", "--checkpoint", str(exported), "--data", str(quarter_data.root),
-                       "--stride", "8"]) == 0
-    again = capsys.readouterr().out.strip().splitlines()[-1]
+                       "--stride", "8", "--mixture"]) == 0
+    again, mixture = capsys.readouterr().out.strip().splitlines()[-2:]
     assert again == last
+    assert mixture.startswith("test_nll_nats_per_frame_mixture=") and mixture.endswith(" frames=4725 shifts=-6..+5")
+    assert 0 < float(mixture.split()[0].split("=")[1]) < 128 * math.log(2)

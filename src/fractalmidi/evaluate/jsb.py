@@ -118,44 +118,68 @@ def _padded(length: int, multiple: int) -> int:
     return -(-length // multiple) * multiple
 
 
+def transposed(codes: np.ndarray, shift: int, rows: range) -> tuple[np.ndarray, np.ndarray]:
+    """Note-code rolls ``(..., 128, T)`` moved ``shift`` semitones, and ``(..., T)`` bool: the frames
+    that lost a note outside ``rows`` (the keys a model writes; those notes are dropped)."""
+    out = np.zeros_like(codes)
+    low, high = max(rows.start - shift, 0), min(rows.stop - shift, codes.shape[-2])
+    if high > low:
+        out[..., low + shift : high + shift, :] = codes[..., low:high, :]
+    lost = (codes > 0).sum(-2) != (out > 0).sum(-2)
+    return out, lost
+
+
 @torch.no_grad()
 def model_nll(model: Generator, rolls: list[np.ndarray], *, window: int, stride: int, batch_size: int = 16,
-              progress: Any = None) -> dict[str, Any]:
+              shifts: tuple[int, ...] = (0,), progress: Any = None) -> dict[str, Any]:
     """Exact NLL of uint8 note-code rolls ``(1, 128, T)`` (a split's pieces) under ``model``, in nats per frame.
 
     Each window is padded with silence to the model's length multiple; padded frames, and the
     context frames a window re-reads, are never scored (``scored_frames``). Returns the totals, the
     per-piece nats, the pitch rows scored (the model's ``modelled_rows``) and whether the
     model calls its likelihood exact.
+
+    With several ``shifts`` the model is the equal mixture, frame by frame, of the model read in
+    each transposition: p(frame | past) = mean over s of p(frame moved s | past moved s). Every
+    term is a normalised conditional of the frame given its past (a frame that would lose a note
+    off the model's keys gets probability 0 from that term; a past that lost one is read without
+    it), so the product stays an exact likelihood of a proper distribution.
     """
     multiple = model.length_multiple
     if window % multiple:
         raise ValueError(f"window {window} is not a multiple of the model's length multiple {multiple}")
+    if len(shifts) > 1 and not model.frame_by_frame:
+        raise ValueError("a transposition mixture needs a model with exact frame-by-frame conditionals "
+                         "(all-AR FractalGen with model.frame_block)")
     windows = plan_windows([r.shape[-1] for r in rolls], window, stride)
     groups: dict[int, list[Window]] = defaultdict(list)
     for w in windows:
         groups[_padded(w.stop - w.start, multiple)].append(w)
-    per_piece = np.zeros(len(rolls))
-    frames = np.zeros(len(rolls), dtype=np.int64)
+    # log-probability of every frame of every piece under each shift
+    logp = [np.zeros((len(shifts), r.shape[-1])) for r in rolls]
     exact = True
     batches = [(length, group[i : i + batch_size]) for length, group in sorted(groups.items())
                for i in range(0, len(group), batch_size)]
-    for length, batch in batches:
-        codes = np.zeros((len(batch), rolls[0].shape[1], length), dtype=np.uint8)
-        scored = np.zeros((len(batch), length), dtype=bool)
-        for row, w in enumerate(batch):
-            codes[row, :, : w.stop - w.start] = rolls[w.piece][0, :, w.start : w.stop]
-            scored[row, w.score_from - w.start : w.stop - w.start] = True
-        x = torch.from_numpy(codes_to_planes(codes))
-        out = model.nll(x, scored_frames=torch.from_numpy(scored))
-        exact = exact and bool(out.get("exact"))
-        nats = out["nats"].double().cpu().numpy()
-        for row, w in enumerate(batch):
-            per_piece[w.piece] += nats[row]
-            frames[w.piece] += w.stop - w.score_from
-        if progress is not None:
-            progress(len(batch))
-    total_frames = int(frames.sum())
+    for k, shift in enumerate(shifts):
+        moved = [transposed(r, shift, model.modelled_rows) for r in rolls]
+        for length, batch in batches:
+            codes = np.zeros((len(batch), rolls[0].shape[1], length), dtype=np.uint8)
+            scored = np.zeros((len(batch), length), dtype=bool)
+            for row, w in enumerate(batch):
+                codes[row, :, : w.stop - w.start] = moved[w.piece][0][0, :, w.start : w.stop]
+                scored[row, w.score_from - w.start : w.stop - w.start] = True
+            x = torch.from_numpy(codes_to_planes(codes))
+            out = model.nll(x, scored_frames=torch.from_numpy(scored))
+            exact = exact and bool(out.get("exact"))
+            nats = out["frame_nats"].double().cpu().numpy()
+            for row, w in enumerate(batch):
+                logp[w.piece][k, w.score_from : w.stop] = -nats[row, w.score_from - w.start : w.stop - w.start]
+            if progress is not None:
+                progress(len(batch))
+        for piece, (_, lost) in zip(logp, moved):
+            piece[k, lost[0]] = -math.inf
+    per_piece = np.array([-(_logmeanexp(p).sum()) for p in logp])
+    total_frames = int(sum(r.shape[-1] for r in rolls))
     return {
         "nats": float(per_piece.sum()),
         "frames": total_frames,
@@ -163,8 +187,17 @@ def model_nll(model: Generator, rolls: list[np.ndarray], *, window: int, stride:
         "per_piece_nats": per_piece.tolist(),
         "windows": len(windows),
         "rows": model.modelled_rows,
+        "shifts": tuple(shifts),
         "exact": exact,
     }
+
+
+def _logmeanexp(logp: np.ndarray) -> np.ndarray:
+    """log(mean(exp(logp), axis 0)), stable; an all -inf column stays -inf."""
+    top = logp.max(0)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return safe + np.log(np.exp(logp - safe).mean(0))
 
 
 def split_rolls(data: PreparedData, split: str) -> list[np.ndarray]:

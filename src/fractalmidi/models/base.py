@@ -69,6 +69,12 @@ class Generator(nn.Module):
         """Why :meth:`nll` is an estimate, in a few words (None: it is exact)."""
         return "the model's own estimator"
 
+    @property
+    def frame_by_frame(self) -> bool:
+        """Whether :meth:`nll`'s ``frame_nats`` are exact conditionals of each time step given the
+        steps before it (the model reads whole frames in time order)."""
+        return False
+
     def sampling_options(self, opts: Mapping[str, Any], error: type[Exception] = ValueError) -> Any:
         """The sampling defaults with ``opts`` on top (None = the default); an unknown name is an ``error``."""
         given = {k: v for k, v in opts.items() if v is not None}

@@ -150,6 +150,11 @@ class FractalGen(Generator):
     def estimate_reason(self) -> str | None:
         return None if self.exact_likelihood else "MAR levels"
 
+    @property
+    def frame_by_frame(self) -> bool:
+        """All-AR with ``frame_block``: level 0 reads one whole frame per token, in time order."""
+        return self.exact_likelihood and bool(self.frame_block)
+
     def parameter_table(self) -> list[tuple[str, int]]:
         if self.labels is not None:
             rows = [(f"class labels ({self.num_classes} + null)", sum(p.numel() for p in self.labels.parameters()))]
@@ -177,13 +182,15 @@ class FractalGen(Generator):
 
     def _descend(self, level: int, states: torch.Tensor, conds: list[torch.Tensor],
                  owner: torch.Tensor, weight: torch.Tensor, out: dict[str, Any],
-                 estimate: bool, generator: torch.Generator | None, scored: torch.Tensor | None = None) -> None:
+                 estimate: bool, generator: torch.Generator | None, frame: torch.Tensor,
+                 scored: torch.Tensor | None = None) -> None:
         """Score regions ``(N, H, W)`` at ``level`` and recurse into the patches it predicts.
 
         Training (``estimate`` False) masks MAR patches as MAR training does; likelihood mode
         masks them for an unbiased any-order estimate. ``owner`` maps regions to samples,
         ``weight`` is each region's estimator weight; results accumulate in ``out``. ``scored``
         ``(N, H, W)`` bool (None = all): pixels whose NLL counts; the others are context only.
+        ``frame`` ``(N, H, W)``: each pixel's time step, so the likelihood can be told per frame.
         """
         net = self.levels[level]
         size = self.patch_sizes[level]
@@ -214,11 +221,13 @@ class FractalGen(Generator):
                 nll = nll * patchify(scored, size).reshape(-1)[index]
             out["pixel_nll"].append(nll)
             out["pixel_owner"].append(owner)
+            out["pixel_frame"].append(patchify(frame, size).reshape(-1)[index])
             out["pixel_weight"].append(weight)
             return
         sub_states = tokens.reshape(n * length, size, size)[index]
+        sub_frame = patchify(frame, size).reshape(n * length, size, size)[index]
         sub_scored = None if scored is None else patchify(scored, size).reshape(n * length, size, size)[index]
-        self._descend(level + 1, sub_states, child, owner, weight, out, estimate, generator, sub_scored)
+        self._descend(level + 1, sub_states, child, owner, weight, out, estimate, generator, sub_frame, sub_scored)
 
     def _score(self, x: torch.Tensor, labels: torch.Tensor | None, *, estimate: bool,
                generator: torch.Generator | None = None, drop: bool | None = None,
@@ -230,11 +239,12 @@ class FractalGen(Generator):
         if states[:, : rows.start].any() or states[:, rows.stop :].any():
             raise ValueError(f"notes outside MIDI {rows.start}-{rows.stop - 1}, the keys this model writes")
         out: dict[str, Any] = {"occupancy": [[] for _ in self.levels], "occupancy_count": [0] * len(self.levels),
-                               "pixel_nll": [], "pixel_owner": [], "pixel_weight": []}
+                               "pixel_nll": [], "pixel_owner": [], "pixel_frame": [], "pixel_weight": []}
         top = self._top_conds(batch, labels, x.device, drop)
         scored = None if scored_frames is None else self._fold(scored_frames[:, None, :].expand_as(states))
+        frame = self._fold(torch.arange(states.shape[-1], device=x.device).expand_as(states))
         self._descend(0, self._fold(states), [top], torch.arange(batch, device=x.device),
-                      torch.ones(batch, device=x.device), out, estimate, generator, scored)
+                      torch.ones(batch, device=x.device), out, estimate, generator, frame, scored)
         return out
 
     def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -253,8 +263,9 @@ class FractalGen(Generator):
             generator: torch.Generator | None = None, scored_frames: torch.Tensor | None = None) -> dict[str, Any]:
         """Per-sample NLL of the pixel states: exact for all-AR models, else a one-sample estimate.
 
-        Returns ``bits_per_pixel`` and ``nats_per_step`` ``(B,)``, ``nats`` ``(B,)`` (whole roll)
-        and ``exact`` (bool). Average several calls to tighten a MAR estimate.
+        Returns ``bits_per_pixel`` and ``nats_per_step`` ``(B,)``, ``nats`` ``(B,)`` (whole roll),
+        ``frame_nats`` ``(B, T)`` (each time step's share: an AR model's per-frame conditionals when
+        levels run time-first) and ``exact`` (bool). Average several calls to tighten a MAR estimate.
         ``scored_frames`` ``(B, T)`` bool: only these frames' pixels are scored (padding, or context
         of a sliding window, adds nothing); per-step and per-pixel means count scored frames only.
         """
@@ -263,13 +274,16 @@ class FractalGen(Generator):
                              f"{tuple(scored_frames.shape)}")
         scored = self._score(x, labels, estimate=True, generator=generator, drop=False, scored_frames=scored_frames)
         nll = torch.cat(scored["pixel_nll"]) * torch.cat(scored["pixel_weight"])
-        per_sample = torch.zeros(x.shape[0], device=x.device, dtype=nll.dtype)
-        per_sample.index_add_(0, torch.cat(scored["pixel_owner"]), nll)
+        batch, length = x.shape[0], x.shape[-1]
+        frame_nats = torch.zeros(batch * length, device=x.device, dtype=nll.dtype)
+        frame_nats.index_add_(0, torch.cat(scored["pixel_owner"]) * length + torch.cat(scored["pixel_frame"]), nll)
+        frame_nats = frame_nats.view(batch, length)
+        per_sample = frame_nats.sum(1)
         steps = (torch.full_like(per_sample, x.shape[3]) if scored_frames is None
                  else scored_frames.sum(1).to(per_sample.dtype))
         pixels = len(self.modelled_rows) * steps
         return {"bits_per_pixel": per_sample / pixels / math.log(2), "nats_per_step": per_sample / steps,
-                "nats": per_sample, "exact": self.exact_likelihood}
+                "nats": per_sample, "frame_nats": frame_nats, "exact": self.exact_likelihood}
 
     # ----- sampling -----------------------------------------------------------------------------
 
