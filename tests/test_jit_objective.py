@@ -27,7 +27,7 @@ def test_t_is_a_logit_normal_with_the_configured_moments() -> None:
                                                 ({"patches": 1.0}, "all")])
 def test_loss_is_the_v_loss_by_hand(chorale_crop, probs: dict[str, float], loss_on: str) -> None:
     model = build("jit-tiny", mask_probs=probs, loss_on=loss_on, t_eps=0.05, velocity_bins=0,
-                  offset_noise=0.0).eval()  # eval: no label dropout
+                  offset_noise=0.0, position_jitter=0).eval()  # eval: no label dropout
     with torch.no_grad():
         model.net.final_layer.linear.weight.normal_(std=0.3)
     x = torch.cat([chorale_crop(T), chorale_crop(2 * T)[..., T:], chorale_crop(T).flip(-1)])
@@ -119,3 +119,33 @@ def test_offset_noise_moves_each_roll_and_channel_as_a_whole() -> None:
         # a constant of std 2 * offset per roll and channel, on top of pixel noise of std 2
         assert per_roll.std().item() == pytest.approx(2 * offset, abs=0.08)
         assert (e - per_roll[..., None, None]).std().item() == pytest.approx(2.0, abs=0.01)
+
+
+def test_position_jitter_shifts_time_positions_by_a_drawn_column_offset(chorale_crop) -> None:
+    """The network adds the sin-cos positions of columns offset..offset+cols-1; training draws the
+    offset uniformly from 0..position_jitter (sampling uses 0)."""
+    from fractalmidi.models.layers import sincos_2d
+
+    model = build("jit-tiny", position_jitter=3).eval()
+    net, p = model.net, model.patch_size
+    x = torch.randn(1, 7, 128, 2 * p)
+    seen = []
+    hook = net.blocks[0].register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    with torch.no_grad():
+        for offset in (0, 2):
+            net(x, torch.full((1,), 0.5), torch.zeros(1, dtype=torch.long), col_offset=offset)
+        embedded = net.patch_embed(x)[0]
+    hook.remove()
+    rows = 128 // p
+    table = sincos_2d(rows, 4, model.options.dim).view(rows, 4, -1)
+    torch.testing.assert_close(seen[0][0] - embedded, table[:, :2].reshape(rows * 2, -1))
+    torch.testing.assert_close(seen[1][0] - embedded, table[:, 2:].reshape(rows * 2, -1))
+
+    offsets = []
+    forward = net.forward
+    net.forward = lambda *a, col_offset=0, **k: offsets.append(col_offset) or forward(*a, col_offset=col_offset, **k)
+    crop = chorale_crop(2 * p)
+    torch.manual_seed(0)
+    for _ in range(60):
+        model.loss(crop)
+    assert set(offsets) == {0, 1, 2, 3}

@@ -147,6 +147,7 @@ class JiT(Generator):
         self.noise_scale = o.noise_scale
         self.offset_noise = o.offset_noise
         self.t_eps = o.t_eps
+        self.position_jitter = o.position_jitter
         self.mask_probs = check_mask_probs(DEFAULT_MASK_PROBS if o.mask_probs is None else o.mask_probs)
         self.loss_on = o.loss_on
         self._ema_decays = tuple(float(d) for d in o.ema_decays)
@@ -215,7 +216,8 @@ class JiT(Generator):
         mask = draw_masks(b, x.shape[-1], self.mask_probs, patch_size=self.patch_size).to(x.device)
         t = self.sample_t(b, x.device).view(b, 1, 1, 1)
         z = t * data + (1 - t) * self.noise(data.shape, None, data.device).to(data)
-        x_pred, velocity_logits = self.net(self._inputs(z, data, mask), t.flatten(), labels)
+        offset = int(torch.randint(self.position_jitter + 1, ())) if self.position_jitter else 0
+        x_pred, velocity_logits = self.net(self._inputs(z, data, mask), t.flatten(), labels, col_offset=offset)
         weight = mask.to(x.dtype).expand_as(data) if self.loss_on == "unknown" else torch.ones_like(data)
         count = weight.sum(dim=(1, 2, 3)).clamp_min(1)
 

@@ -174,19 +174,23 @@ class JiTNet(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, *,
-                drop_labels: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                drop_labels: bool | None = None, col_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``(B, C, 128, T)``, ``t`` ``(B,)`` in [0, 1], ``labels`` ``(B,)`` long -> pixels
         ``(B, out_channels, 128, T)`` and token outputs ``(B, token_channels, 128 / p, T / p)``.
 
         ``drop_labels`` (default: in training mode) replaces labels by the null label at the
-        embedder's dropout rate.
+        embedder's dropout rate. ``col_offset``: the roll's first token column takes the time
+        position ``col_offset`` (training draws it, so longer rolls meet positions seen in training).
         """
         b, _, height, width = x.shape
         p = self.patch_size
         rows, cols = height // p, width // p
         y = self.y_embedder(labels, drop=drop_labels)
         c = self.t_embedder(t) + y
-        tokens = self.patch_embed(x) + self._sincos(rows, cols, x.device, x.dtype)
+        positions = self._sincos(rows, cols + col_offset, x.device, x.dtype)
+        if col_offset:
+            positions = positions.view(rows, cols + col_offset, -1)[:, col_offset:].reshape(rows * cols, -1)
+        tokens = self.patch_embed(x) + positions
         prefix = 0
         checkpointing = self.grad_checkpointing and self.training
         for i, block in enumerate(self.blocks):

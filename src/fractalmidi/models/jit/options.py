@@ -49,6 +49,9 @@ class JiTOptions(JiTNetOptions):
                                  "(times noise_scale): a roll's overall loudness and density then come from the "
                                  "noise, not from a 1/sqrt(pixels) average of it", bound=NON_NEGATIVE)
     t_eps: float = option(0.05, "velocities divide by max(1 - t, t_eps), in (0, 1)")
+    position_jitter: int = option(0, "training shifts a crop's time positions by 0..this many token columns, so "
+                                  "pieces up to that much longer than the crops sample at positions seen in "
+                                  "training", bound=NON_NEGATIVE, training_only=True)
     mask_probs: dict[str, float] | None = option(None, "training mask kind -> probability (none = masks.py's defaults)")
     loss_on: str = option("unknown", "pixels the loss covers: unknown (generated ones) | all")
     ema_decays: tuple[float, ...] = option((0.9996, 0.9998), "EMA decays the trainer keeps (empty = no EMA)")
