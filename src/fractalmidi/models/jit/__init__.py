@@ -13,7 +13,7 @@ velocity OA 0.80 -> 0.91-0.93; Bach Frechet 33.7 -> 30.8 / 23.8 / 22.5 and mean 
 offsets 0.1 / 0.2 / 0.3): bench_quality, jit-tiny, 5 minutes (benchmarks/RESULTS.md). Position jitter of 8 token
 columns (one 128-step crop) lets pieces twice the crop length sample at trained positions: without it the second
 half of a 256-step folk piece had 72 notes over 24.8 semitones against the first half's 56 over 19.0 (with it: 56
-over 19.9 and 51 over 20.0)."""
+over 19.9 against 51 over 20.0)."""
 
 register_preset("jit-tiny", JIT, "2 blocks of width 64: trains and samples in minutes on a CPU; a minutes-old "
                 "model's sounding channel hedges, so notes sound from 0.35, not 0.5, and it starts from 1.2x noise "
