@@ -91,15 +91,14 @@ def training_shifts(config: dict) -> tuple[int, ...]:
     return tuple(range(int(low), int(high) + 1))
 
 
-def scores(model, config: dict, data,
-           args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[str, float]], list[str]]:
+def scores(model, config: dict, data, window: int, stride: int,
+           mixture: bool) -> tuple[dict[str, Any], list[tuple[str, float]], list[str]]:
     """The single-pass test result, and the table rows and result lines: the model read once, and
-    with ``--mixture`` the equal frame-by-frame mixture over its training transpositions."""
-    window, stride = _window(config, args)
+    with ``mixture`` the equal frame-by-frame mixture over its training transpositions."""
     result = score(model, data, "test", window, stride)
     ours = [(f"FractalGen {model.preset}", result["nats_per_frame"])]
     lines = [f"test_nll_nats_per_frame={result['nats_per_frame']:.4f} frames={result['frames']}"]
-    if args.mixture:
+    if mixture:
         shifts = training_shifts(config)
         mixed = score(model, data, "test", window, stride, shifts)
         span = f"{shifts[0]:+d}..{shifts[-1]:+d}"
@@ -259,7 +258,7 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
 
         model, config = _load(resolve(args.checkpoint))
         window, stride = _window(config, args)
-        result, ours, lines = scores(model, config, data, args)
+        result, ours, lines = scores(model, config, data, window, stride, args.mixture)
         rows = [("checkpoint", args.checkpoint), *model_rows(model, result, window, stride), ("machine", _machine())]
         print(table_text(rows, ours, baselines))
         print("\n".join(lines))
@@ -277,7 +276,7 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
     best, table = select_best(run_dir, data, args)
     model, config = _load(best)
     window, stride = _window(config, args)
-    result, ours, lines = scores(model, config, data, args)
+    result, ours, lines = scores(model, config, data, window, stride, args.mixture)
     step = next(s for p, s, _ in table if p == best)
     valid = min(v for _, _, v in table)
     if args.export:

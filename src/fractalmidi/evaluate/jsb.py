@@ -178,7 +178,9 @@ def model_nll(model: Generator, rolls: list[np.ndarray], *, window: int, stride:
                 progress(len(batch))
         for piece, (_, lost) in zip(logp, moved):
             piece[k, lost[0]] = -math.inf
-    per_piece = np.array([-(_logmeanexp(p).sum()) for p in logp])
+    # the mixture: log of the mean probability over shifts, per frame (a frame no shift allows stays -inf)
+    per_piece = np.array([-(torch.logsumexp(torch.from_numpy(p), 0) - math.log(len(shifts))).sum().item()
+                          for p in logp])
     total_frames = int(sum(r.shape[-1] for r in rolls))
     return {
         "nats": float(per_piece.sum()),
@@ -190,14 +192,6 @@ def model_nll(model: Generator, rolls: list[np.ndarray], *, window: int, stride:
         "shifts": tuple(shifts),
         "exact": exact,
     }
-
-
-def _logmeanexp(logp: np.ndarray) -> np.ndarray:
-    """log(mean(exp(logp), axis 0)), stable; an all -inf column stays -inf."""
-    top = logp.max(0)
-    safe = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):
-        return safe + np.log(np.exp(logp - safe).mean(0))
 
 
 def split_rolls(data: PreparedData, split: str) -> list[np.ndarray]:

@@ -182,7 +182,7 @@ class FractalGen(Generator):
 
     def _descend(self, level: int, states: torch.Tensor, conds: list[torch.Tensor],
                  owner: torch.Tensor, weight: torch.Tensor, out: dict[str, Any],
-                 estimate: bool, generator: torch.Generator | None, frame: torch.Tensor,
+                 estimate: bool, generator: torch.Generator | None, frame: torch.Tensor | None = None,
                  scored: torch.Tensor | None = None) -> None:
         """Score regions ``(N, H, W)`` at ``level`` and recurse into the patches it predicts.
 
@@ -190,7 +190,8 @@ class FractalGen(Generator):
         masks them for an unbiased any-order estimate. ``owner`` maps regions to samples,
         ``weight`` is each region's estimator weight; results accumulate in ``out``. ``scored``
         ``(N, H, W)`` bool (None = all): pixels whose NLL counts; the others are context only.
-        ``frame`` ``(N, H, W)``: each pixel's time step, so the likelihood can be told per frame.
+        ``frame`` ``(N, H, W)`` (likelihood mode only): each pixel's time step, so the likelihood
+        can be told per frame.
         """
         net = self.levels[level]
         size = self.patch_sizes[level]
@@ -221,11 +222,12 @@ class FractalGen(Generator):
                 nll = nll * patchify(scored, size).reshape(-1)[index]
             out["pixel_nll"].append(nll)
             out["pixel_owner"].append(owner)
-            out["pixel_frame"].append(patchify(frame, size).reshape(-1)[index])
+            if frame is not None:
+                out["pixel_frame"].append(patchify(frame, size).reshape(-1)[index])
             out["pixel_weight"].append(weight)
             return
         sub_states = tokens.reshape(n * length, size, size)[index]
-        sub_frame = patchify(frame, size).reshape(n * length, size, size)[index]
+        sub_frame = None if frame is None else patchify(frame, size).reshape(n * length, size, size)[index]
         sub_scored = None if scored is None else patchify(scored, size).reshape(n * length, size, size)[index]
         self._descend(level + 1, sub_states, child, owner, weight, out, estimate, generator, sub_frame, sub_scored)
 
@@ -242,7 +244,7 @@ class FractalGen(Generator):
                                "pixel_nll": [], "pixel_owner": [], "pixel_frame": [], "pixel_weight": []}
         top = self._top_conds(batch, labels, x.device, drop)
         scored = None if scored_frames is None else self._fold(scored_frames[:, None, :].expand_as(states))
-        frame = self._fold(torch.arange(states.shape[-1], device=x.device).expand_as(states))
+        frame = self._fold(torch.arange(states.shape[-1], device=x.device).expand_as(states)) if estimate else None
         self._descend(0, self._fold(states), [top], torch.arange(batch, device=x.device),
                       torch.ones(batch, device=x.device), out, estimate, generator, frame, scored)
         return out
