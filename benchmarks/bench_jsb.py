@@ -122,7 +122,9 @@ def _load(path: Path):
 
 
 def select_best(run_dir: Path, data, args: argparse.Namespace) -> tuple[Path, list[tuple[Path, int, float]]]:
-    """Exact validation NLL of every saved checkpoint of a run (EMA weights where kept); the lowest wins."""
+    """Exact validation NLL of every saved checkpoint of a run (EMA weights where kept); the lowest wins.
+    With ``--mixture`` each checkpoint is scored as the mixture the table reports, so the selection and the
+    test figure measure the same model."""
     import torch
 
     from fractalmidi.train.checkpoint import CHECKPOINT_DIR
@@ -138,7 +140,8 @@ def select_best(run_dir: Path, data, args: argparse.Namespace) -> tuple[Path, li
     for step, path in sorted(seen.items()):
         model, config = _load(path)
         window, stride = _window(config, args)
-        nll = score(model, data, "valid", window, stride)["nats_per_frame"]
+        shifts = training_shifts(config) if args.mixture else (0,)
+        nll = score(model, data, "valid", window, stride, shifts)["nats_per_frame"]
         print(f"  step {step:6d}  valid {nll:.4f} nats/frame  ({path.name})", flush=True)
         table.append((path, step, nll))
     best = min(table, key=lambda row: row[2])
@@ -272,7 +275,8 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
         run_dir, command, seconds = run_train(args, out)
         minutes = seconds / 60
         data = _data(argparse.Namespace(data=str(Path(args.data) if args.data else out / "jsb-quarter")), scratch)
-    print("exact validation NLL per checkpoint (EMA weights where the run kept them):", flush=True)
+    measure = "exact validation NLL" + (" of the transposition mixture" if args.mixture else "")
+    print(f"{measure} per checkpoint (EMA weights where the run kept them):", flush=True)
     best, table = select_best(run_dir, data, args)
     model, config = _load(best)
     window, stride = _window(config, args)
@@ -285,7 +289,7 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
         size = export_generator(best, Path(args.export))
         print(f"exported step {step} to {args.export} ({size / 2**20:.2f} MiB)")
     rows = [("training command", f"`{command}`"), ("training wall time", f"{minutes:.1f} min"),
-            ("selected", f"step {step} of {max(s for _, s, _ in table)} by exact validation NLL {valid:.4f} "
+            ("selected", f"step {step} of {max(s for _, s, _ in table)} by {measure} {valid:.4f} "
                          f"({', '.join(f'{s}: {v:.3f}' for _, s, v in table)})"),
             *model_rows(model, result, window, stride), ("machine", _machine()),
             ("command", "`python benchmarks/bench_jsb.py " + " ".join(sys.argv[1:]) + "`")]
