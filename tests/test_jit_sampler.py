@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fractalmidi.data.roll import ONSET_BIT, codes_to_planes, roll_to_notes
+from fractalmidi.data.texture import AUTO_VOICES
 from fractalmidi.errors import UserError
 from fractalmidi.models import build
 from fractalmidi.models.base import decode_notes
@@ -218,6 +219,30 @@ def test_pixels_whose_sounding_channel_is_low_are_silent() -> None:
     before = torch.nn.functional.pad(sounding[:, :-1], (1, 0))  # column T/2 - 1 is known silence
     assert torch.equal(out[0, 1, :, T // 2 :] > 0, sounding & ~before)  # each run of sound is one note
     assert 0.7 < sounding.float().mean() < 0.9  # the faint 20% are gone, the rest sound
+
+
+def test_a_voice_cap_keeps_known_notes_then_each_steps_strongest_pitches() -> None:
+    assert build("jit-tiny").sample_defaults["max_voices"] == AUTO_VOICES  # set from the data when training starts
+    gen = torch.Generator().manual_seed(7)
+    unit = torch.zeros(1, CHANNELS, 128, T)
+    unit[:, 0] = torch.rand(128, T, generator=gen)
+    unit[:, 2] = 0.5
+    x_star = to_signed(unit)
+    model = _model_with(ConstantNet(x_star, x_star))
+    canvas = torch.zeros(1, 2, 128, T)
+    canvas[:, 0, 60] = 0.5  # a known note held all along
+    canvas[:, 1, 60, 0] = 1.0
+    mask = torch.ones_like(canvas, dtype=torch.bool)
+    mask[:, :, 60] = False
+    out = model.sample(canvas, mask, steps=2, max_voices=3, capped_silence_below=0.3)
+    assert torch.equal(out[~mask], canvas[~mask])
+    strength = unit[0, 0].clone()
+    strength[60] = -1.0
+    top = torch.zeros(128, T, dtype=torch.bool).scatter_(0, strength.topk(2, dim=0).indices, True)
+    assert torch.equal(out[0, 0] > 0, (top & (strength > 0.3)) | (canvas[0, 0] > 0))
+    assert (out[0, 0] > 0).sum(0).max() == 3
+    uncapped = model.sample(canvas, mask, steps=2, max_voices=0, silence_below=0.3)
+    assert torch.equal(uncapped[0, 0] > 0, (unit[0, 0] > 0.3) | (canvas[0, 0] > 0))
 
 
 def test_bad_options_are_named() -> None:

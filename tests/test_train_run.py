@@ -86,6 +86,13 @@ def test_run_folder_contents(straight_run: Path) -> None:
         assert gif.format == "GIF" and gif.size[1] >= 128 and gif.n_frames >= 1
 
 
+def test_training_pins_the_voice_cap_of_four_part_chorales(straight_run: Path) -> None:
+    import yaml
+
+    model = yaml.safe_load((straight_run / "config.yaml").read_text())["model"]
+    assert model["max_voices"] == 4  # the preset's -1: from the data; the JSB chorales keep four voices
+
+
 def test_tensorboard_holds_scalars_and_images(straight_run: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from fractalmidi.data.grid import parse_grid
 from fractalmidi.data.key import shift_histogram
+from fractalmidi.data.texture import AUTO_VOICES, fixed_voices, voice_histogram
 from fractalmidi.errors import UserError
 from fractalmidi.outdir import check_not_input, clear_folder, write_text
 from fractalmidi.train.callbacks import GIF_DIR
@@ -150,6 +151,15 @@ def pin_keys(config: TrainConfig, train_set: Any) -> TrainConfig:
     return dataclasses.replace(config, data=dataclasses.replace(config.data, key_shifts=counts))
 
 
+def pin_voices(config: TrainConfig, train_set: Any) -> TrainConfig:
+    """``config`` with a sampler voice cap of :data:`~fractalmidi.data.texture.AUTO_VOICES` (a preset's 'from the
+    data') set to the training pieces' fixed voice count (0: they have none)."""
+    if config.model.get("max_voices") != AUTO_VOICES:
+        return config
+    counts = voice_histogram(train_set.data.piece(p)[0].T for p in train_set.pieces)
+    return dataclasses.replace(config, model={**config.model, "max_voices": fixed_voices(counts)})
+
+
 def pin_grid(config: TrainConfig, grid: str) -> TrainConfig:
     """``config`` with ``data.grid`` set to the prepared data's grid (saved with every checkpoint, so
     generate / evaluate need no data folder); a ``data.grid`` that disagrees is a ``UserError``."""
@@ -239,7 +249,7 @@ def _train(job: Job) -> Result:
         warnings.filterwarnings("ignore", message=pattern)
     L.seed_everything(job.config.training.seed, workers=True, verbose=False)
     train_set, val_set, grid = _datasets(job.config)
-    config = pin_keys(pin_grid(job.config, grid), train_set)
+    config = pin_voices(pin_keys(pin_grid(job.config, grid), train_set), train_set)
     t, d = config.training, config.data
     module = GeneratorModule(config)
     lengths = {"data.crop_length": d.crop_length, "data.val_crop_length": d.val_crop_length,

@@ -5,8 +5,9 @@ The network works on three channels made from the roll planes, each scaled from 
 (the note's velocity / 127 over its pixels, 0 in silence). Separating "is there a note" from
 "how loud" keeps a regression's hedging on one from blurring the other. Sampled pixels
 become whole notes (:func:`~fractalmidi.models.base.decode_notes`): a pixel sounds where its
-sounding channel is over ``silence_below``, a note starts at a peak of the onset channel
-(:func:`onsets`) or after silence, and each note takes the mean of the velocity channel over its pixels, so it
+sounding channel is over ``silence_below`` (under a voice cap ``max_voices``: over ``capped_silence_below`` and
+among its step's strongest, :func:`cap_voices`), a note starts at a peak of the onset channel (:func:`onsets`) or
+after silence, and each note takes the mean of the velocity channel over its pixels, so it
 has one velocity. With ``velocity_bins`` the network also gives each token (``p x p`` pixels) a
 distribution over velocity bins (trained by cross-entropy on its sounding pixels) and each note draws
 its velocity from its start pixel's token's distribution in the last prediction: a regression's mean
@@ -63,6 +64,14 @@ def to_signed(roll: torch.Tensor) -> torch.Tensor:
 def to_unit(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] -> [0, 1], clamped (predictions can overshoot)."""
     return ((x + 1) / 2).clamp(0, 1)
+
+
+def cap_voices(strength: torch.Tensor, sounding: torch.Tensor, held: torch.Tensor, voices: int) -> torch.Tensor:
+    """``sounding`` ``(B, H, W)`` with at most ``voices`` pitches per step: ``held`` (known) pixels count first,
+    then the generated ones of highest ``strength``."""
+    rank = torch.where(held, 2.0, strength.masked_fill(~sounding, -1.0))
+    kth = rank.topk(min(voices, rank.shape[1]), dim=1).values[:, -1:]
+    return sounding & ((rank >= kth) | held)
 
 
 def channels(planes: torch.Tensor) -> torch.Tensor:
@@ -260,10 +269,12 @@ class JiT(Generator):
             raise error(f"cfg_interval must be (low, high) with 0 <= low <= high <= 1, got {(low, high)}")
         if float(o.start_noise) < 0:
             raise error(f"start_noise must be >= 0, got {o.start_noise}")
-        if not 0 <= float(o.silence_below) <= 1:
-            raise error(f"silence_below must lie in [0, 1], got {o.silence_below}")
+        for name in ("silence_below", "capped_silence_below"):
+            if not 0 <= float(getattr(o, name)) <= 1:
+                raise error(f"{name} must lie in [0, 1], got {getattr(o, name)}")
         return dataclasses.replace(o, steps=int(o.steps), cfg=float(o.cfg), cfg_interval=(low, high),
-                                   start_noise=float(o.start_noise), silence_below=float(o.silence_below))
+                                   start_noise=float(o.start_noise), silence_below=float(o.silence_below),
+                                   capped_silence_below=float(o.capped_silence_below), max_voices=int(o.max_voices))
 
     def predict_x(self, z: torch.Tensor, t: float, known: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
                   cfg: float, cfg_interval: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,6 +309,7 @@ class JiT(Generator):
         labels = self._labels(labels, b, canvas.device)
         known = to_signed(channels(canvas))
         gen = mask[:, :1]
+        known_sounding = (channels(canvas)[:, SOUNDING] > 0) & ~gen[:, 0]
         noise_device = generator.device if generator is not None else canvas.device  # a CPU generator works too
         z = self.noise(known.shape, generator, noise_device).to(canvas) * o.start_noise
         times = torch.linspace(0.0, 1.0, o.steps + 1).tolist()
@@ -314,7 +326,9 @@ class JiT(Generator):
 
         def to_roll(x: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
             unit = to_unit(x)
-            sounding = unit[:, SOUNDING] > o.silence_below
+            sounding = unit[:, SOUNDING] > (o.capped_silence_below if o.max_voices > 0 else o.silence_below)
+            if o.max_voices > 0:
+                sounding = cap_voices(unit[:, SOUNDING], sounding, known_sounding, o.max_voices)
             onset = onsets(unit[:, ONSET], sounding)
             velocity, weight = unit[:, VELOCITY], torch.ones_like(unit[:, VELOCITY])
             if self.velocity_bins and logits is not None:  # each note: a velocity drawn at its start pixel

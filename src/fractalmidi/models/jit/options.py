@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fractalmidi.data.roll import NUM_PITCHES
+from fractalmidi.data.texture import AUTO_VOICES
 from fractalmidi.models.base import MAX_ITERATIONS
 from fractalmidi.options import NON_NEGATIVE, POSITIVE, UNIT, Bound, count_bound, option
 
 DEFAULT_SILENCE_BELOW = 0.5
 """A pixel sounds where its generated sounding channel (0 = silence, 1 = note) exceeds this."""
+CAPPED_SILENCE_BELOW = 0.2
+"""The sounding threshold under a voice cap: the cap keeps stray pitches out, so weaker pixels may sound (jit-tiny,
+5 minutes: Bach mean OA 0.613 at 0.35 -> 0.643 at 0.2, folk 0.595 -> 0.669; benchmarks/RESULTS.md)."""
+VOICES = Bound(f"a whole number in {AUTO_VOICES}..{NUM_PITCHES}",
+               lambda v: isinstance(v, int) and AUTO_VOICES <= v <= NUM_PITCHES)
 TIME_RANGE = Bound("LOW HIGH with 0 <= LOW <= HIGH <= 1",
                    lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and 0 <= v[0] <= v[1] <= 1)
 
@@ -74,3 +81,8 @@ class JiTSampling:
                                 "(formerly 'temperature')", bound=POSITIVE)
     silence_below: float = option(DEFAULT_SILENCE_BELOW, "pixels whose generated sounding channel (0..1) is under "
                                   "this stay silent", bound=UNIT)
+    max_voices: int = option(AUTO_VOICES, "at most this many pitches sound at once, each step keeping its strongest "
+                             "(0 = no cap; -1 = set when training starts to the training music's voice count where "
+                             "most of its steps share one, e.g. 1 for melodies, 4 for chorales)", bound=VOICES)
+    capped_silence_below: float = option(CAPPED_SILENCE_BELOW, "silence_below where max_voices caps the voices",
+                                         bound=UNIT)
