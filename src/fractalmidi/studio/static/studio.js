@@ -615,7 +615,7 @@ function buildOptions(options) {
     if (Array.isArray(value)) { input.dataset.kind = "list"; input.value = value.join(" "); }
     else if (typeof value === "number") {
       input.type = "number"; input.step = "any";
-      input.dataset.kind = Number.isInteger(value) && !["temperature", "sparsity_bias", "silence_below", "start_noise"].includes(name) ? "integer" : "number";
+      input.dataset.kind = Number.isInteger(value) && !["temperature", "sparsity_bias", "silence_below", "capped_silence_below", "start_noise"].includes(name) ? "integer" : "number";
       input.value = String(value);
     } else { input.dataset.kind = "text"; input.value = String(value); }
     label.htmlFor = input.id;
