@@ -261,18 +261,21 @@ def test_bench_trains_within_its_budget_selects_exports_and_rescores(quarter_dat
         args += ["--set", override]
     assert bench.main(args) == 0
     out = capsys.readouterr().out
-    last = out.strip().splitlines()[-1]
+    one_pass, what, last = out.strip().splitlines()[-3:]
     assert last.startswith("test_nll_nats_per_frame=") and last.endswith(" frames=4725")
-    nll = float(last.split()[0].split("=")[1])
-    assert 0 < nll < 128 * math.log(2)  # below the uniform binary model over 128 rows
+    assert one_pass.startswith("test_nll_nats_per_frame_one_pass=") and one_pass.endswith(" frames=4725")
+    assert "mixture of its 12 training transpositions (-6..+5" in what  # configs/fractal_jsb.yaml: pitch_shift
+    nll, nll_one_pass = (float(line.split()[0].split("=")[1]) for line in (last, one_pass))
+    assert 0 < nll < 128 * math.log(2) and 0 < nll_one_pass < 128 * math.log(2)  # below the uniform binary model
+    assert "exact validation NLL of the transposition mixture per checkpoint" in out
     assert "100 rows scored (MIDI 21-120)" in out and "upper bound on the 88-key NLL" in out
     assert "exact (all-AR levels)" in out
     step = torch.load(tmp_path / "bench" / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 1 <= step < 50
     assert exported.stat().st_size < 1 << 20
     assert bench.main(["--eval-only", "--checkpoint", str(exported), "--data", str(quarter_data.root),
-                       "--stride", "8", "--mixture"]) == 0
-    again, mixture = capsys.readouterr().out.strip().splitlines()[-2:]
-    assert again == last
-    assert mixture.startswith("test_nll_nats_per_frame_mixture=") and mixture.endswith(" frames=4725 shifts=-6..+5")
-    assert 0 < float(mixture.split()[0].split("=")[1]) < 128 * math.log(2)
+                       "--stride", "8"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-3:] == [one_pass, what, last]
+    assert bench.main(["--eval-only", "--checkpoint", str(exported), "--data", str(quarter_data.root),
+                       "--stride", "8", "--one-pass"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == one_pass.replace("_one_pass=", "=")
