@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from fractalmidi.data.key import draw_shift, fit_shift, normalising_shift, transpose
-from fractalmidi.data.roll import VELOCITY_PLANE
+from fractalmidi.data.loudness import draw_loudness, move_loudness, normalising_move, piece_loudness
+from fractalmidi.data.roll import VELOCITY_PLANE, codes_to_planes, planes_to_codes
 from fractalmidi.errors import UserError
 from fractalmidi.outdir import MANIFEST_FILE
 
@@ -52,6 +53,16 @@ class LoadedCheckpoint:
         return [int(c) for c in data.get("key_shifts") or []]
 
 
+    @property
+    def loudness_counts(self) -> list[int] | None:
+        """With a loudness-normalised model (``data.loudness_normalize``), its training pieces' loudness counts
+        (:mod:`fractalmidi.data.loudness`); None for a model trained at the pieces' own loudness."""
+        data = self.config.get("data", {})
+        if not isinstance(data, dict) or not data.get("loudness_normalize"):
+            return None
+        return [int(c) for c in data.get("loudness_counts") or []]
+
+
 def load_checkpoint(path: str | Path, *, use_ema: bool = True) -> LoadedCheckpoint:
     """Load a ``.ckpt``, a run folder's last one or a shipped model by name (EMA weights by default).
 
@@ -89,8 +100,33 @@ def _out_of_key(result, steps: list, into_key: int, key_shifts: list[int], ancho
     return move(result), [move(step) for step in steps]
 
 
+def _move_velocities(planes, moves: list[int]):
+    """Planes ``(B, 2, 128, T)`` with each sample's velocities moved by its move (clipped to 1..127)."""
+    import torch
+
+    codes = planes_to_codes(planes.cpu().numpy())
+    moved = np.stack([move_loudness(c, m) for c, m in zip(codes, moves)])
+    return torch.from_numpy(codes_to_planes(moved)).to(planes)
+
+
+def _to_loudness(result, steps: list, into: int, counts: list[int], anchored: bool, generator) -> tuple:
+    """Samples (and their steps) moved from the model's loudness: by ``-into`` when known music fixed it
+    (``anchored``), else each to a loudness drawn from ``counts``."""
+    import torch
+
+    if anchored:
+        moves = [-into] * result.shape[0]
+    else:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=result.device)) if generator else None
+        rng = np.random.default_rng(seed)
+        own = [piece_loudness(c) for c in planes_to_codes(result.cpu().numpy())]
+        moves = [0 if level is None else draw_loudness(counts, rng) - level for level in own]
+    return _move_velocities(result, moves), [_move_velocities(step, moves) for step in steps]
+
+
 def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, options: dict[str, Any] | None = None,
-                return_steps: bool = False, key_shifts: list[int] | None = None):
+                return_steps: bool = False, key_shifts: list[int] | None = None,
+                loudness_counts: list[int] | None = None):
     """``count`` samples of a plan (:mod:`fractalmidi.canvas`) on the model's device.
 
     Returns ``(results, steps)``: results ``(count, planes, 128, plan.length)`` with the known
@@ -99,6 +135,7 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
     become a one-line ``UserError``. ``key_shifts`` (a key-normalised model's
     :attr:`LoadedCheckpoint.key_shifts`): the known music is moved into the model's key and the
     result back; with nothing known, each sample goes to a key drawn like the training pieces'.
+    ``loudness_counts`` (:attr:`LoadedCheckpoint.loudness_counts`): the same for loudness.
     """
     import torch
 
@@ -109,9 +146,14 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
     if key_shifts is not None:
         known = ((plan.canvas[0, VELOCITY_PLANE] > 0) & ~plan.mask[0, VELOCITY_PLANE]).numpy().astype(np.uint8)
         into_key = normalising_shift(known)
+    into_loudness, loud_input = 0, False
+    if loudness_counts is not None:
+        known_codes = planes_to_codes((plan.canvas[0] * ~plan.mask[0]).numpy())
+        into_loudness, loud_input = normalising_move(known_codes), piece_loudness(known_codes) is not None
+    model_canvas = _move_velocities(canvas, [into_loudness] * count) if into_loudness else canvas
     try:
         with torch.no_grad():
-            out = model.sample(transpose(canvas, into_key), transpose(mask, into_key), labels=labels,
+            out = model.sample(transpose(model_canvas, into_key), transpose(mask, into_key), labels=labels,
                                generator=generator, return_steps=return_steps,
                                **(options or {}))
     except ValueError as err:  # the family's own check of option values (e.g. sampler name)
@@ -119,5 +161,7 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
     result, steps = out if return_steps else (out, [])
     if key_shifts is not None:
         result, steps = _out_of_key(result, steps, into_key, key_shifts, bool(known.any()), generator)
+    if loudness_counts is not None:
+        result, steps = _to_loudness(result, steps, into_loudness, loudness_counts, loud_input, generator)
     result = torch.where(mask, result, canvas)  # known pixels exactly as given, whatever the model did
     return result[..., : plan.length], [step[..., : plan.length] for step in steps]

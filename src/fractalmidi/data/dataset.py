@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from fractalmidi.data.cache import PreparedData
 from fractalmidi.data.key import normalising_shift, transpose
+from fractalmidi.data.loudness import LOUDNESS_CENTER, move_loudness, piece_loudness
 from fractalmidi.data.roll import NUM_PITCHES, codes_to_planes
 from fractalmidi.errors import UserError
 
@@ -34,7 +35,9 @@ class PianoRollDataset(Dataset):
     to the crop's own pitch range (no note ever leaves 0..127); ``augment_factor`` repeats every
     piece that many times per epoch. ``train=False``: one fixed crop per piece, no shift.
     ``key_normalize``: every piece first moves to C major / A minor (:mod:`fractalmidi.data.key`),
-    in both modes; ``key_shifts`` holds each piece's normalising shift.
+    in both modes; ``key_shifts`` holds each piece's normalising shift. ``loudness_normalize``: every piece's
+    velocities first move so its loudness is the centre's (:mod:`fractalmidi.data.loudness`); ``loudness`` holds
+    each piece's own loudness.
     Pieces shorter than ``crop_length`` are padded with silence at the end.
     """
 
@@ -49,6 +52,7 @@ class PianoRollDataset(Dataset):
         seed: int = 0,
         key_normalize: bool = False,
         align: int = 1,
+        loudness_normalize: bool = False,
     ) -> None:
         self.data = root if isinstance(root, PreparedData) else PreparedData(root)
         if crop_length < 1:
@@ -70,6 +74,7 @@ class PianoRollDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.key_shifts = {p: normalising_shift(self.data.piece(p)) for p in self.pieces} if key_normalize else {}
+        self.loudness = {p: piece_loudness(self.data.piece(p)) for p in self.pieces} if loudness_normalize else {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -91,6 +96,8 @@ class PianoRollDataset(Dataset):
         crop = self.data.crop(piece, start, self.crop_length)
         if self.key_shifts:
             crop = transpose(crop, self.key_shifts[piece])
+        if self.loudness.get(piece) is not None:
+            crop = move_loudness(crop, LOUDNESS_CENTER - self.loudness[piece])
         if self.train:
             crop = self._shift(crop, rng)
         return torch.from_numpy(codes_to_planes(crop))

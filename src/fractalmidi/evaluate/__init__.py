@@ -61,6 +61,7 @@ def _set_summary(source: PieceSource, features: FeatureSet, kind: str) -> dict:
 
 def _nll_section(checkpoint: Path, sources: dict[str, PieceSource], max_steps: int, batch_size: int) -> dict:
     from fractalmidi.data.key import normalising_shift, transpose
+    from fractalmidi.data.loudness import move_loudness, normalising_move
     from fractalmidi.evaluate.likelihood import set_nll, source_rolls
     from fractalmidi.inference import load_checkpoint
 
@@ -73,10 +74,14 @@ def _nll_section(checkpoint: Path, sources: dict[str, PieceSource], max_steps: i
     normalise = loaded.key_shifts is not None
     if normalise:
         section["key"] = "pieces scored in the model's key (each moved to C major / A minor first)"
+    if loaded.loudness_counts is not None:
+        section["loudness"] = "pieces scored at the model's loudness (each moved to mean velocity 80 first)"
     for name, source in sources.items():
         rolls = source_rolls(source, loaded.grid)
         if normalise:
             rolls = [(label, transpose(roll, normalising_shift(roll))) for label, roll in rolls]
+        if loaded.loudness_counts is not None:
+            rolls = [(label, move_loudness(roll, normalising_move(roll))) for label, roll in rolls]
         section[name] = set_nll(model, rolls, max_steps=max_steps, batch_size=batch_size)
     flags = {section[name]["exact"] for name in sources} - {None}
     section["exact"] = flags.pop() if len(flags) == 1 else None

@@ -66,6 +66,11 @@ class DataConfig:
     key_shifts: list[int] | None = option(None, "filled at train time with key_normalize: how many training pieces "
                                           "needed each normalising shift (-6..5), so a checkpoint can pick keys like "
                                           "its data's without the data folder")
+    loudness_normalize: bool = option(False, "train at one loudness (each piece's velocities moved so their mean is "
+                                      "80); generated pieces move to a loudness drawn from loudness_counts")
+    loudness_counts: list[int] | None = option(None, "filled at train time with loudness_normalize: how many "
+                                               "training pieces had each loudness (mean note velocity 0..127), so "
+                                               "a checkpoint can pick loudness like its data's")
     crop_align: str = option("step", "crops start on a whole step | beat | bar of the data's grid (beat and bar are "
                              "one step on an fps grid; beat: the model learns where beats fall)", choices=CROP_ALIGNS)
     augment_factor: int = option(1, "crops drawn per piece and epoch", bound=POSITIVE_INT)

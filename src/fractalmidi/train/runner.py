@@ -13,6 +13,7 @@ from typing import Any
 
 from fractalmidi.data.grid import parse_grid
 from fractalmidi.data.key import shift_histogram
+from fractalmidi.data.loudness import loudness_histogram
 from fractalmidi.data.texture import AUTO_VOICES, fixed_voices, voice_histogram
 from fractalmidi.errors import UserError
 from fractalmidi.outdir import check_not_input, clear_folder, write_text
@@ -133,7 +134,8 @@ def _datasets(config: TrainConfig) -> tuple[Any, Any, str]:
         raise UserError("data.root is not set: give data.root=DATA_DIR (a folder made by 'fractalmidi prepare')")
     data = PreparedData(d.root)
     common = {"pitch_shift": tuple(d.pitch_shift), "augment_factor": d.augment_factor, "seed": config.training.seed,
-              "key_normalize": d.key_normalize, "align": parse_grid(data.grid).align_steps(d.crop_align)}
+              "key_normalize": d.key_normalize, "loudness_normalize": d.loudness_normalize,
+              "align": parse_grid(data.grid).align_steps(d.crop_align)}
     train = PianoRollDataset(data, split=d.train_split, crop_length=d.crop_length, train=True, **common)
     val = PianoRollDataset(data, split=d.val_split, crop_length=d.val_crop_length or d.crop_length,
                            train=False, **common)
@@ -149,6 +151,14 @@ def pin_keys(config: TrainConfig, train_set: Any) -> TrainConfig:
         return config
     counts = shift_histogram(list(train_set.key_shifts.values()))
     return dataclasses.replace(config, data=dataclasses.replace(config.data, key_shifts=counts))
+
+
+def pin_loudness(config: TrainConfig, train_set: Any) -> TrainConfig:
+    """``config`` with ``data.loudness_counts`` counted from the training pieces when ``data.loudness_normalize``."""
+    if not config.data.loudness_normalize:
+        return config
+    counts = loudness_histogram([v for v in train_set.loudness.values() if v is not None])
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, loudness_counts=counts))
 
 
 def pin_voices(config: TrainConfig, train_set: Any) -> TrainConfig:
@@ -249,7 +259,7 @@ def _train(job: Job) -> Result:
         warnings.filterwarnings("ignore", message=pattern)
     L.seed_everything(job.config.training.seed, workers=True, verbose=False)
     train_set, val_set, grid = _datasets(job.config)
-    config = pin_voices(pin_keys(pin_grid(job.config, grid), train_set), train_set)
+    config = pin_voices(pin_loudness(pin_keys(pin_grid(job.config, grid), train_set), train_set), train_set)
     t, d = config.training, config.data
     module = GeneratorModule(config)
     lengths = {"data.crop_length": d.crop_length, "data.val_crop_length": d.val_crop_length,
