@@ -294,6 +294,13 @@ def test_silence_below_flag_for_jit_only(tiny_jit_checkpoint: Path, tiny_fractal
                                          capsys) -> None:
     args = ["--mode", "unconditional", "--length", "32", "--num-samples", "1", "--seed", "3", "--steps", "2",
             "--device", "cpu"]
+    # trained on four-part chorales, the checkpoint caps its pieces at four voices (pinned by training)
+    assert main(["generate", "--checkpoint", str(tiny_jit_checkpoint), "--out", str(tmp_path / "capped"), *args]) == 0
+    assert json.loads((tmp_path / "capped" / "samples.json").read_text())["sample_options"]["max_voices"] == 4
+    capped = symusic.Score(str(tmp_path / "capped" / "sample_000.mid"), ttype="quarter")
+    spans = [(n.time, n.end) for t in capped.tracks for n in t.notes]
+    assert spans and max(sum(a <= s < b for a, b in spans) for s, _ in spans) <= 4  # voices peak at a note start
+    args += ["--max-voices", "0"]  # uncapped, where silence_below alone decides
     notes = {}
     for value in (0.0, 0.4, 0.6):
         out = tmp_path / f"silence_{value}"

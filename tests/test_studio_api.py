@@ -297,7 +297,8 @@ def test_a_jit_model_takes_its_own_options(midi_bytes, torch_single_thread) -> N
     try:
         with TestClient(create_app(session, allowed_hosts=["testserver"])) as client:
             options = client.get("/api/info").json()["model"]["options"]
-            assert set(options) == {"steps", "sampler", "start_noise", "silence_below"}
+            assert set(options) == {"steps", "sampler", "start_noise", "silence_below", "max_voices",
+                                    "capped_silence_below"}
             assert options["steps"] == session.loaded.model.sample_defaults["steps"]
             _open(client, midi_bytes)
             rects = [[16, 32, 50, 70]]
