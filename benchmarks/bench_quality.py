@@ -11,6 +11,7 @@ split's own row is printed first, as the target.
 
     python benchmarks/bench_quality.py                       # fractal_tiny + jit_tiny on bach, pop909, folk
     python benchmarks/bench_quality.py --minutes 2 --datasets bach --configs configs/fractal_tiny.yaml
+    python benchmarks/bench_quality.py --datasets --folder mine=~/midi   # only a folder of your own
 """
 
 from __future__ import annotations
@@ -65,12 +66,21 @@ def fractalmidi(*args: str, log: Path) -> None:
         raise SystemExit(f"fractalmidi {args[0]} failed ({done.returncode}):\n" + "\n".join(tail))
 
 
-def prepare(name: str, work: Path, log: Path) -> Path:
+def prepare(name: str, work: Path, log: Path, folders: dict[str, str]) -> Path:
+    """The prepared data of a named dataset or of a ``--folder NAME=DIR`` (prepared once into ``work``)."""
     out = work / "data" / name
     if not (out / "manifest.json").is_file():
-        args = [a.format(shared=shared_data_dir()) for a in DATASETS[name]]
+        args = [folders[name]] if name in folders else [a.format(shared=shared_data_dir()) for a in DATASETS[name]]
         fractalmidi("prepare", *args, "--out", str(out), log=log)
     return out
+
+
+def folder_arg(text: str) -> tuple[str, str]:
+    """``NAME=DIR`` of ``--folder``."""
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder or name in DATASETS:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, NAME not one of {', '.join(DATASETS)}; got {text!r}")
+    return name, folder
 
 
 def note_stats(durations: list[np.ndarray], velocities: list[np.ndarray], pitch_classes: list[int]) -> dict:
@@ -168,7 +178,10 @@ def table(rows: list[dict], targets: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget per config and dataset")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS),
+                        help="named datasets (default: all; none with a bare --datasets)")
+    parser.add_argument("--folder", type=folder_arg, action="append", default=[], metavar="NAME=DIR",
+                        help="also a folder of your own MIDI files, named NAME in the table (repeatable)")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
     parser.add_argument("--num-samples", type=int, default=16)
     parser.add_argument("--length", type=int, default=256)
@@ -186,8 +199,9 @@ def main() -> None:
     log = args.work / "commands.log"
     load_before = os.getloadavg()
     targets, rows = {}, []
-    for name in args.datasets:
-        data_dir = prepare(name, args.work, log)
+    folders = dict(args.folder)
+    for name in [*args.datasets, *folders]:
+        data_dir = prepare(name, args.work, log, folders)
         targets[name] = test_split_stats(data_dir)
         for config in args.configs:
             print(f"{Path(config).stem} on {name}: training {args.minutes:g} min ...", flush=True)
