@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, type=Path, help="report folder: report.json, report.md, plots/")
     parser.add_argument("--checkpoint", type=Path,
-                        help="checkpoint (.ckpt or run folder): also report NLL (bits/pixel, nats/step) when its "
-                             "family has a likelihood")
+                        help="checkpoint (.ckpt, run folder or shipped model name): also report NLL (bits/pixel, "
+                             "nats/step) when its family has a likelihood")
     parser.add_argument("--max-pieces", type=int, help="evaluate at most this many pieces per set (seeded subsample)")
     parser.add_argument("--nll-steps", type=int, default=DEFAULT_NLL_STEPS,
                         help=f"NLL on the first N steps of each piece (default {DEFAULT_NLL_STEPS})")

@@ -110,8 +110,10 @@ def evaluate(
         raise UserError(f"--max-pieces must be at least 2, got {max_pieces}")
     if nll_steps < 1 or nll_batch_size < 1:
         raise UserError("--nll-steps and --nll-batch-size must be positive")
-    if checkpoint is not None and not Path(checkpoint).exists():
-        raise UserError(f"checkpoint {checkpoint} not found")
+    if checkpoint is not None:
+        from fractalmidi.train.checkpoint import resolve_checkpoint
+
+        checkpoint = resolve_checkpoint(checkpoint)  # a file, a run folder or a shipped model's name
     inputs = [generated, reference, checkpoint]
     check_out_dir(out, overwrite, inputs)
     started = time.perf_counter()
