@@ -52,7 +52,6 @@ class LoadedCheckpoint:
             return None
         return [int(c) for c in data.get("key_shifts") or []]
 
-
     @property
     def loudness_counts(self) -> list[int] | None:
         """With a loudness-normalised model (``data.loudness_normalize``), its training pieces' loudness counts

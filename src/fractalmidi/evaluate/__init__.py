@@ -61,7 +61,7 @@ def _set_summary(source: PieceSource, features: FeatureSet, kind: str) -> dict:
 
 def _nll_section(checkpoint: Path, sources: dict[str, PieceSource], max_steps: int, batch_size: int) -> dict:
     from fractalmidi.data.key import normalising_shift, transpose
-    from fractalmidi.data.loudness import move_loudness, normalising_move
+    from fractalmidi.data.loudness import LOUDNESS_CENTER, move_loudness, normalising_move
     from fractalmidi.evaluate.likelihood import set_nll, source_rolls
     from fractalmidi.inference import load_checkpoint
 
@@ -75,7 +75,7 @@ def _nll_section(checkpoint: Path, sources: dict[str, PieceSource], max_steps: i
     if normalise:
         section["key"] = "pieces scored in the model's key (each moved to C major / A minor first)"
     if loaded.loudness_counts is not None:
-        section["loudness"] = "pieces scored at the model's loudness (each moved to mean velocity 80 first)"
+        section["loudness"] = f"pieces scored at the model's loudness (each moved to mean velocity {LOUDNESS_CENTER})"
     for name, source in sources.items():
         rolls = source_rolls(source, loaded.grid)
         if normalise:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from fractalmidi.data.grid import CROP_ALIGNS
+from fractalmidi.data.loudness import LOUDNESS_CENTER
 from fractalmidi.errors import UserError
 from fractalmidi.options import (
     NON_NEGATIVE,
@@ -67,7 +68,8 @@ class DataConfig:
                                           "needed each normalising shift (-6..5), so a checkpoint can pick keys like "
                                           "its data's without the data folder")
     loudness_normalize: bool = option(False, "train at one loudness (each piece's velocities moved so their mean is "
-                                      "80); generated pieces move to a loudness drawn from loudness_counts")
+                                      f"{LOUDNESS_CENTER}); generated pieces move to a loudness drawn from "
+                                      "loudness_counts")
     loudness_counts: list[int] | None = option(None, "filled at train time with loudness_normalize: how many "
                                                "training pieces had each loudness (mean note velocity 0..127), so "
                                                "a checkpoint can pick loudness like its data's")
