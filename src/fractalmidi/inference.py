@@ -81,6 +81,14 @@ def load_checkpoint(path: str | Path, *, use_ema: bool = True) -> LoadedCheckpoi
     return LoadedCheckpoint(path=path, model=model, config=dict(config or {}))
 
 
+def _numpy_rng(generator, device) -> np.random.Generator:
+    """A numpy generator seeded from the torch ``generator`` (fresh entropy without one), so seeded runs repeat."""
+    import torch
+
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device)) if generator else None
+    return np.random.default_rng(seed)
+
+
 def _out_of_key(result, steps: list, into_key: int, key_shifts: list[int], anchored: bool, generator) -> tuple:
     """Samples (and their steps) moved back out of the model's key: by ``-into_key`` when known music
     fixed the key (``anchored``), else each to a key drawn from ``key_shifts``."""
@@ -88,8 +96,7 @@ def _out_of_key(result, steps: list, into_key: int, key_shifts: list[int], ancho
 
     if anchored:
         return transpose(result, -into_key), [transpose(step, -into_key) for step in steps]
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=result.device)) if generator else None
-    rng = np.random.default_rng(seed)
+    rng = _numpy_rng(generator, result.device)
     moves = []
     for sample in result:
         sounding = (sample[VELOCITY_PLANE] > 0).cpu().numpy().astype(np.uint8)
@@ -111,13 +118,10 @@ def _move_velocities(planes, moves: list[int]):
 def _to_loudness(result, steps: list, into: int, counts: list[int], anchored: bool, generator) -> tuple:
     """Samples (and their steps) moved from the model's loudness: by ``-into`` when known music fixed it
     (``anchored``), else each to a loudness drawn from ``counts``."""
-    import torch
-
     if anchored:
         moves = [-into] * result.shape[0]
     else:
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=result.device)) if generator else None
-        rng = np.random.default_rng(seed)
+        rng = _numpy_rng(generator, result.device)
         own = [piece_loudness(c) for c in planes_to_codes(result.cpu().numpy())]
         moves = [0 if level is None else draw_loudness(counts, rng) - level for level in own]
     return _move_velocities(result, moves), [_move_velocities(step, moves) for step in steps]

@@ -73,8 +73,14 @@ class PianoRollDataset(Dataset):
         self.train = train
         self.seed = int(seed)
         self.epoch = 0
-        self.key_shifts = {p: normalising_shift(self.data.piece(p)) for p in self.pieces} if key_normalize else {}
-        self.loudness = {p: piece_loudness(self.data.piece(p)) for p in self.pieces} if loudness_normalize else {}
+        self.key_shifts: dict[int, int] = {}
+        self.loudness: dict[int, int | None] = {}
+        for p in self.pieces if key_normalize or loudness_normalize else ():  # each piece read once
+            codes = self.data.piece(p)
+            if key_normalize:
+                self.key_shifts[p] = normalising_shift(codes)
+            if loudness_normalize:
+                self.loudness[p] = piece_loudness(codes)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -74,13 +74,14 @@ def _nll_section(checkpoint: Path, sources: dict[str, PieceSource], max_steps: i
     normalise = loaded.key_shifts is not None
     if normalise:
         section["key"] = "pieces scored in the model's key (each moved to C major / A minor first)"
-    if loaded.loudness_counts is not None:
+    loudness = loaded.loudness_counts is not None
+    if loudness:
         section["loudness"] = f"pieces scored at the model's loudness (each moved to mean velocity {LOUDNESS_CENTER})"
     for name, source in sources.items():
         rolls = source_rolls(source, loaded.grid)
         if normalise:
             rolls = [(label, transpose(roll, normalising_shift(roll))) for label, roll in rolls]
-        if loaded.loudness_counts is not None:
+        if loudness:
             rolls = [(label, move_loudness(roll, normalising_move(roll))) for label, roll in rolls]
         section[name] = set_nll(model, rolls, max_steps=max_steps, batch_size=batch_size)
     flags = {section[name]["exact"] for name in sources} - {None}
