@@ -102,6 +102,9 @@ def test_page_assets_and_info(studio) -> None:
     assert info["model"]["family"] == "fractal" and info["model"]["preset"] == "fractal-tiny"
     # no guidance without labels
     assert set(info["model"]["options"]) == {"num_iter_list", "temperature", "sparsity_bias"}
+    # the page's inputs are typed from the option types, not from JSON numbers (1.0 arrives as 1)
+    assert info["model"]["option_kinds"] == {"num_iter_list": "list", "temperature": "number",
+                                             "sparsity_bias": "number"}
     assert info["steps_per_bar"] == 16 and info["limits"]["max_window_steps"] == LIMITS.max_window_steps
     assert info["velocity_colours"][0] == [1, [40, 70, 255]] and info["versions"] == []
 
@@ -296,7 +299,11 @@ def test_a_jit_model_takes_its_own_options(midi_bytes, torch_single_thread) -> N
                       limits=LIMITS)
     try:
         with TestClient(create_app(session, allowed_hosts=["testserver"])) as client:
-            options = client.get("/api/info").json()["model"]["options"]
+            model = client.get("/api/info").json()["model"]
+            options = model["options"]
+            assert model["option_kinds"] == {"steps": "integer", "sampler": "text", "start_noise": "number",
+                                             "silence_below": "number", "max_voices": "integer",
+                                             "capped_silence_below": "number"}
             assert set(options) == {"steps", "sampler", "start_noise", "silence_below", "max_voices",
                                     "capped_silence_below"}
             assert options["steps"] == session.loaded.model.sample_defaults["steps"]

@@ -140,6 +140,16 @@ def model_window(region: np.ndarray, max_steps: int) -> tuple[int, int]:
     return max(0, end - max_steps), end
 
 
+def option_kind(default: Any) -> str:
+    """How the page edits an option with this default: integer | number | list | text (JSON writes 1.0 as 1, so
+    the page cannot tell a float default from an integer one itself)."""
+    if isinstance(default, (list, tuple)):
+        return "list"
+    if isinstance(default, int) and not isinstance(default, bool):
+        return "integer"
+    return "number" if isinstance(default, float) else "text"
+
+
 def coerce_option(name: str, value: Any, default: Any) -> Any:
     """A sampling option from JSON, typed like the family's default (``UserError`` otherwise)."""
     def number(v: Any, kind: type) -> Any:
@@ -267,7 +277,8 @@ class Session:
         if self.loaded is not None:
             m = self.loaded.model
             model = {"family": m.family, "preset": m.preset, "checkpoint": Path(self.loaded.path).name,
-                     "length_multiple": m.length_multiple, "options": self.sampling_defaults()}
+                     "length_multiple": m.length_multiple, "options": self.sampling_defaults(),
+                     "option_kinds": {k: option_kind(v) for k, v in self.sampling_defaults().items()}}
         return {
             "model": model,
             "grid": self.grid,

@@ -603,7 +603,7 @@ async function togglePlay() {
 
 // ------------------------------------------------------------------ set-up
 
-function buildOptions(options) {
+function buildOptions(options, kinds) {
   const box = $("options");
   box.replaceChildren();
   for (const [name, value] of Object.entries(options || {})) {
@@ -612,12 +612,12 @@ function buildOptions(options) {
     const input = document.createElement("input");
     input.name = name;
     input.id = `opt-${name}`;
-    if (Array.isArray(value)) { input.dataset.kind = "list"; input.value = value.join(" "); }
-    else if (typeof value === "number") {
-      input.type = "number"; input.step = "any";
-      input.dataset.kind = Number.isInteger(value) && !["temperature", "sparsity_bias", "silence_below", "capped_silence_below", "start_noise"].includes(name) ? "integer" : "number";
+    input.dataset.kind = kinds[name];
+    if (Array.isArray(value)) input.value = value.join(" ");
+    else {
+      if (typeof value === "number") { input.type = "number"; input.step = "any"; }
       input.value = String(value);
-    } else { input.dataset.kind = "text"; input.value = String(value); }
+    }
     label.htmlFor = input.id;
     box.append(label, input);
   }
@@ -629,7 +629,7 @@ async function start() {
   $("model").textContent = model ? `Model: ${model.preset} (${model.family}) from ${model.checkpoint}; grid ${state.info.grid}; audio: ${state.info.wav ? "FluidSynth" : "built-in synth"}.`
     : "No model loaded: start with --checkpoint to generate.";
   if (!model) $("generate").disabled = true;
-  buildOptions(model && model.options);
+  buildOptions(model && model.options, model && model.option_kinds);
   for (const el of [$("dl-mid"), $("dl-wav"), $("dl-png")]) el.setAttribute("aria-disabled", "true");
   $("dl-wav").hidden = !state.info.wav;
   state.versions = state.info.versions;
