@@ -47,7 +47,7 @@ def test_contract_properties_and_presets() -> None:
     assert model.family == "jit" and not model.has_likelihood
     assert model.length_multiple == 8 and model.ema_decays == (0.9,)
     assert set(model.sample_defaults) == {"steps", "sampler", "cfg", "cfg_interval", "start_noise", "silence_below",
-                                          "max_voices", "capped_silence_below"}
+                                          "onset_above", "max_voices", "capped_silence_below"}
     with pytest.raises(NotImplementedError):
         model.nll(torch.zeros(1, 2, 128, 16))
     with pytest.raises(ValueError, match="multiple of 8"):

@@ -13,9 +13,9 @@ from fractalmidi.data.texture import AUTO_VOICES
 from fractalmidi.errors import UserError
 from fractalmidi.models import build
 from fractalmidi.models.base import decode_notes
-from fractalmidi.models.jit.denoiser import CHANNELS, ONSET_ABOVE, onsets, to_signed
+from fractalmidi.models.jit.denoiser import CHANNELS, onsets, to_signed
 from fractalmidi.models.jit.masks import MASK_KINDS, make_mask
-from fractalmidi.models.jit.options import DEFAULT_SILENCE_BELOW
+from fractalmidi.models.jit.options import DEFAULT_ONSET_ABOVE, DEFAULT_SILENCE_BELOW
 
 T = 64
 
@@ -260,12 +260,13 @@ def test_bad_options_are_named() -> None:
 
 
 def test_onsets_are_peaks_of_the_onset_channel() -> None:
-    assert ONSET_ABOVE == 0.25
+    assert DEFAULT_ONSET_ABOVE == 0.25
     channel = torch.tensor([[[0.1, 0.4, 0.6, 0.3, 0.0, 0.2, 0.24, 0.1, 0.0, 0.9, 0.0, 0.5, 0.5, 0.2, 0.45, 0.3]]])
     sounding = torch.ones_like(channel, dtype=torch.bool)
     # a note sounding from step 0 starts there; an uncertain onset spread over steps 1..3 is one note; 0.24 is
     # too low; a plateau under one half is one onset (its last step); 0.45 is a peak under one half
     assert onsets(channel, sounding)[0, 0].nonzero().flatten().tolist() == [0, 2, 9, 12, 14]
+    assert onsets(channel, sounding, 0.2)[0, 0].nonzero().flatten().tolist() == [0, 2, 6, 9, 12, 14]  # 0.24 now
     clear = torch.tensor([[[0.0, 0.6, 0.7, 0.0]]])  # clear onsets on consecutive steps: fast repeated notes
     assert onsets(clear, torch.tensor([[[False, True, True, True]]]))[0, 0].nonzero().flatten().tolist() == [1, 2]
 

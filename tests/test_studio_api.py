@@ -302,9 +302,10 @@ def test_a_jit_model_takes_its_own_options(midi_bytes, torch_single_thread) -> N
             model = client.get("/api/info").json()["model"]
             options = model["options"]
             assert model["option_kinds"] == {"steps": "integer", "sampler": "text", "start_noise": "number",
-                                             "silence_below": "number", "max_voices": "integer",
+                                             "silence_below": "number", "onset_above": "number",
+                                             "max_voices": "integer",
                                              "capped_silence_below": "number"}
-            assert set(options) == {"steps", "sampler", "start_noise", "silence_below", "max_voices",
+            assert set(options) == {"steps", "sampler", "start_noise", "silence_below", "onset_above", "max_voices",
                                     "capped_silence_below"}
             assert options["steps"] == session.loaded.model.sample_defaults["steps"]
             _open(client, midi_bytes)

@@ -41,7 +41,7 @@ from fractalmidi.errors import UserError
 from fractalmidi.models.base import DEFAULT_NOTE_VELOCITY, Generator, decode_notes, note_starts
 from fractalmidi.models.jit.masks import DEFAULT_MASK_PROBS, check_mask_probs, draw_masks
 from fractalmidi.models.jit.network import JiTNet
-from fractalmidi.models.jit.options import JiTNetOptions, JiTOptions, JiTSampling
+from fractalmidi.models.jit.options import DEFAULT_ONSET_ABOVE, JiTNetOptions, JiTOptions, JiTSampling
 
 SAMPLERS = ("euler", "heun")
 LOSS_ON = ("unknown", "all")
@@ -52,8 +52,6 @@ IN_CHANNELS = 2 * CHANNELS + 1
 """Noisy channels, known channels, generation mask."""
 SILENT_VELOCITY = DEFAULT_NOTE_VELOCITY / MAX_VELOCITY
 """Velocity channel of a roll without notes."""
-ONSET_ABOVE = 0.25
-"""A generated onset channel peak over this starts a note."""
 
 
 def to_signed(roll: torch.Tensor) -> torch.Tensor:
@@ -102,9 +100,9 @@ def bin_velocity(index: torch.Tensor, bins: int) -> torch.Tensor:
     return (1 + ((index.double() + 0.5) * MAX_VELOCITY / bins - 0.5).round()).clamp(1, MAX_VELOCITY) / MAX_VELOCITY
 
 
-def onsets(onset: torch.Tensor, sounding: torch.Tensor) -> torch.Tensor:
+def onsets(onset: torch.Tensor, sounding: torch.Tensor, above: float = DEFAULT_ONSET_ABOVE) -> torch.Tensor:
     """Where notes start, from a generated onset channel ``(B, H, W)`` in [0, 1] and where pixels sound:
-    over one half, or a peak in time over :data:`ONSET_ABOVE` (a regression spreads an uncertain onset over
+    over one half, or a peak in time over ``above`` (a regression spreads an uncertain onset over
     neighbouring steps, which must give one note, while clear onsets on consecutive steps are
     fast repeated notes). A sounding pixel after silence starts a note whatever its onset value, and
     counts as a sure onset here, so a weaker peak on the next step (the sound began a step before
@@ -113,7 +111,7 @@ def onsets(onset: torch.Tensor, sounding: torch.Tensor) -> torch.Tensor:
     onset = torch.where(sounding & ~before_sounding, torch.ones_like(onset), onset)
     before = torch.nn.functional.pad(onset[..., :-1], (1, 0))
     after = torch.nn.functional.pad(onset[..., 1:], (0, 1))
-    return (onset > 0.5) | ((onset > ONSET_ABOVE) & (onset >= before) & (onset > after))
+    return (onset > 0.5) | ((onset > above) & (onset >= before) & (onset > after))
 
 
 @contextlib.contextmanager
@@ -329,7 +327,7 @@ class JiT(Generator):
             sounding = unit[:, SOUNDING] > (o.capped_silence_below if o.max_voices > 0 else o.silence_below)
             if o.max_voices > 0:
                 sounding = cap_voices(unit[:, SOUNDING], sounding, known_sounding, o.max_voices)
-            onset = onsets(unit[:, ONSET], sounding)
+            onset = onsets(unit[:, ONSET], sounding, o.onset_above)
             velocity, weight = unit[:, VELOCITY], torch.ones_like(unit[:, VELOCITY])
             if self.velocity_bins and logits is not None:  # each note: a velocity drawn at its start pixel
                 start = note_starts(sounding, onset)

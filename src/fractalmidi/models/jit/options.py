@@ -15,6 +15,8 @@ from fractalmidi.options import NON_NEGATIVE, POSITIVE, UNIT, Bound, count_bound
 
 DEFAULT_SILENCE_BELOW = 0.5
 """A pixel sounds where its generated sounding channel (0 = silence, 1 = note) exceeds this."""
+DEFAULT_ONSET_ABOVE = 0.25
+"""A generated onset channel peak over this starts a note (a peak over one half always does)."""
 CAPPED_SILENCE_BELOW = 0.2
 """The sounding threshold under a voice cap: the cap keeps stray pitches out, so weaker pixels may sound (jit-tiny,
 5 minutes: Bach mean OA 0.613 at 0.35 -> 0.643 at 0.2, folk 0.595 -> 0.669; benchmarks/RESULTS.md)."""
@@ -81,6 +83,8 @@ class JiTSampling:
                                 "(formerly 'temperature')", bound=POSITIVE)
     silence_below: float = option(DEFAULT_SILENCE_BELOW, "pixels whose generated sounding channel (0..1) is under "
                                   "this stay silent", bound=UNIT)
+    onset_above: float = option(DEFAULT_ONSET_ABOVE, "a peak in time of the generated onset channel (0..1) over this "
+                                "starts a note (lower: more re-struck, shorter notes)", bound=UNIT)
     max_voices: int = option(AUTO_VOICES, "at most this many pitches sound at once, each step keeping its strongest "
                              "(0 = no cap; -1 = set when training starts to the training music's voice count where "
                              "most of its steps share one, e.g. 1 for melodies, 4 for chorales)", bound=VOICES)
