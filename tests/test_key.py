@@ -16,8 +16,10 @@ from fractalmidi.data.key import (
     draw_shift,
     estimate_key,
     fit_shift,
+    mean_pitch,
     normalising_shift,
     pitch_class_histogram,
+    pitch_register,
     shift_histogram,
     transpose,
 )
@@ -78,6 +80,24 @@ def test_drawn_keys_follow_the_training_counts() -> None:
     assert len(counts) == PITCH_CLASSES
 
 
+def test_drawn_keys_keep_a_piece_in_the_training_register() -> None:
+    # chorales in C, G, D and F, always sung around E4 (64): moved to C, a piece that sits at 64 goes to C
+    # (its own register) rather than up to D (66) or G (71 / 59)
+    counts = shift_histogram([0, -7 + 12, -2, -5])
+    register = pitch_register([63.5, 64.0, 64.5, 64.0])
+    assert register == [64.0, 0.5]  # the spread is floored at MIN_REGISTER_SPREAD
+    rng = np.random.default_rng(0)
+    assert {draw_shift(counts, rng, 64.0, register) for _ in range(200)} == {0}
+    assert {draw_shift(counts, rng, 62.0, register) for _ in range(200)} == {2}  # up to D: back at 64
+    # a wider register allows the neighbouring keys, still only those the training pieces used
+    drawn = [draw_shift(counts, rng, 64.0, [64.0, 3.0]) for _ in range(2000)]
+    assert set(drawn) <= {0, 2, 5, -5} and drawn.count(0) > drawn.count(5) > 0
+    assert pitch_register([60.0]) is None  # one piece has no spread
+    roll = np.zeros((1, NUM_PITCHES, 8), dtype=np.uint8)
+    roll[0, 60, :6] = roll[0, 72, :2] = 90  # C4 for six steps, C5 for two
+    assert mean_pitch(roll) == pytest.approx(63.0) and mean_pitch(roll[..., 6:] * 0) is None
+
+
 @pytest.mark.data
 def test_key_normalised_crops_are_in_c_major_or_a_minor(prepared_jsb: Path) -> None:
     from fractalmidi.data import PianoRollDataset
@@ -105,6 +125,10 @@ def test_a_key_normalised_model_keeps_its_input_and_records_its_keys(tiny_fracta
     loaded = load_checkpoint(tiny_fractal_checkpoint)  # trained key-normalised: the training default
     data = PreparedData(prepared_jsb)
     assert sum(loaded.key_shifts) == len(data.split("train")) and len(loaded.key_shifts) == PITCH_CLASSES
+    mean, spread = loaded.key_register  # the training chorales' register, in their own keys
+    assert 55 < mean < 70 and 0.5 <= spread < 6
+    assert loaded.normalisation == {"key_shifts": loaded.key_shifts, "key_register": loaded.key_register,
+                                    "loudness_counts": None}
 
     roll = data.piece(data.split("test")[1])[..., :32]
     assert normalising_shift(roll) != 0  # the input really has to move into the model's key and back

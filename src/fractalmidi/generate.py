@@ -345,8 +345,7 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
             if req.label is not None:
                 labels = torch.full((size,), int(req.label), dtype=torch.long, device=device)
             result, steps = sample_plan(model, plan, size, generator=generator, labels=labels, options=options,
-                                        return_steps=req.gif, key_shifts=loaded.key_shifts,
-                                        loudness_counts=loaded.loudness_counts)
+                                        return_steps=req.gif, **loaded.normalisation)
             batch = [result_roll(plan, sample) for sample in result.cpu()]  # notes outside the region kept whole
             for k, roll in enumerate(batch):  # written per batch: memory stays one batch, whatever --num-samples
                 frames = [step[k].cpu() for step in steps] + [roll] if req.gif else None

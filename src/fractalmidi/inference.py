@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fractalmidi.data.key import draw_shift, fit_shift, normalising_shift, transpose
+from fractalmidi.data.key import draw_shift, fit_shift, mean_pitch, normalising_shift, transpose
 from fractalmidi.data.loudness import draw_loudness, move_loudness, normalising_move, piece_loudness
 from fractalmidi.data.roll import VELOCITY_PLANE, codes_to_planes, planes_to_codes
 from fractalmidi.errors import UserError
@@ -53,6 +53,21 @@ class LoadedCheckpoint:
         return [int(c) for c in data.get("key_shifts") or []]
 
     @property
+    def normalisation(self) -> dict[str, Any]:
+        """:func:`sample_plan`'s keywords that move pieces out of the model's key and loudness."""
+        return {"key_shifts": self.key_shifts, "key_register": self.key_register,
+                "loudness_counts": self.loudness_counts}
+
+    @property
+    def key_register(self) -> list[float] | None:
+        """With a key-normalised model, its training pieces' ``[mean, spread]`` of mean pitch (None where the
+        checkpoint predates it: keys are then drawn without regard to register)."""
+        data = self.config.get("data", {})
+        if not isinstance(data, dict) or not data.get("key_normalize") or not data.get("key_register"):
+            return None
+        return [float(v) for v in data["key_register"]]
+
+    @property
     def loudness_counts(self) -> list[int] | None:
         """With a loudness-normalised model (``data.loudness_normalize``), its training pieces' loudness counts
         (:mod:`fractalmidi.data.loudness`); None for a model trained at the pieces' own loudness."""
@@ -89,9 +104,10 @@ def _numpy_rng(generator, device) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _out_of_key(result, steps: list, into_key: int, key_shifts: list[int], anchored: bool, generator) -> tuple:
+def _out_of_key(result, steps: list, into_key: int, key_shifts: list[int], anchored: bool, generator,
+                register: list[float] | None = None) -> tuple:
     """Samples (and their steps) moved back out of the model's key: by ``-into_key`` when known music
-    fixed the key (``anchored``), else each to a key drawn from ``key_shifts``."""
+    fixed the key (``anchored``), else each to a key drawn from ``key_shifts`` and its ``register``."""
     import torch
 
     if anchored:
@@ -100,7 +116,7 @@ def _out_of_key(result, steps: list, into_key: int, key_shifts: list[int], ancho
     moves = []
     for sample in result:
         sounding = (sample[VELOCITY_PLANE] > 0).cpu().numpy().astype(np.uint8)
-        moves.append(fit_shift(sounding, draw_shift(key_shifts, rng)))
+        moves.append(fit_shift(sounding, draw_shift(key_shifts, rng, mean_pitch(sounding), register)))
     def move(batch):
         return torch.stack([transpose(x, m) for x, m in zip(batch, moves)])
     return move(result), [move(step) for step in steps]
@@ -129,7 +145,7 @@ def _to_loudness(result, steps: list, into: int, counts: list[int], anchored: bo
 
 def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, options: dict[str, Any] | None = None,
                 return_steps: bool = False, key_shifts: list[int] | None = None,
-                loudness_counts: list[int] | None = None):
+                key_register: list[float] | None = None, loudness_counts: list[int] | None = None):
     """``count`` samples of a plan (:mod:`fractalmidi.canvas`) on the model's device.
 
     Returns ``(results, steps)``: results ``(count, planes, 128, plan.length)`` with the known
@@ -137,7 +153,8 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
     (coarse to fine, each cropped the same way; else ``[]``). Option values the family rejects
     become a one-line ``UserError``. ``key_shifts`` (a key-normalised model's
     :attr:`LoadedCheckpoint.key_shifts`): the known music is moved into the model's key and the
-    result back; with nothing known, each sample goes to a key drawn like the training pieces'.
+    result back; with nothing known, each sample goes to a key drawn like the training pieces', weighed by
+    ``key_register`` (:attr:`LoadedCheckpoint.key_register`) where given.
     ``loudness_counts`` (:attr:`LoadedCheckpoint.loudness_counts`): the same for loudness.
     """
     import torch
@@ -163,7 +180,7 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
         raise UserError(f"sampling options rejected by the {model.family} family: {str(err).splitlines()[0]}") from None
     result, steps = out if return_steps else (out, [])
     if key_shifts is not None:
-        result, steps = _out_of_key(result, steps, into_key, key_shifts, bool(known.any()), generator)
+        result, steps = _out_of_key(result, steps, into_key, key_shifts, bool(known.any()), generator, key_register)
     if loudness_counts is not None:
         result, steps = _to_loudness(result, steps, into_loudness, loudness_counts, loud_input, generator)
     result = torch.where(mask, result, canvas)  # known pixels exactly as given, whatever the model did

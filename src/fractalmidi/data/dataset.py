@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fractalmidi.data.cache import PreparedData
-from fractalmidi.data.key import normalising_shift, transpose
+from fractalmidi.data.key import mean_pitch, normalising_shift, transpose
 from fractalmidi.data.loudness import LOUDNESS_CENTER, move_loudness, piece_loudness
 from fractalmidi.data.roll import NUM_PITCHES, codes_to_planes
 from fractalmidi.errors import UserError
@@ -35,9 +35,9 @@ class PianoRollDataset(Dataset):
     to the crop's own pitch range (no note ever leaves 0..127); ``augment_factor`` repeats every
     piece that many times per epoch. ``train=False``: one fixed crop per piece, no shift.
     ``key_normalize``: every piece first moves to C major / A minor (:mod:`fractalmidi.data.key`),
-    in both modes; ``key_shifts`` holds each piece's normalising shift. ``loudness_normalize``: every piece's
-    velocities first move so its loudness is the centre's (:mod:`fractalmidi.data.loudness`); ``loudness`` holds
-    each piece's own loudness.
+    in both modes; ``key_shifts`` holds each piece's normalising shift and ``pitch_means`` its mean pitch.
+    ``loudness_normalize``: every piece's velocities first move so its loudness is the centre's
+    (:mod:`fractalmidi.data.loudness`); ``loudness`` holds each piece's own loudness.
     Pieces shorter than ``crop_length`` are padded with silence at the end.
     """
 
@@ -74,11 +74,13 @@ class PianoRollDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.key_shifts: dict[int, int] = {}
+        self.pitch_means: dict[int, float | None] = {}
         self.loudness: dict[int, int | None] = {}
         for p in self.pieces if key_normalize or loudness_normalize else ():  # each piece read once
             codes = self.data.piece(p)
             if key_normalize:
                 self.key_shifts[p] = normalising_shift(codes)
+                self.pitch_means[p] = mean_pitch(codes)
             if loudness_normalize:
                 self.loudness[p] = piece_loudness(codes)
 

@@ -377,8 +377,7 @@ class Session:
             plan = region_plan(roll[..., start:min(end, steps)], region[:, start:end], model.length_multiple)
             generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
             result, frames = sample_plan(model, plan, 1, generator=generator, options=options, return_steps=True,
-                                         key_shifts=self.loaded.key_shifts,
-                                         loudness_counts=self.loaded.loudness_counts)
+                                         **self.loaded.normalisation)
             window = result_roll(plan, result[0].cpu())
             elapsed = time.perf_counter() - began
         finally:

@@ -67,6 +67,9 @@ class DataConfig:
     key_shifts: list[int] | None = option(None, "filled at train time with key_normalize: how many training pieces "
                                           "needed each normalising shift (-6..5), so a checkpoint can pick keys like "
                                           "its data's without the data folder")
+    key_register: list[float] | None = option(None, "filled at train time with key_normalize: the training pieces' "
+                                              "mean pitch in their own keys and its spread (semitones), so generated "
+                                              "pieces move to keys that keep them in that register")
     loudness_normalize: bool = option(False, "train at one loudness (each piece's velocities moved so their mean is "
                                       f"{LOUDNESS_CENTER}); generated pieces move to a loudness drawn from "
                                       "loudness_counts")

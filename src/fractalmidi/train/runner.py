@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fractalmidi.data.grid import parse_grid
-from fractalmidi.data.key import shift_histogram
+from fractalmidi.data.key import pitch_register, shift_histogram
 from fractalmidi.data.loudness import loudness_histogram
 from fractalmidi.data.texture import AUTO_VOICES, fixed_voices, voice_histogram
 from fractalmidi.errors import UserError
@@ -146,11 +146,14 @@ def _datasets(config: TrainConfig) -> tuple[Any, Any, str]:
 
 
 def pin_keys(config: TrainConfig, train_set: Any) -> TrainConfig:
-    """``config`` with ``data.key_shifts`` counted from the training pieces when ``data.key_normalize``."""
+    """``config`` with ``data.key_shifts`` counted and ``data.key_register`` measured from the training pieces
+    when ``data.key_normalize``."""
     if not config.data.key_normalize:
         return config
     counts = shift_histogram(list(train_set.key_shifts.values()))
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, key_shifts=counts))
+    register = pitch_register([m for m in train_set.pitch_means.values() if m is not None])
+    data = dataclasses.replace(config.data, key_shifts=counts, key_register=register)
+    return dataclasses.replace(config, data=data)
 
 
 def pin_loudness(config: TrainConfig, train_set: Any) -> TrainConfig:
