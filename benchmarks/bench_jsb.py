@@ -285,12 +285,10 @@ def _run(args: argparse.Namespace, scratch: Path) -> int:
         run_dir, command, seconds = run_train(args, out)
         minutes = seconds / 60
         data = _data(argparse.Namespace(data=str(Path(args.data) if args.data else out / "jsb-quarter")), scratch)
-    import yaml
-
+    from fractalmidi.train.config import load_yaml
     from fractalmidi.train.runner import CONFIG_NAME
 
-    run_config = yaml.safe_load((run_dir / CONFIG_NAME).read_text(encoding="utf-8"))
-    mixed = len(scored_shifts(run_config, args.one_pass)) > 1
+    mixed = len(scored_shifts(load_yaml(run_dir / CONFIG_NAME), args.one_pass)) > 1
     measure = "exact validation NLL" + (" of the transposition mixture" if mixed else "")
     print(f"{measure} per checkpoint (EMA weights where the run kept them):", flush=True)
     best, table = select_best(run_dir, data, args)

@@ -33,11 +33,16 @@ MIN_REGISTER_SPREAD = 0.5
 """Semitones: the register's spread is never taken narrower (two pieces of one register would pin every key)."""
 
 
+def sounding_steps(codes: np.ndarray) -> np.ndarray:
+    """Sounding steps per pitch ``(128,)`` of uint8 note codes ``(..., 128, T)`` (durations weigh in)."""
+    sounding = (np.asarray(codes) & VELOCITY_BITS) > 0
+    return sounding.reshape(-1, NUM_PITCHES, sounding.shape[-1]).sum(axis=(0, 2))
+
+
 def pitch_class_histogram(codes: np.ndarray) -> np.ndarray:
     """Sounding steps per pitch class of uint8 note codes ``(..., 128, T)`` (durations weigh in)."""
-    sounding = (np.asarray(codes) & VELOCITY_BITS) > 0
-    per_pitch = sounding.reshape(-1, NUM_PITCHES, sounding.shape[-1]).sum(axis=(0, 2))
-    return np.bincount(np.arange(NUM_PITCHES) % PITCH_CLASSES, weights=per_pitch, minlength=PITCH_CLASSES)
+    return np.bincount(np.arange(NUM_PITCHES) % PITCH_CLASSES, weights=sounding_steps(codes),
+                       minlength=PITCH_CLASSES)
 
 
 KEY_PROFILES = np.stack([np.roll(profile, tonic) for profile in (MAJOR_PROFILE, MINOR_PROFILE)
@@ -105,7 +110,7 @@ def shift_histogram(shifts: list[int]) -> list[int]:
 
 def mean_pitch(codes: np.ndarray) -> float | None:
     """Mean pitch of a roll's sounding steps (longer notes weigh more); None without notes."""
-    per_pitch = ((np.asarray(codes) & VELOCITY_BITS) > 0).reshape(-1, NUM_PITCHES, np.shape(codes)[-1]).sum(axis=(0, 2))
+    per_pitch = sounding_steps(codes)
     total = per_pitch.sum()
     return float(np.arange(NUM_PITCHES) @ per_pitch / total) if total else None
 

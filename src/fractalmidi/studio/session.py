@@ -275,10 +275,10 @@ class Session:
 
         model = None
         if self.loaded is not None:
-            m = self.loaded.model
+            m, options = self.loaded.model, self.sampling_defaults()
             model = {"family": m.family, "preset": m.preset, "checkpoint": Path(self.loaded.path).name,
-                     "length_multiple": m.length_multiple, "options": self.sampling_defaults(),
-                     "option_kinds": {k: option_kind(v) for k, v in self.sampling_defaults().items()}}
+                     "length_multiple": m.length_multiple, "options": options,
+                     "option_kinds": {k: option_kind(v) for k, v in options.items()}}
         return {
             "model": model,
             "grid": self.grid,
