@@ -149,3 +149,31 @@ def test_dataloader_workers_give_the_same_batches(prepared):
     multi = _epoch(ds, 1, num_workers=2)
     assert single.shape == (12, 2, 128, 32) and torch.equal(single, multi)
     assert not torch.equal(single, _epoch(ds, 2, num_workers=0))
+
+
+def test_edge_crops_begin_or_end_with_their_piece(prepared):
+    """With ``edge_crops``, items carry their edges; an edge crop starts at step 0 or ends with the piece's last
+    bar (silence after the last note), about as often as asked; without it items stay plain rolls."""
+    data = PreparedData(prepared)
+    ds = PianoRollDataset(prepared, crop_length=64, pitch_shift=(0, 0), augment_factor=40, edge_crops=0.5, align=4)
+    starts = ends = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        piece = data.piece(ds.pieces[i % len(ds.pieces)])[0]
+        if piece.shape[1] < 100:
+            assert item["edges"].tolist() == [True, True]  # the short piece is whole in every crop
+            continue
+        crop, (first, last) = planes_to_codes(item["roll"].numpy()), item["edges"].tolist()
+        starts, ends = starts + first, ends + last
+        if first:
+            assert np.array_equal(crop, canonical_codes(piece[:, :64]))
+        if last:
+            end = -(-piece.shape[1] // 16) * 16
+            tail = canonical_codes(piece[:, end - 64:])
+            assert np.array_equal(crop[:, : tail.shape[1]], tail) and not crop[:, tail.shape[1]:].any()
+    long_items = len(ds) * 5 // 6
+    assert 0.2 < starts / long_items < 0.35 and 0.2 < ends / long_items < 0.35  # 0.25 each, plus chance
+    plain = PianoRollDataset(prepared, crop_length=64, pitch_shift=(0, 0), augment_factor=2, align=4)
+    assert isinstance(plain[0], torch.Tensor)
+    with pytest.raises(UserError, match="edge crops"):
+        PianoRollDataset(prepared, edge_crops=1.5)

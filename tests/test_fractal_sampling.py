@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -180,3 +182,16 @@ def test_temperature_shapes_what_a_pixel_is_not_how_loud() -> None:
     greedy = states.draw(logits[:2], 0.0, 0.0, None)
     assert greedy.tolist() == [2, 2]  # onset is the likeliest kind, bin 0 its likeliest velocity
     assert states.draw(logits[:2], 0.0, 10.0, None).tolist() == [0, 0]  # the sparsity bias favours silence
+
+
+def test_velocity_min_p_drops_the_stray_tail() -> None:
+    """A velocity bin less likely than ``velocity_min_p`` x the likeliest is never drawn; the others keep
+    their relative odds, and what a pixel is (silence / hold / onset) does not change."""
+    states = PixelStates(num_bins=5, note_states=True)
+    logits = torch.tensor([[0.0, -9.0, 3.0, 3.0 + math.log(0.5), 3.0 + math.log(0.004), -9.0]]).expand(60_000, -1)
+    drawn = states.draw(logits, 1.0, 0.0, torch.Generator().manual_seed(0), velocity_min_p=0.01)
+    onsets = drawn[drawn >= 2] - 2
+    assert set(onsets.tolist()) == {0, 1}  # bins 2 (0.4% of the top) and 3 are gone
+    assert abs((onsets == 1).double().mean().item() - 1 / 3) < 0.01
+    kept = torch.softmax(torch.stack([logits[0, 0], logits[0, 1], logits[0, 2:].logsumexp(0)]), 0)
+    assert abs((drawn >= 2).double().mean().item() - kept[2].item()) < 0.01

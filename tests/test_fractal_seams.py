@@ -51,3 +51,32 @@ def test_a_seamed_model_trains_samples_and_keeps_known_pixels() -> None:
     mask[..., 16:] = True
     out = model.sample(x, mask, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out[..., :16], x[..., :16])
+
+
+def test_piece_edge_marks_reach_only_the_first_and_last_columns() -> None:
+    """``edge_crops``: the top level's first (last) patch column gets a learned mark when the roll begins at a piece's
+    start (holds its end); the loss trains the marks, and sampling marks both edges of every roll."""
+    from fractalmidi.models import build
+
+    torch.manual_seed(0)
+    model = build("fractal-tiny", edge_crops=0.25)
+    assert model.uses_edges and not build("fractal-tiny").uses_edges
+    marks = model._marks(torch.tensor([[True, False], [False, True]]), 2, (8, 4), torch.device("cpu"))
+    columns = marks.reshape(2, 8, 4, -1)
+    assert torch.equal(columns[0, :, 0], model.edges[0].detach().expand(8, -1))
+    assert torch.equal(columns[1, :, 3], model.edges[1].detach().expand(8, -1))
+    assert not columns[0, :, 1:].any() and not columns[1, :, :3].any()
+    x = torch.zeros(2, 2, 128, 64)
+    x[:, 0, 60, 3:20] = 0.7
+    x[:, 1, 60, 3] = 1.0
+    loss, _ = model.loss(x, edges=torch.tensor([[True, True], [False, False]]))
+    loss.backward()
+    assert model.edges.grad.abs().sum() > 0
+    model.eval()
+    seen = []
+    hook = model.levels[0].register_forward_hook(lambda m, args, out: seen.append(args[4]))
+    model.sample(torch.zeros(1, 2, 128, 64), torch.ones(1, 2, 128, 64, dtype=torch.bool),
+                 generator=torch.Generator().manual_seed(0))
+    hook.remove()
+    assert seen and torch.equal(seen[0], model._marks(torch.ones(1, 2, dtype=torch.bool), 1, (8, 4),
+                                                      torch.device("cpu")))

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fractalmidi.data.cache import PreparedData
+from fractalmidi.data.grid import STEPS_PER_BAR
 from fractalmidi.data.key import mean_pitch, normalising_shift, transpose
 from fractalmidi.data.loudness import LOUDNESS_CENTER, move_loudness, piece_loudness
 from fractalmidi.data.roll import NUM_PITCHES, codes_to_planes
@@ -39,6 +40,10 @@ class PianoRollDataset(Dataset):
     ``loudness_normalize``: every piece's velocities first move so its loudness is the centre's
     (:mod:`fractalmidi.data.loudness`); ``loudness`` holds each piece's own loudness.
     Pieces shorter than ``crop_length`` are padded with silence at the end.
+    ``edge_crops`` > 0: a training crop starts at its piece's first step with half this probability and
+    ends in its piece's last bar with the other half (else anywhere), and every item is a dict of the
+    ``roll`` and its ``edges`` (starts at the piece's start?, holds its end?), so a model learns how
+    pieces begin and end.
     """
 
     def __init__(
@@ -53,6 +58,8 @@ class PianoRollDataset(Dataset):
         key_normalize: bool = False,
         align: int = 1,
         loudness_normalize: bool = False,
+        edge_crops: float = 0.0,
+        bar: int = STEPS_PER_BAR,
     ) -> None:
         self.data = root if isinstance(root, PreparedData) else PreparedData(root)
         if crop_length < 1:
@@ -61,6 +68,8 @@ class PianoRollDataset(Dataset):
             raise UserError(f"crop alignment must be a positive number of steps, got {align}")
         if augment_factor < 1:
             raise UserError(f"augment_factor must be >= 1, got {augment_factor}")
+        if not 0 <= edge_crops <= 1:
+            raise UserError(f"the share of edge crops must be in [0, 1], got {edge_crops}")
         low, high = (int(v) for v in pitch_shift)
         if low > high:
             raise UserError(f"pitch_shift must be (min, max) with min <= max, got {tuple(pitch_shift)}")
@@ -71,6 +80,8 @@ class PianoRollDataset(Dataset):
         self.pitch_shift = (low, high)
         self.augment_factor = int(augment_factor) if train else 1
         self.train = train
+        self.edge_crops = float(edge_crops)
+        self.bar = int(bar)
         self.seed = int(seed)
         self.epoch = 0
         self.key_shifts: dict[int, int] = {}
@@ -90,7 +101,7 @@ class PianoRollDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pieces) * self.augment_factor
 
-    def __getitem__(self, item: int | tuple[int, int]) -> torch.Tensor:
+    def __getitem__(self, item: int | tuple[int, int]) -> torch.Tensor | dict[str, torch.Tensor]:
         epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
@@ -100,7 +111,7 @@ class PianoRollDataset(Dataset):
         else:
             rng = np.random.default_rng([self.seed + VALID_SEED_OFFSET, index])
         steps = self.data.steps(piece)
-        start = self.align * int(rng.integers(0, max(steps - self.crop_length, 0) // self.align + 1))
+        start = self._crop_start(steps, rng)
         crop = self.data.crop(piece, start, self.crop_length)
         if self.key_shifts:
             crop = transpose(crop, self.key_shifts[piece])
@@ -108,7 +119,21 @@ class PianoRollDataset(Dataset):
             crop = move_loudness(crop, LOUDNESS_CENTER - self.loudness[piece])
         if self.train:
             crop = self._shift(crop, rng)
-        return torch.from_numpy(codes_to_planes(crop))
+        roll = torch.from_numpy(codes_to_planes(crop))
+        if not self.edge_crops:
+            return roll
+        return {"roll": roll, "edges": torch.tensor([start == 0, start + self.crop_length >= steps])}
+
+    def _crop_start(self, steps: int, rng: np.random.Generator) -> int:
+        """A random crop start (on the ``align`` grid); with ``edge_crops``, at the piece's start or so that
+        the crop ends with the piece's last bar as often as asked (training crops only)."""
+        draw = rng.random() if self.train and self.edge_crops else 1.0
+        if draw < self.edge_crops / 2:
+            return 0
+        if draw < self.edge_crops:
+            end = -(-steps // self.bar) * self.bar  # the piece's last bar, completed with silence
+            return max(end - self.crop_length, 0)
+        return self.align * int(rng.integers(0, max(steps - self.crop_length, 0) // self.align + 1))
 
     def _shift(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         rows = np.flatnonzero(crop.any(axis=1))

@@ -60,6 +60,17 @@ class Generator(nn.Module):
         return ()
 
     @property
+    def edge_crops(self) -> float:
+        """Share of training crops to place at a piece's start or end; above 0 the model :attr:`uses_edges`."""
+        return 0.0
+
+    @property
+    def uses_edges(self) -> bool:
+        """Whether the model is told where a piece begins and ends (``loss``'s ``edges``; every sampled roll is a
+        whole piece)."""
+        return self.edge_crops > 0
+
+    @property
     def sample_defaults(self) -> dict[str, Any]:
         """Default ``sample`` options (documented in the family's sampling dataclass)."""
         return plain(self.sampling)
@@ -84,8 +95,11 @@ class Generator(nn.Module):
             raise error(f"unknown {type(self).__name__} sample options {unknown}; accepted: {', '.join(accepted)}")
         return dataclasses.replace(self.sampling, **given)
 
-    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Training loss on a batch; returns ``(total, parts)`` with every part named."""
+    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+             edges: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training loss on a batch; returns ``(total, parts)`` with every part named. ``edges`` ``(B, 2)`` bool:
+        whether each crop begins at its piece's first step and holds its last (only for models that
+        :attr:`uses_edges`; the dataset sends them to those alone)."""
         raise NotImplementedError
 
     @torch.no_grad()

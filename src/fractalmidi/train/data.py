@@ -88,13 +88,14 @@ def val_loader(dataset: Any, *, batch_size: int, num_workers: int, seed: int) ->
                       generator=_loader_generator(seed), drop_last=False)
 
 
-def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A batch is a roll tensor, or ``(rolls, labels, ...)``: return ``(rolls, labels or None)``."""
+def split_batch(batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A batch is a roll tensor, ``(rolls, labels, ...)`` or a dict with ``roll`` and optionally ``label`` and
+    ``edges``: return the rolls and the keyword conditions of :meth:`Generator.loss` the batch carries."""
     if isinstance(batch, torch.Tensor):
-        return batch, None
+        return batch, {}
     if isinstance(batch, dict):
-        return batch["roll"], batch.get("label")
+        conditions = {"labels": batch.get("label"), "edges": batch.get("edges")}
+        return batch["roll"], {k: v for k, v in conditions.items() if v is not None}
     rolls = batch[0]
     labelled = len(batch) > 1 and isinstance(batch[1], torch.Tensor) and batch[1].dtype == torch.long
-    labels = batch[1] if labelled else None
-    return rolls, labels
+    return rolls, {"labels": batch[1]} if labelled else {}

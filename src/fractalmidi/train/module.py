@@ -132,8 +132,8 @@ class GeneratorModule(L.LightningModule):
             self._pending_rng = None
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, labels = split_batch(batch)
-        loss, parts = self._loss_fn(x, labels)
+        x, conditions = split_batch(batch)
+        loss, parts = self._loss_fn(x, **conditions)
         if not torch.isfinite(loss.detach()):
             raise NonFiniteLoss(f"the training loss became {loss.item()} at step {self.global_step}: training stopped "
                                 f"(lower training.lr or set training.grad_clip; the last good checkpoint is kept)")
@@ -151,9 +151,9 @@ class GeneratorModule(L.LightningModule):
             self.ema.update(self.model)
 
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, labels = split_batch(batch)
+        x, conditions = split_batch(batch)
         with private_rng(self.config.training.seed + VAL_SEED_OFFSET + batch_idx, self.device):
-            loss, _ = self.model.loss(x, labels)
+            loss, _ = self.model.loss(x, **conditions)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
         return loss
 

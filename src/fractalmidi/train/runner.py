@@ -133,9 +133,11 @@ def _datasets(config: TrainConfig) -> tuple[Any, Any, str]:
     if not d.root:
         raise UserError("data.root is not set: give data.root=DATA_DIR (a folder made by 'fractalmidi prepare')")
     data = PreparedData(d.root)
+    grid = parse_grid(data.grid)
     common = {"pitch_shift": tuple(d.pitch_shift), "augment_factor": d.augment_factor, "seed": config.training.seed,
               "key_normalize": d.key_normalize, "loudness_normalize": d.loudness_normalize,
-              "align": parse_grid(data.grid).align_steps(d.crop_align)}
+              "align": grid.align_steps(d.crop_align), "bar": grid.align_steps("bar"),
+              "edge_crops": float(config.model.get("edge_crops") or 0.0)}
     train = PianoRollDataset(data, split=d.train_split, crop_length=d.crop_length, train=True, **common)
     val = PianoRollDataset(data, split=d.val_split, crop_length=d.val_crop_length or d.crop_length,
                            train=False, **common)

@@ -39,10 +39,13 @@ class ARLevel(LevelNet):
             index = index.reshape(grid).t().reshape(-1)
         return index
 
-    def forward(self, tokens: torch.Tensor, conds: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, conds: list[torch.Tensor], grid: tuple[int, int],
+                marks: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced outputs ``(N, L, width)`` for every patch, in grid order."""
         order = self.order(grid, tokens.device)
         x = self.patch_embed(tokens[:, order]) + self.positions(grid, tokens.device)[order]
+        if marks is not None:
+            x = x + marks[:, order]
         h = self.transform(torch.cat([self.embed_conds(conds), x[:, :-1]], dim=1))
         return h[:, self.num_conds - 1:][:, torch.argsort(order)]
 
@@ -53,23 +56,26 @@ class ARLevel(LevelNet):
         """Feed the condition tokens; returns the output ``(N, width)`` for the first patch in scan order."""
         return self.transform(self.embed_conds(conds), caches)[:, -1]
 
-    def step(self, token: torch.Tensor, index: int, grid: tuple[int, int], caches: list[KVCache]) -> torch.Tensor:
-        """Feed the patch features ``(N, p*p*PIXEL_FEATURES)`` at grid ``index``; returns the output
-        for the next patch in scan order."""
+    def step(self, token: torch.Tensor, index: int, grid: tuple[int, int], caches: list[KVCache],
+             marks: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed the patch features ``(N, p*p*PIXEL_FEATURES)`` at grid ``index`` (and its ``marks`` ``(N, width)``);
+        returns the output for the next patch in scan order."""
         x = self.patch_embed(token) + self.positions(grid, token.device)[index]
+        if marks is not None:
+            x = x + marks
         return self.transform(x[:, None], caches)[:, 0]
 
     def teacher_forced(self, features: torch.Tensor, conds: list[torch.Tensor], grid: tuple[int, int], *,
-                       estimate: bool, mask_ratio_min: float,
-                       generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       estimate: bool, mask_ratio_min: float, generator: torch.Generator | None,
+                       marks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every patch is scored, each from the ones before it (exact likelihood)."""
         n, length = features.shape[:2]
         chosen = torch.ones(n, length, dtype=torch.bool, device=features.device)
-        return self(features, conds, grid), chosen, torch.ones(n, device=features.device)
+        return self(features, conds, grid, marks), chosen, torch.ones(n, device=features.device)
 
     def fill(self, current: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
              grid: tuple[int, int], cfg: float, region: RegionFill,
-             frames: list[torch.Tensor] | None) -> torch.Tensor:
+             frames: list[torch.Tensor] | None, marks: torch.Tensor | None = None) -> torch.Tensor:
         """One patch at a time in scan order (KV cache), up to the last patch any region generates;
         a patch only some regions generate is generated for those only."""
         length = current.shape[1]
@@ -89,7 +95,8 @@ class ARLevel(LevelNet):
                 current[index, pos] = region.children(current[index, pos], generate[index, pos],
                                                       region.take([out], index), cfg)
             if i < last:
-                out = self.step(region.embed(current[:, pos]), pos, grid, caches)
+                out = self.step(region.embed(current[:, pos]), pos, grid, caches,
+                                None if marks is None else region.double(marks[:, pos]))
             if frames is not None and (i % every == every - 1 or i == last):
                 frames.append(current.clone())
         return current

@@ -45,6 +45,9 @@ class FractalGen(Generator):
 
         ``seams``: MAR levels also hand down the pixel columns along each patch's edges
         (:meth:`.MARLevel.seams`), so notes stay whole across patches.
+        ``edge_crops`` > 0: the top level adds a learned mark to the patches of the first (last) column of a
+        roll that begins at a piece's start (holds its end); training places that share of crops there
+        (:class:`~fractalmidi.data.PianoRollDataset`) and sampling marks both, so a piece opens and closes.
         ``empty_keep``: while training, a silent patch is passed down to the next level with this
         probability and its pixel losses weighted by its inverse (rolls are mostly silence, so the
         lower levels train several times faster at the same expected loss). ``grad_checkpointing``
@@ -70,6 +73,8 @@ class FractalGen(Generator):
         top = o.widths[0]
         self.labels = LabelEmbedder(o.num_classes, top, o.label_dropout) if o.num_classes > 0 else None
         self.start = None if o.num_classes > 0 else learned_embedding(1, top)
+        self.edges = learned_embedding(2, top) if o.edge_crops > 0 else None
+        """Marks of a piece's first and last patch columns at the top level (``edge_crops``)."""
         levels: list[LevelNet] = []
         cond_dim, num_conds = top, 1
         for i, kind in enumerate(self.generators):
@@ -142,6 +147,23 @@ class FractalGen(Generator):
         return self._ema_decays
 
     @property
+    def edge_crops(self) -> float:
+        return float(self.options.edge_crops)
+
+    def _marks(self, edges: torch.Tensor | None, batch: int, grid: tuple[int, int],
+               device: torch.device) -> torch.Tensor | None:
+        """Top-level patch marks ``(B, L, width)`` from ``edges`` ``(B, 2)`` bool (None: a model without
+        edge marks, or no edges given: as if no crop touched a piece's edge)."""
+        if self.edges is None or edges is None:
+            return None
+        if edges.shape != (batch, 2):
+            raise ValueError(f"edges must be (B, 2) = {(batch, 2)}, got {tuple(edges.shape)}")
+        column = torch.arange(grid[1], device=device)
+        at = torch.stack([column == 0, column == grid[1] - 1], -1)  # (columns, 2): first, last
+        per_column = (edges.to(device)[:, None, :] & at[None]).to(self.edges.dtype) @ self.edges  # (B, columns, w)
+        return per_column[:, None].expand(-1, grid[0], -1, -1).reshape(batch, grid[0] * grid[1], -1)
+
+    @property
     def exact_likelihood(self) -> bool:
         """The NLL is exact when every level is autoregressive; MAR levels make it an estimate."""
         return all(level.exact_likelihood for level in self.levels)
@@ -160,6 +182,8 @@ class FractalGen(Generator):
             rows = [(f"class labels ({self.num_classes} + null)", sum(p.numel() for p in self.labels.parameters()))]
         else:
             rows = [("start vector", self.start.numel())]
+        if self.edges is not None:
+            rows.append(("piece-edge marks", self.edges.numel()))
         for i, level in enumerate(self.levels):
             desc = (f"level{i} ({level.kind}, {level.patch_size}x{level.patch_size} patches, "
                     f"width {level.width}, depth {len(level.blocks)})")
@@ -183,7 +207,7 @@ class FractalGen(Generator):
     def _descend(self, level: int, states: torch.Tensor, conds: list[torch.Tensor],
                  owner: torch.Tensor, weight: torch.Tensor, out: dict[str, Any],
                  estimate: bool, generator: torch.Generator | None, frame: torch.Tensor | None = None,
-                 scored: torch.Tensor | None = None) -> None:
+                 scored: torch.Tensor | None = None, marks: torch.Tensor | None = None) -> None:
         """Score regions ``(N, H, W)`` at ``level`` and recurse into the patches it predicts.
 
         Training (``estimate`` False) masks MAR patches as MAR training does; likelihood mode
@@ -191,7 +215,7 @@ class FractalGen(Generator):
         ``weight`` is each region's estimator weight; results accumulate in ``out``. ``scored``
         ``(N, H, W)`` bool (None = all): pixels whose NLL counts; the others are context only.
         ``frame`` ``(N, H, W)`` (likelihood mode only): each pixel's time step, so the likelihood
-        can be told per frame.
+        can be told per frame. ``marks``: the top level's piece-edge marks (:meth:`_marks`).
         """
         net = self.levels[level]
         size = self.patch_sizes[level]
@@ -200,7 +224,8 @@ class FractalGen(Generator):
         features = self.pixel_states.embed_input(tokens)
         n, length, _ = tokens.shape
         hidden, chosen, scale = net.teacher_forced(features, conds, grid, estimate=estimate,
-                                                   mask_ratio_min=self.mask_ratio_min, generator=generator)
+                                                   mask_ratio_min=self.mask_ratio_min, generator=generator,
+                                                   marks=marks)
         index = chosen.reshape(-1).nonzero().squeeze(1)
         occupied = (tokens > 0).any(-1).float().reshape(-1)[index]
         logit = net.occupancy(hidden).reshape(-1)[index]
@@ -233,7 +258,7 @@ class FractalGen(Generator):
 
     def _score(self, x: torch.Tensor, labels: torch.Tensor | None, *, estimate: bool,
                generator: torch.Generator | None = None, drop: bool | None = None,
-               scored_frames: torch.Tensor | None = None) -> dict[str, Any]:
+               scored_frames: torch.Tensor | None = None, edges: torch.Tensor | None = None) -> dict[str, Any]:
         self.check_rolls(x)
         batch = x.shape[0]
         states = self.pixel_states.from_planes(x)
@@ -245,13 +270,16 @@ class FractalGen(Generator):
         top = self._top_conds(batch, labels, x.device, drop)
         scored = None if scored_frames is None else self._fold(scored_frames[:, None, :].expand_as(states))
         frame = self._fold(torch.arange(states.shape[-1], device=x.device).expand_as(states)) if estimate else None
-        self._descend(0, self._fold(states), [top], torch.arange(batch, device=x.device),
-                      torch.ones(batch, device=x.device), out, estimate, generator, frame, scored)
+        image = self._fold(states)
+        marks = self._marks(edges, batch, grid_shape(image.shape[1], image.shape[2], self.patch_sizes[0]), x.device)
+        self._descend(0, image, [top], torch.arange(batch, device=x.device),
+                      torch.ones(batch, device=x.device), out, estimate, generator, frame, scored, marks)
         return out
 
-    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+             edges: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Pixel NLL (nats per scored pixel) + ``occupancy_weight`` x each level's occupancy BCE."""
-        scored = self._score(x, labels, estimate=False)
+        scored = self._score(x, labels, estimate=False, edges=edges)
         parts: dict[str, torch.Tensor] = {}
         for level, (terms, count) in enumerate(zip(scored["occupancy"], scored["occupancy_count"])):
             parts[f"level{level}"] = torch.stack(terms).sum() / max(count, 1)
@@ -305,12 +333,15 @@ class FractalGen(Generator):
         if guided:
             top = torch.cat([top, self._top_conds(batch, None, canvas.device, drop=False)])
         options = SamplingOptions(num_iter_list=iters, temperature=float(o.temperature),
-                                  sparsity_bias=float(o.sparsity_bias), guided=guided, generator=generator)
+                                  sparsity_bias=float(o.sparsity_bias), velocity_min_p=float(o.velocity_min_p),
+                                  guided=guided, generator=generator)
         frames: list[torch.Tensor] | None = [] if return_steps else None
         known_states = self._fold(self.pixel_states.from_planes(canvas))
         sampler = HierarchySampler(self.levels, self.patch_sizes, self.pixel_states.embed_input, self.head,
                                    self.pixel_states.draw, options)
-        states = self._unfold(sampler.region(0, known_states, self._fold(mask[:, 0]), [top], cfg, frames))
+        whole = torch.ones(batch, 2, dtype=torch.bool, device=canvas.device)  # every sampled roll is a whole piece
+        marks = self._marks(whole, batch, grid_shape(*known_states.shape[1:], self.patch_sizes[0]), canvas.device)
+        states = self._unfold(sampler.region(0, known_states, self._fold(mask[:, 0]), [top], cfg, frames, marks))
         result = self._planes(states, canvas, mask)
         if not return_steps:
             return result

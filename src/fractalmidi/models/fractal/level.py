@@ -105,16 +105,18 @@ class LevelNet(nn.Module):
         return [out]
 
     def teacher_forced(self, features: torch.Tensor, conds: list[torch.Tensor], grid: tuple[int, int], *,
-                       estimate: bool, mask_ratio_min: float,
-                       generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       estimate: bool, mask_ratio_min: float, generator: torch.Generator | None,
+                       marks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Outputs ``(N, L, width)`` for patch features ``(N, L, p*p*PIXEL_FEATURES)`` while training
         (``estimate`` False) or estimating the likelihood, with the patches ``(N, L)`` bool whose
-        outputs are scored and each region's estimator weight ``(N,)``."""
+        outputs are scored and each region's estimator weight ``(N,)``. ``marks`` ``(N, L, width)``: added
+        to every patch token like its position (the top level's piece edges)."""
         raise NotImplementedError
 
     def fill(self, current: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
              grid: tuple[int, int], cfg: float, region: RegionFill,
-             frames: list[torch.Tensor] | None) -> torch.Tensor:
+             frames: list[torch.Tensor] | None, marks: torch.Tensor | None = None) -> torch.Tensor:
         """Sample the patch contents ``(N, L, p*p)`` where ``generate`` is True; ``current`` holds the
-        known pixels (0 where generated). Partial canvases go to ``frames`` when it is a list."""
+        known pixels (0 where generated). Partial canvases go to ``frames`` when it is a list; ``marks``
+        as in :meth:`teacher_forced`."""
         raise NotImplementedError

@@ -45,17 +45,19 @@ class MARLevel(LevelNet):
         self.child_num_conds = type(self).child_num_conds + (1 if seams else 0)
 
     def forward(self, tokens: torch.Tensor, masked: torch.Tensor, conds: list[torch.Tensor],
-                grid: tuple[int, int]) -> torch.Tensor:
+                grid: tuple[int, int], marks: torch.Tensor | None = None) -> torch.Tensor:
         """``tokens`` ``(N, L, p*p*PIXEL_FEATURES)`` pixel features, ``masked`` ``(N, L)`` bool
         -> outputs ``(N, L, width)``."""
         x = torch.where(masked[..., None], self.mask_token.to(tokens.dtype), self.patch_embed(tokens))
         x = x + self.positions(grid, tokens.device)
+        if marks is not None:
+            x = x + marks
         h = self.transform(torch.cat([self.embed_conds(conds), x], dim=1))
         return h[:, self.num_conds:]
 
     def teacher_forced(self, features: torch.Tensor, conds: list[torch.Tensor], grid: tuple[int, int], *,
-                       estimate: bool, mask_ratio_min: float,
-                       generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       estimate: bool, mask_ratio_min: float, generator: torch.Generator | None,
+                       marks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training hides a random share of patches; the likelihood estimate hides an any-order
         random subset, weighted so that the estimate is unbiased."""
         n, length = features.shape[:2]
@@ -64,11 +66,11 @@ class MARLevel(LevelNet):
         else:
             chosen = training_mask(n, length, mask_ratio_min, features.device)
             scale = torch.ones(n, device=features.device)
-        return self(features, chosen, conds, grid), chosen, scale
+        return self(features, chosen, conds, grid, marks), chosen, scale
 
     def fill(self, current: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
              grid: tuple[int, int], cfg: float, region: RegionFill,
-             frames: list[torch.Tensor] | None) -> torch.Tensor:
+             frames: list[torch.Tensor] | None, marks: torch.Tensor | None = None) -> torch.Tensor:
         """Reveal the patches to generate over ``region.num_iter`` steps in a random order (cosine
         schedule); a top level ramps the guidance scale with the share revealed."""
         n, length, dim = current.shape
@@ -77,6 +79,7 @@ class MARLevel(LevelNet):
         scores = torch.rand(n, length, device=current.device, generator=region.generator)
         ranks = random_ranks(torch.where(todo, scores, torch.full_like(scores, 2.0)))
         masked = todo
+        marks = None if marks is None else region.double(marks)
         num_iter = max(1, min(region.num_iter, length))
         for step in range(num_iter):
             remaining = cosine_remaining(unknown, masked.sum(1), step, num_iter)
@@ -84,7 +87,7 @@ class MARLevel(LevelNet):
             predict = masked & ~masked_next
             if predict.any():
                 features = region.embed(current)
-                out = self(features, region.double(masked), conds, grid)
+                out = self(features, region.double(masked), conds, grid, marks)
                 index = predict.reshape(-1).nonzero().squeeze(1)
                 revealed = 1.0 - float(remaining.sum()) / float(unknown.sum())
                 scale = 1.0 + (cfg - 1.0) * revealed if region.top else cfg

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from fractalmidi.data.roll import NUM_PITCHES
 from fractalmidi.models.base import MAX_ITERATIONS
-from fractalmidi.options import NON_NEGATIVE, POSITIVE, count_bound, option
+from fractalmidi.options import NON_NEGATIVE, POSITIVE, UNIT, count_bound, option
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,10 @@ class FractalOptions:
     dropout: float = option(0.0, "dropout in every transformer block and the pixel head", training_only=True)
     occupancy_weight: float = option(1.0, "weight of the per-level 'does this patch hold a note' loss",
                                      training_only=True)
+    edge_crops: float = option(0.0, "share of training crops that begin at a piece's start or end with its last bar "
+                               "(0 = off); above 0 the top level learns a marker for the first and last patch "
+                               "columns, and every sampled roll is a whole piece that begins and ends there",
+                               bound=UNIT)
     empty_keep: float = option(1.0, "training passes a silent patch down with this probability, in (0, 1]",
                                training_only=True)
     ema_decays: tuple[float, ...] = option((), "EMA decays the trainer keeps (empty = no EMA)")
@@ -60,3 +64,5 @@ class FractalSampling:
                                                "velocities keep the model's spread)",
                                 bound=POSITIVE)
     sparsity_bias: float = option(0.0, "added to the silence logit (>0 = fewer notes)")
+    velocity_min_p: float = option(0.01, "an onset's velocity is never one less likely than this share of its "
+                                         "likeliest velocity (0 = the model's whole distribution)", bound=UNIT)

@@ -38,6 +38,8 @@ class SamplingOptions:
     """Softmax temperature of what a pixel is (silence / hold / onset); 0 = greedy (most likely state)."""
     sparsity_bias: float
     """Added to the silence logit: higher = sparser music."""
+    velocity_min_p: float
+    """An onset's velocity bins below this share of its likeliest bin's probability are never drawn."""
     guided: bool
     """Whether conditions carry an unconditional second half for classifier-free guidance."""
     generator: torch.Generator | None = None
@@ -63,14 +65,15 @@ class HierarchySampler:
         self.halves = 2 if options.guided else 1
 
     def region(self, level: int, values: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
-               cfg: float, frames: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Sample the states of ``(N, H, W)`` regions where ``generate`` is True, keeping the other pixels."""
+               cfg: float, frames: list[torch.Tensor] | None = None, marks: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample the states of ``(N, H, W)`` regions where ``generate`` is True, keeping the other pixels
+        (``marks``: added to the level's patch tokens, see :meth:`.LevelNet.teacher_forced`)."""
         size = self.patch_sizes[level]
         grid = grid_shape(values.shape[1], values.shape[2], size)
         tokens, gen = patchify(values, size), patchify(generate, size)
         current = torch.where(gen, torch.zeros_like(tokens), tokens)
         if gen.any():
-            current = self.levels[level].fill(current, gen, conds, grid, cfg, _LevelFill(self, level), frames)
+            current = self.levels[level].fill(current, gen, conds, grid, cfg, _LevelFill(self, level), frames, marks)
         return unpatchify(current, size, values.shape[1], values.shape[2])
 
     def embed(self, states: torch.Tensor) -> torch.Tensor:
@@ -113,7 +116,7 @@ class HierarchySampler:
             cond, uncond = logits.chunk(2)
             logits = uncond + cfg * (cond - uncond)
         o = self.options
-        return self.draw(logits, o.temperature, o.sparsity_bias, o.generator)
+        return self.draw(logits, o.temperature, o.sparsity_bias, o.generator, o.velocity_min_p)
 
 
 class _LevelFill:

@@ -209,13 +209,16 @@ class JiT(Generator):
         """Stack the noisy channels, the known ones (0 where unknown) and the mask ``(B, 1, H, W)``."""
         return torch.cat([z, torch.where(mask, torch.zeros_like(known), known), mask.to(z.dtype)], dim=1)
 
-    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+             edges: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """v-loss on a batch of rolls in [0, 1] under random generation masks.
 
         Parts: ``v_loss``, ``x_mse`` (squared error of the x-prediction, same pixels) and, with velocity bins,
         ``velocity_ce`` (cross-entropy of the velocity bins on the generated pixels where a note sounds); the
-        total is ``v_loss + velocity_ce``.
+        total is ``v_loss + velocity_ce``. JiT is not told where pieces begin and end (no ``edges``).
         """
+        if edges is not None:
+            raise ValueError("JiT models take no piece edges")
         self.check_rolls(x)
         b = x.shape[0]
         data = to_signed(channels(x))
