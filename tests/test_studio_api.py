@@ -380,3 +380,19 @@ def test_the_command_serves_the_page_and_removes_its_folder_on_exit(tmp_path: Pa
     bad = subprocess.run([sys.executable, "-m", "fractalmidi", "studio", "--port", "70000"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "--port must be in 1..65535" in bad.stderr
+
+
+def test_option_kinds_and_coercion_share_one_dispatch() -> None:
+    """Every kind the page is told about is also the kind the server reads back (booleans are not integers)."""
+    from fractalmidi.errors import UserError
+    from fractalmidi.studio.session import coerce_option, option_kind
+
+    cases = [(True, "boolean", False, False), (3, "integer", 4.0, 4), (0.5, "number", 1, 1.0),
+             ((8, 4), "list", [2, 2], [2, 2]), ("heun", "text", "euler", "euler")]
+    for default, kind, sent, read in cases:
+        assert option_kind(default) == kind
+        got = coerce_option("x", sent, default)
+        assert got == read and type(got) is type(read)
+    for default, bad in [(True, 1), (3, 2.5), (0.5, True), ((8, 4), 3), ("heun", 3)]:
+        with pytest.raises(UserError, match="sampling option x"):
+            coerce_option("x", bad, default)

@@ -141,11 +141,13 @@ def model_window(region: np.ndarray, max_steps: int) -> tuple[int, int]:
 
 
 def option_kind(default: Any) -> str:
-    """How the page edits an option with this default: integer | number | list | text (JSON writes 1.0 as 1, so
-    the page cannot tell a float default from an integer one itself)."""
+    """How the page edits (and the server reads) an option with this default: boolean | integer | number | list |
+    text (JSON writes 1.0 as 1, so the page cannot tell a float default from an integer one itself)."""
+    if isinstance(default, bool):
+        return "boolean"
     if isinstance(default, (list, tuple)):
         return "list"
-    if isinstance(default, int) and not isinstance(default, bool):
+    if isinstance(default, int):
         return "integer"
     return "number" if isinstance(default, float) else "text"
 
@@ -159,17 +161,18 @@ def coerce_option(name: str, value: Any, default: Any) -> Any:
             raise UserError(f"sampling option {name} must be a whole number, got {v!r}")
         return kind(v)
 
-    if isinstance(default, bool):
+    kind = option_kind(default)
+    if kind == "boolean":
         if not isinstance(value, bool):
             raise UserError(f"sampling option {name} must be true or false, got {value!r}")
         return value
-    if isinstance(default, (int, float)):
+    if kind in ("integer", "number"):
         return number(value, type(default))
-    if isinstance(default, str):
+    if kind == "text":
         if not isinstance(value, str) or len(value) > MAX_OPTION_TEXT:
             raise UserError(f"sampling option {name} must be a short text, got {value!r}"[:120])
         return value
-    if isinstance(default, (list, tuple)) and default:
+    if default:
         if not isinstance(value, list) or not 0 < len(value) <= MAX_OPTION_LIST:
             raise UserError(f"sampling option {name} must be a list of up to {MAX_OPTION_LIST} numbers like "
                             f"{list(default)}")

@@ -345,6 +345,7 @@ function readOptions() {
     if (kind === "list") options[input.name] = raw.split(/[\s,]+/).filter(Boolean).map(Number);
     else if (kind === "number") options[input.name] = Number(raw);
     else if (kind === "integer") options[input.name] = Math.round(Number(raw));
+    else if (kind === "boolean") options[input.name] = raw.toLowerCase() === "true";
     else options[input.name] = raw;
   }
   return options;
