@@ -328,3 +328,23 @@ def test_an_option_newer_than_the_checkpoint_counts_as_its_default() -> None:
     check_same_model({**saved, "dropout": 0.3}, now)  # nor is a training-only setting: fine-tune with more dropout
     with pytest.raises(UserError, match=r"model.frame_block: checkpoint 0 vs now 10"):
         check_same_model(saved, {**now, "frame_block": 10})
+
+
+def test_init_from_fine_tunes_a_trained_model_with_new_parts(prepared_jsb: Path, tmp_path: Path) -> None:
+    """``training.init_from``: a fresh run starts from another run's weights (here adding piece-edge marks, which
+    the source lacks and which then train from their initial values); a different architecture is refused."""
+    torch.set_num_threads(1)
+    common = [*FRACTAL_SMALL, f"data.root={prepared_jsb}", "training.limit_val_batches=0"]
+    _train("fractal_tiny.yaml", [*common, f"logging.output_dir={tmp_path / 'base'}", "training.max_steps=1"])
+    base = _weights(tmp_path / "base")
+    _train("fractal_tiny.yaml", [*common, f"logging.output_dir={tmp_path / 'tuned'}", "training.max_steps=1",
+                                 f"training.init_from={tmp_path / 'base'}", "model.edge_crops=0.5",
+                                 "training.lr=1e-12"])
+    tuned = _weights(tmp_path / "tuned")
+    assert set(tuned) - set(base) == {"model.edges"}
+    for name, value in base.items():  # a step at lr 1e-12 (and weight decay at that rate) keeps them
+        assert torch.allclose(value, tuned[name], atol=1e-9), name
+    with pytest.raises(UserError, match="training.init_from .* does not match the model: .*shape differs"):
+        _train("fractal_tiny.yaml", [*common, f"logging.output_dir={tmp_path / 'wide'}", "training.max_steps=1",
+                                     f"training.init_from={tmp_path / 'base'}", "model.widths=[32,32,32]"])
+    assert not (tmp_path / "wide").exists()

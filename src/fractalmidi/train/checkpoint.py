@@ -133,11 +133,12 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
     model.load_state_dict(state)
 
 
-def check_state_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def check_state_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                       allow_missing: bool = False) -> None:
     """Same keys and shapes in ``model`` and ``state`` (works on a meta-device model), else a
-    ``UserError`` naming what differs."""
+    ``UserError`` naming what differs; ``allow_missing``: ``state`` may lack some of the model's keys."""
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    missing = [] if allow_missing else sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
@@ -150,6 +151,17 @@ def check_state_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor], s
         problems.append(f"shape differs for {len(shapes)} (e.g. {'; '.join(shapes[:3])})")
     if problems:
         raise UserError(f"{source} does not match the model: " + "; ".join(problems))
+
+
+def init_weights(model: torch.nn.Module, source: str | Path) -> list[str]:
+    """Copy the generator weights of checkpoint ``source`` (EMA ones when kept) into ``model``, for a fresh run
+    that fine-tunes them; returns the names of the model's parameters it lacks (parts that newer options add),
+    which keep their initial values. Any other difference is a ``UserError``."""
+    trained, _ = load_generator(source)
+    state = trained.state_dict()
+    check_state_shapes(model, state, f"training.init_from {str(source)!r}", allow_missing=True)
+    model.load_state_dict(state, strict=False)
+    return sorted(set(model.state_dict()) - set(state))
 
 
 def load_generator(path: str | Path, *, use_ema: bool = True, map_location: Any = "cpu") -> tuple[Any, dict[str, Any]]:

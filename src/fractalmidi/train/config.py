@@ -93,6 +93,9 @@ class TrainingConfig:
     max_minutes: float | None = option(None, "wall-clock budget: stops at the clock (saving a resumable last.ckpt); "
                                        "the LR schedule follows the larger of step and time progress",
                                        bound=Bound("a positive number of minutes", lambda v: v > 0))
+    init_from: str | None = option(None, "a fresh run starts from the weights of this checkpoint, run folder or "
+                                   "shipped model (new optimizer and schedule; parts of the model it lacks keep "
+                                   "their initial values); a resumed run ignores it")
     batch_size: int = option(8, "crops per step and device", bound=POSITIVE_INT, seed_names=("train_batch_size",))
     lr: float = option(1e-4, "peak learning rate", bound=POSITIVE, seed_names=("learning_rate",))
     weight_decay: float = option(0.05, "AdamW weight decay", bound=NON_NEGATIVE)

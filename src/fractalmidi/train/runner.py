@@ -24,6 +24,7 @@ from fractalmidi.train.checkpoint import (
     LAST_NAME,
     AtomicCheckpointIO,
     check_same_model,
+    init_weights,
     resolve_checkpoint,
     run_dir_of,
     safe_load,
@@ -267,6 +268,8 @@ def _train(job: Job) -> Result:
     config = pin_voices(pin_loudness(pin_keys(pin_grid(job.config, grid), train_set), train_set), train_set)
     t, d = config.training, config.data
     module = GeneratorModule(config)
+    if t.init_from and job.resume_from is None:
+        init_weights(module.model, t.init_from)
     lengths = {"data.crop_length": d.crop_length, "data.val_crop_length": d.val_crop_length,
                "logging.sample_length": config.logging.sample_length}
     for key, length in lengths.items():
