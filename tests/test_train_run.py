@@ -18,6 +18,7 @@ import yaml
 
 from fractalmidi.cli import main
 from fractalmidi.errors import UserError
+from fractalmidi.train.callbacks import GIF_DIR
 from fractalmidi.train.checkpoint import load_generator, resolve_checkpoint
 from fractalmidi.train.runner import plan, train
 
@@ -339,7 +340,8 @@ def test_init_from_fine_tunes_a_trained_model_with_new_parts(prepared_jsb: Path,
     base = _weights(tmp_path / "base")
     _train("fractal_tiny.yaml", [*common, f"logging.output_dir={tmp_path / 'tuned'}", "training.max_steps=1",
                                  f"training.init_from={tmp_path / 'base'}", "model.edge_crops=0.5",
-                                 "training.lr=1e-12"])
+                                 "training.lr=1e-12", "logging.log_images_every_n_steps=1"])
+    assert list((tmp_path / "tuned" / GIF_DIR).glob("*.gif"))  # the image logger reads the edge crops' rolls
     tuned = _weights(tmp_path / "tuned")
     assert set(tuned) - set(base) == {"model.edges"}
     for name, value in base.items():  # a step at lr 1e-12 (and weight decay at that rate) keeps them

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 
 from fractalmidi.data.roll import ROLL_PLANES
 from fractalmidi.models import NUM_PITCHES
+from fractalmidi.train.data import split_batch
 from fractalmidi.train.module import GeneratorModule, NonFiniteLoss, private_rng
 
 GIF_DIR = "gifs"
@@ -63,7 +64,7 @@ class ImageLogger(Callback):
 
     def _ground_truth(self) -> list[np.ndarray]:
         items = [self.val_dataset[i] for i in range(min(self.num_samples, len(self.val_dataset)))]
-        return [(item if isinstance(item, torch.Tensor) else item[0]).numpy() for item in items]
+        return [split_batch(item)[0].numpy() for item in items]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
