@@ -77,6 +77,9 @@ def test_piece_edge_marks_reach_only_the_first_and_last_columns() -> None:
     hook = model.levels[0].register_forward_hook(lambda m, args, out: seen.append(args[4]))
     model.sample(torch.zeros(1, 2, 128, 64), torch.ones(1, 2, 128, 64, dtype=torch.bool),
                  generator=torch.Generator().manual_seed(0))
+    model.sample(torch.zeros(1, 2, 128, 64), torch.ones(1, 2, 128, 64, dtype=torch.bool),
+                 generator=torch.Generator().manual_seed(0), edges="end")
     hook.remove()
-    assert seen and torch.equal(seen[0], model._marks(torch.ones(1, 2, dtype=torch.bool), 1, (8, 4),
-                                                      torch.device("cpu")))
+    both, end = seen[0], seen[-1]
+    assert torch.equal(both, model._marks(torch.ones(1, 2, dtype=torch.bool), 1, (8, 4), torch.device("cpu")))
+    assert torch.equal(end, model._marks(torch.tensor([[False, True]]), 1, (8, 4), torch.device("cpu")))

@@ -66,8 +66,8 @@ class Generator(nn.Module):
 
     @property
     def uses_edges(self) -> bool:
-        """Whether the model is told where a piece begins and ends (``loss``'s ``edges``; every sampled roll is a
-        whole piece)."""
+        """Whether the model is told where a piece begins and ends (``loss``'s ``edges``; a family's sampling
+        options say which ends of a sampled roll are a piece's)."""
         return self.edge_crops > 0
 
     @property

@@ -26,7 +26,7 @@ from fractalmidi.models.fractal.ar import ARLevel
 from fractalmidi.models.fractal.head import PixelHead, PixelStates
 from fractalmidi.models.fractal.level import LevelNet
 from fractalmidi.models.fractal.mar import MARLevel
-from fractalmidi.models.fractal.options import FractalOptions, FractalSampling
+from fractalmidi.models.fractal.options import PIECE_EDGES, FractalOptions, FractalSampling
 from fractalmidi.models.fractal.patches import fold_frames, grid_shape, patchify, unfold_frames, unpatchify
 from fractalmidi.models.fractal.sampling import HierarchySampler, SamplingOptions
 from fractalmidi.models.layers import LabelEmbedder, init_weights, learned_embedding
@@ -47,7 +47,8 @@ class FractalGen(Generator):
         (:meth:`.MARLevel.seams`), so notes stay whole across patches.
         ``edge_crops`` > 0: the top level adds a learned mark to the patches of the first (last) column of a
         roll that begins at a piece's start (holds its end); training places that share of crops there
-        (:class:`~fractalmidi.data.PianoRollDataset`) and sampling marks both, so a piece opens and closes.
+        (:class:`~fractalmidi.data.PianoRollDataset`) and sampling marks the ends its ``edges`` option names
+        (both by default, so a piece opens and closes).
         ``empty_keep``: while training, a silent patch is passed down to the next level with this
         probability and its pixel losses weighted by its inverse (rolls are mostly silence, so the
         lower levels train several times faster at the same expected loss). ``grad_checkpointing``
@@ -339,8 +340,8 @@ class FractalGen(Generator):
         known_states = self._fold(self.pixel_states.from_planes(canvas))
         sampler = HierarchySampler(self.levels, self.patch_sizes, self.pixel_states.embed_input, self.head,
                                    self.pixel_states.draw, options)
-        whole = torch.ones(batch, 2, dtype=torch.bool, device=canvas.device)  # every sampled roll is a whole piece
-        marks = self._marks(whole, batch, grid_shape(*known_states.shape[1:], self.patch_sizes[0]), canvas.device)
+        edges = torch.tensor(PIECE_EDGES[o.edges], device=canvas.device).expand(batch, 2)
+        marks = self._marks(edges, batch, grid_shape(*known_states.shape[1:], self.patch_sizes[0]), canvas.device)
         states = self._unfold(sampler.region(0, known_states, self._fold(mask[:, 0]), [top], cfg, frames, marks))
         result = self._planes(states, canvas, mask)
         if not return_steps:

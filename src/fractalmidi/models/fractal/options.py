@@ -10,7 +10,11 @@ from dataclasses import dataclass
 
 from fractalmidi.data.roll import NUM_PITCHES
 from fractalmidi.models.base import MAX_ITERATIONS
-from fractalmidi.options import NON_NEGATIVE, POSITIVE, UNIT, count_bound, option
+from fractalmidi.options import NON_NEGATIVE, POSITIVE, UNIT, Bound, count_bound, option
+
+PIECE_EDGES = {"both": (True, True), "start": (True, False), "end": (False, True), "none": (False, False)}
+"""Sampling's ``edges`` choices: (the roll begins at a piece's start, the roll holds its end)."""
+EDGES = Bound(" | ".join(PIECE_EDGES), lambda v: v in PIECE_EDGES)
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,8 @@ class FractalOptions:
     occupancy_weight: float = option(1.0, "weight of the per-level 'does this patch hold a note' loss",
                                      training_only=True)
     edge_crops: float = option(0.0, "share of training crops that begin at a piece's start or end with its last bar "
-                               "(0 = off); above 0 the top level learns a marker for the first and last patch "
-                               "columns, and every sampled roll is a whole piece that begins and ends there",
-                               bound=UNIT)
+                               "(0 = off); above 0 the top level learns a mark for a piece's first and last patch "
+                               "columns (which sampling's edges option sets)", bound=UNIT)
     empty_keep: float = option(1.0, "training passes a silent patch down with this probability, in (0, 1]",
                                training_only=True)
     ema_decays: tuple[float, ...] = option((), "EMA decays the trainer keeps (empty = no EMA)")
@@ -64,5 +67,7 @@ class FractalSampling:
                                                "velocities keep the model's spread)",
                                 bound=POSITIVE)
     sparsity_bias: float = option(0.0, "added to the silence logit (>0 = fewer notes)")
+    edges: str = option("both", "for a model trained with edge_crops, which ends of the roll are a piece's start and "
+                               "end: both | start | end | none (an excerpt)", bound=EDGES)
     velocity_min_p: float = option(0.01, "an onset's velocity is never one less likely than this share of its "
                                          "likeliest velocity (0 = the model's whole distribution)", bound=UNIT)
