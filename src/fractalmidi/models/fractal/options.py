@@ -69,5 +69,5 @@ class FractalSampling:
     sparsity_bias: float = option(0.0, "added to the silence logit (>0 = fewer notes)")
     edges: str = option("both", "for a model trained with edge_crops, which ends of the roll are a piece's start and "
                                "end: both | start | end | none (an excerpt)", bound=EDGES)
-    velocity_min_p: float = option(0.01, "an onset's velocity is never one less likely than this share of its "
-                                         "likeliest velocity (0 = the model's whole distribution)", bound=UNIT)
+    velocity_min_p: float = option(0.0, "an onset's velocity is never one less likely than this share of its "
+                                        "likeliest velocity (0 = the model's whole distribution)", bound=UNIT)
