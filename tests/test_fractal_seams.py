@@ -60,7 +60,7 @@ def test_piece_edge_marks_reach_only_the_first_and_last_columns() -> None:
 
     torch.manual_seed(0)
     model = build("fractal-tiny", edge_crops=0.25)
-    assert model.uses_edges and not build("fractal-tiny").uses_edges
+    assert model.edges is not None and build("fractal-tiny").edges is None
     marks = model._marks(torch.tensor([[True, False], [False, True]]), 2, (8, 4), torch.device("cpu"))
     columns = marks.reshape(2, 8, 4, -1)
     assert torch.equal(columns[0, :, 0], model.edges[0].detach().expand(8, -1))

@@ -60,17 +60,6 @@ class Generator(nn.Module):
         return ()
 
     @property
-    def edge_crops(self) -> float:
-        """Share of training crops to place at a piece's start or end; above 0 the model :attr:`uses_edges`."""
-        return 0.0
-
-    @property
-    def uses_edges(self) -> bool:
-        """Whether the model is told where a piece begins and ends (``loss``'s ``edges``; a family's sampling
-        options say which ends of a sampled roll are a piece's)."""
-        return self.edge_crops > 0
-
-    @property
     def sample_defaults(self) -> dict[str, Any]:
         """Default ``sample`` options (documented in the family's sampling dataclass)."""
         return plain(self.sampling)
@@ -98,8 +87,8 @@ class Generator(nn.Module):
     def loss(self, x: torch.Tensor, labels: torch.Tensor | None = None,
              edges: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training loss on a batch; returns ``(total, parts)`` with every part named. ``edges`` ``(B, 2)`` bool:
-        whether each crop begins at its piece's first step and holds its last (only for models that
-        :attr:`uses_edges`; the dataset sends them to those alone)."""
+        whether each crop begins at its piece's first step and holds its last (the dataset sends them only for a
+        model option ``edge_crops`` above 0, :class:`~fractalmidi.data.PianoRollDataset`)."""
         raise NotImplementedError
 
     @torch.no_grad()

@@ -147,10 +147,6 @@ class FractalGen(Generator):
     def ema_decays(self) -> tuple[float, ...]:
         return self._ema_decays
 
-    @property
-    def edge_crops(self) -> float:
-        return float(self.options.edge_crops)
-
     def _marks(self, edges: torch.Tensor | None, batch: int, grid: tuple[int, int],
                device: torch.device) -> torch.Tensor | None:
         """Top-level patch marks ``(B, L, width)`` from ``edges`` ``(B, 2)`` bool (None: a model without
