@@ -61,7 +61,7 @@ def test_piece_edge_marks_reach_only_the_first_and_last_columns() -> None:
     torch.manual_seed(0)
     model = build("fractal-tiny", edge_crops=0.25)
     assert model.edges is not None and build("fractal-tiny").edges is None
-    marks = model._marks(torch.tensor([[True, False], [False, True]]), 2, (8, 4), torch.device("cpu"))
+    marks = model._marks(torch.tensor([[True, False], [False, True]]), torch.zeros(2, 128, 64))
     columns = marks.reshape(2, 8, 4, -1)
     assert torch.equal(columns[0, :, 0], model.edges[0].detach().expand(8, -1))
     assert torch.equal(columns[1, :, 3], model.edges[1].detach().expand(8, -1))
@@ -81,5 +81,5 @@ def test_piece_edge_marks_reach_only_the_first_and_last_columns() -> None:
                  generator=torch.Generator().manual_seed(0), edges="end")
     hook.remove()
     both, end = seen[0], seen[-1]
-    assert torch.equal(both, model._marks(torch.ones(1, 2, dtype=torch.bool), 1, (8, 4), torch.device("cpu")))
-    assert torch.equal(end, model._marks(torch.tensor([[False, True]]), 1, (8, 4), torch.device("cpu")))
+    assert torch.equal(both, model._marks(torch.ones(1, 2, dtype=torch.bool), torch.zeros(1, 128, 64)))
+    assert torch.equal(end, model._marks(torch.tensor([[False, True]]), torch.zeros(1, 128, 64)))

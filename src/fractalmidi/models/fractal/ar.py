@@ -84,6 +84,7 @@ class ARLevel(LevelNet):
         todo_in_order = todo[:, order]
         any_need, all_need = todo_in_order.any(0).tolist(), todo_in_order.all(0).tolist()
         last = max(i for i, need in enumerate(any_need) if need)
+        marks = None if marks is None else region.double(marks)
         caches = self.new_caches()
         out = self.start(conds, caches)
         every = max(1, length // MAX_AR_FRAMES)
@@ -96,7 +97,7 @@ class ARLevel(LevelNet):
                                                       region.take([out], index), cfg)
             if i < last:
                 out = self.step(region.embed(current[:, pos]), pos, grid, caches,
-                                None if marks is None else region.double(marks[:, pos]))
+                                None if marks is None else marks[:, pos])
             if frames is not None and (i % every == every - 1 or i == last):
                 frames.append(current.clone())
         return current

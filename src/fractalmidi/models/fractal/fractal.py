@@ -147,14 +147,16 @@ class FractalGen(Generator):
     def ema_decays(self) -> tuple[float, ...]:
         return self._ema_decays
 
-    def _marks(self, edges: torch.Tensor | None, batch: int, grid: tuple[int, int],
-               device: torch.device) -> torch.Tensor | None:
-        """Top-level patch marks ``(B, L, width)`` from ``edges`` ``(B, 2)`` bool (None: a model without
-        edge marks, or no edges given: as if no crop touched a piece's edge)."""
+    def _marks(self, edges: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor | None:
+        """Top-level patch marks ``(B, L, width)`` of the (folded) state image ``(B, H, W)`` from ``edges``
+        ``(B, 2)`` bool (None: a model without edge marks, or no edges given: as if no crop touched a
+        piece's edge)."""
         if self.edges is None or edges is None:
             return None
+        batch, device = image.shape[0], image.device
         if edges.shape != (batch, 2):
             raise ValueError(f"edges must be (B, 2) = {(batch, 2)}, got {tuple(edges.shape)}")
+        grid = grid_shape(image.shape[1], image.shape[2], self.patch_sizes[0])
         column = torch.arange(grid[1], device=device)
         at = torch.stack([column == 0, column == grid[1] - 1], -1)  # (columns, 2): first, last
         per_column = (edges.to(device)[:, None, :] & at[None]).to(self.edges.dtype) @ self.edges  # (B, columns, w)
@@ -268,7 +270,7 @@ class FractalGen(Generator):
         scored = None if scored_frames is None else self._fold(scored_frames[:, None, :].expand_as(states))
         frame = self._fold(torch.arange(states.shape[-1], device=x.device).expand_as(states)) if estimate else None
         image = self._fold(states)
-        marks = self._marks(edges, batch, grid_shape(image.shape[1], image.shape[2], self.patch_sizes[0]), x.device)
+        marks = self._marks(edges, image)
         self._descend(0, image, [top], torch.arange(batch, device=x.device),
                       torch.ones(batch, device=x.device), out, estimate, generator, frame, scored, marks)
         return out
@@ -337,7 +339,7 @@ class FractalGen(Generator):
         sampler = HierarchySampler(self.levels, self.patch_sizes, self.pixel_states.embed_input, self.head,
                                    self.pixel_states.draw, options)
         edges = torch.tensor(PIECE_EDGES[o.edges], device=canvas.device).expand(batch, 2)
-        marks = self._marks(edges, batch, grid_shape(*known_states.shape[1:], self.patch_sizes[0]), canvas.device)
+        marks = self._marks(edges, known_states)
         states = self._unfold(sampler.region(0, known_states, self._fold(mask[:, 0]), [top], cfg, frames, marks))
         result = self._planes(states, canvas, mask)
         if not return_steps:
