@@ -50,7 +50,10 @@ class Settings:
     end: int | None = option(None, "inpaint: end step (exclusive) of the region")
     pitch_low: int | None = option(None, "inpaint: lowest MIDI pitch rewritten (inclusive, default 0)")
     pitch_high: int | None = option(None, "inpaint: highest MIDI pitch rewritten (inclusive, default 127)")
-    label: int | None = option(None, "class label for a class-conditional checkpoint")
+    label: int | None = option(None, "class label for a class-conditional checkpoint; for one trained with "
+                                     "data.style_labels, its style 0-8 (a shipped model's card lists them; "
+                                     "default: the input's style, else drawn like the training pieces'; "
+                                     "samples.json names each sample's)")
     seed: int = option(0, "random seed (results depend on seed and --batch-size)")
     batch_size: int = option(4, "samples generated at once")
     tempo_bpm: float = option(120.0, "tempo of the written MIDI (default: the input's, else from config)")
@@ -287,7 +290,8 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
     from fractalmidi.canvas import build_plan, result_roll
-    from fractalmidi.inference import load_checkpoint, sample_plan
+    from fractalmidi.data.style import describe_style
+    from fractalmidi.inference import load_checkpoint, sample_plan, style_labels
 
     started = time.perf_counter()
     loaded = load_checkpoint(req.checkpoint)
@@ -344,6 +348,8 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
         for size in tqdm(sizes, desc=f"generate ({req.mode})", unit="batch", disable=not progress):
             if req.label is not None:
                 labels = torch.full((size,), int(req.label), dtype=torch.long, device=device)
+            else:  # a style-labelled model's labels, drawn here so that samples.json can name them
+                labels = style_labels(plan, size, generator, device, loaded.style_counts, loaded.style_edges)
             result, steps = sample_plan(model, plan, size, generator=generator, labels=labels, options=options,
                                         return_steps=req.gif, **loaded.normalisation)
             batch = [result_roll(plan, sample) for sample in result.cpu()]  # notes outside the region kept whole
@@ -351,6 +357,10 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
                 frames = [step[k].cpu() for step in steps] + [roll] if req.gif else None
                 record["samples"].append(
                     _write_sample(stage, len(record["samples"]), roll, frames, req, loaded.grid, tempo))
+                if labels is not None:
+                    record["samples"][-1]["label"] = int(labels[k])
+                    if loaded.style_edges:
+                        record["samples"][-1]["style"] = describe_style(int(labels[k]), loaded.style_edges)
         record["elapsed_s"] = round(time.perf_counter() - started, 3)
         write_json(stage / SAMPLES_FILE, record)
     return record

@@ -12,6 +12,7 @@ import numpy as np
 from fractalmidi.data.key import draw_shift, fit_shift, mean_pitch, normalising_shift, transpose
 from fractalmidi.data.loudness import draw_loudness, move_loudness, normalising_move, piece_loudness
 from fractalmidi.data.roll import VELOCITY_PLANE, codes_to_planes, planes_to_codes
+from fractalmidi.data.style import draw_style, piece_style, style_label
 from fractalmidi.errors import UserError
 from fractalmidi.outdir import MANIFEST_FILE
 
@@ -56,7 +57,8 @@ class LoadedCheckpoint:
     def normalisation(self) -> dict[str, Any]:
         """:func:`sample_plan`'s keywords that move pieces out of the model's key and loudness."""
         return {"key_shifts": self.key_shifts, "key_register": self.key_register,
-                "loudness_counts": self.loudness_counts}
+                "loudness_counts": self.loudness_counts, "style_counts": self.style_counts,
+                "style_edges": self.style_edges}
 
     @property
     def key_register(self) -> list[float] | None:
@@ -66,6 +68,23 @@ class LoadedCheckpoint:
         if not isinstance(data, dict) or not data.get("key_normalize") or not data.get("key_register"):
             return None
         return [float(v) for v in data["key_register"]]
+
+    @property
+    def style_counts(self) -> list[int] | None:
+        """With a style-labelled model (``data.style_labels``), how many training pieces had each style label
+        (:mod:`fractalmidi.data.style`); None for a model without them."""
+        data = self.config.get("data", {})
+        if not isinstance(data, dict) or not data.get("style_labels"):
+            return None
+        return [int(c) for c in data.get("style_counts") or []]
+
+    @property
+    def style_edges(self) -> list[list[float]] | None:
+        """With a style-labelled model, the edges of its style bins (:func:`~fractalmidi.data.style.style_edges`)."""
+        data = self.config.get("data", {})
+        if not isinstance(data, dict) or not data.get("style_labels"):
+            return None
+        return [[float(v) for v in cuts] for cuts in data.get("style_edges") or []]
 
     @property
     def loudness_counts(self) -> list[int] | None:
@@ -143,9 +162,28 @@ def _to_loudness(result, steps: list, into: int, counts: list[int], anchored: bo
     return _move_velocities(result, moves), [_move_velocities(step, moves) for step in steps]
 
 
+def style_labels(plan, count: int, generator, device, style_counts: list[int] | None,
+                 style_edges: list[list[float]] | None):
+    """Labels ``(count,)`` for a style-labelled model (None without ``style_counts``): the style of the known music
+    where the plan has any, else each drawn with the training pieces' frequencies."""
+    import torch
+
+    if not style_counts or not style_edges:
+        return None
+    known = planes_to_codes((plan.canvas[0] * ~plan.mask[0]).numpy())
+    style = piece_style(known)
+    if style is not None:
+        chosen = [style_label(style, style_edges)] * count
+    else:
+        rng = _numpy_rng(generator, device)
+        chosen = [draw_style(style_counts, rng) for _ in range(count)]
+    return torch.tensor(chosen, dtype=torch.long, device=device)
+
+
 def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, options: dict[str, Any] | None = None,
                 return_steps: bool = False, key_shifts: list[int] | None = None,
-                key_register: list[float] | None = None, loudness_counts: list[int] | None = None):
+                key_register: list[float] | None = None, loudness_counts: list[int] | None = None,
+                style_counts: list[int] | None = None, style_edges: list[list[float]] | None = None):
     """``count`` samples of a plan (:mod:`fractalmidi.canvas`) on the model's device.
 
     Returns ``(results, steps)``: results ``(count, planes, 128, plan.length)`` with the known
@@ -156,10 +194,14 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
     result back; with nothing known, each sample goes to a key drawn like the training pieces', weighed by
     ``key_register`` (:attr:`LoadedCheckpoint.key_register`) where given.
     ``loudness_counts`` (:attr:`LoadedCheckpoint.loudness_counts`): the same for loudness.
+    ``style_counts`` and ``style_edges``: without ``labels``, a style-labelled model composes at the known
+    music's style or at styles drawn like the training pieces' (:func:`style_labels`).
     """
     import torch
 
     device = next(model.parameters()).device
+    if labels is None:
+        labels = style_labels(plan, count, generator, device, style_counts, style_edges)
     canvas = plan.canvas.to(device).expand(count, -1, -1, -1).contiguous()
     mask = plan.mask.to(device).expand(count, -1, -1, -1).contiguous()
     into_key = 0

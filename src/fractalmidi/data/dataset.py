@@ -19,6 +19,7 @@ from fractalmidi.data.grid import STEPS_PER_BAR
 from fractalmidi.data.key import mean_pitch, normalising_shift, transpose
 from fractalmidi.data.loudness import LOUDNESS_CENTER, move_loudness, piece_loudness
 from fractalmidi.data.roll import NUM_PITCHES, codes_to_planes
+from fractalmidi.data.style import piece_style, style_label
 from fractalmidi.errors import UserError
 
 DEFAULT_CROP_LENGTH = 256
@@ -44,6 +45,8 @@ class PianoRollDataset(Dataset):
     ends in its piece's last bar with the other half (else anywhere), and every item is a dict of the
     ``roll`` and its ``edges`` (starts at the piece's start?, holds its end?), so a model learns how
     pieces begin and end.
+    ``style_edges`` (:func:`~fractalmidi.data.style.style_edges`): every item is a dict with the ``label`` of
+    its piece's style (:mod:`fractalmidi.data.style`); ``styles`` holds each piece's label.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class PianoRollDataset(Dataset):
         loudness_normalize: bool = False,
         edge_crops: float = 0.0,
         bar: int = STEPS_PER_BAR,
+        style_edges: list[list[float]] | None = None,
     ) -> None:
         self.data = root if isinstance(root, PreparedData) else PreparedData(root)
         if crop_length < 1:
@@ -87,8 +91,12 @@ class PianoRollDataset(Dataset):
         self.key_shifts: dict[int, int] = {}
         self.pitch_means: dict[int, float | None] = {}
         self.loudness: dict[int, int | None] = {}
-        for p in self.pieces if key_normalize or loudness_normalize else ():  # each piece read once
+        self.style_edges = style_edges
+        self.styles: dict[int, int] = {}
+        for p in self.pieces if key_normalize or loudness_normalize or style_edges else ():  # each piece read once
             codes = self.data.piece(p)
+            if style_edges:
+                self.styles[p] = style_label(piece_style(codes), style_edges)
             if key_normalize:
                 self.key_shifts[p] = normalising_shift(codes)
                 self.pitch_means[p] = mean_pitch(codes)
@@ -120,9 +128,14 @@ class PianoRollDataset(Dataset):
         if self.train:
             crop = self._shift(crop, rng)
         roll = torch.from_numpy(codes_to_planes(crop))
-        if not self.edge_crops:
+        if not self.edge_crops and not self.styles:
             return roll
-        return {"roll": roll, "edges": torch.tensor([start == 0, start + self.crop_length >= steps])}
+        item = {"roll": roll}
+        if self.edge_crops:
+            item["edges"] = torch.tensor([start == 0, start + self.crop_length >= steps])
+        if self.styles:
+            item["label"] = torch.tensor(self.styles[piece], dtype=torch.long)
+        return item
 
     def _crop_start(self, steps: int, rng: np.random.Generator) -> int:
         """A random crop start (on the ``align`` grid); with ``edge_crops``, at the piece's start or so that

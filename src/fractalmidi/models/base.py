@@ -121,6 +121,11 @@ class Generator(nn.Module):
         """The family's sampler, on a checked canvas with complete ``options`` (see :meth:`sample`)."""
         raise NotImplementedError
 
+    def adopt_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Another model's weights made fit for this one where a family knows how (e.g. an unconditional model's
+        start vector for every class label), for fine-tuning (``training.init_from``); as given by default."""
+        return state
+
     def nll(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Negative log-likelihood: ``bits_per_pixel`` and ``nats_per_step`` (per sample)."""
         raise NotImplementedError(f"the {self.family} family has no tractable likelihood")

@@ -155,10 +155,11 @@ def check_state_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor], s
 
 def init_weights(model: torch.nn.Module, source: str | Path) -> None:
     """Copy the generator weights of checkpoint ``source`` (EMA ones when kept) into ``model``, for a fresh run
-    that fine-tunes them; parameters it lacks (parts that newer options add) keep their initial values. Any
-    other difference is a ``UserError``."""
+    that fine-tunes them, as the model adopts them (:meth:`~fractalmidi.models.base.Generator.adopt_state`);
+    parameters it lacks (parts that newer options add) keep their initial values. Any other difference is a
+    ``UserError``."""
     trained, _ = load_generator(source)
-    state = trained.state_dict()
+    state = model.adopt_state(trained.state_dict())
     check_state_shapes(model, state, f"training.init_from {str(source)!r}", allow_missing=True)
     model.load_state_dict(state, strict=False)
 

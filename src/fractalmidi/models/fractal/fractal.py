@@ -191,6 +191,16 @@ class FractalGen(Generator):
         rows.append((f"pixel head ({self.pixel_states.count} {kind})", sum(p.numel() for p in self.head.parameters())))
         return rows
 
+    def adopt_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An unconditional model's start vector becomes every class label's (the null one's too), so a labelled
+        fine-tune starts from what the unconditional model writes."""
+        if self.labels is None or "start" not in state or "labels.table.weight" in state:
+            return state
+        rows = self.labels.table.weight.shape[0]
+        adopted = {k: v for k, v in state.items() if k != "start"}
+        adopted["labels.table.weight"] = state["start"].expand(rows, -1).clone()
+        return adopted
+
     def _top_conds(self, batch: int, labels: torch.Tensor | None, device: torch.device,
                    drop: bool | None = None) -> torch.Tensor:
         if self.labels is None:

@@ -1,0 +1,101 @@
+"""Style labels: what holds for a whole piece, given to the model as a class label.
+
+A piece is busy or calm and diatonic or chromatic from its first bar to its last, but a model that
+writes a roll patch by patch has no variable for the whole piece: every piece it writes comes out
+near the training set's average (the shipped POP909 model: scale consistency 0.966 +/- 0.015 per piece
+against the songs' 0.962 +/- 0.062; Bach: inter-onset interval 0.65 +/- 0.07 quarters against
+0.66 +/- 0.17). With ``data.style_labels`` each training piece gets a label from two descriptors, each
+cut into :data:`STYLE_BINS` bins at the training pieces' quantiles: its rhythmic activity
+(:func:`onset_rate`) and its chromaticism (:func:`chromaticism`). A model trained with the labels
+composes at a label drawn with the training pieces' frequencies (:func:`draw_style`), or at the label
+of the music it continues or rewrites, or at one the user names.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fractalmidi.data.key import PITCH_CLASSES
+from fractalmidi.data.roll import NUM_PITCHES, ONSET_BIT, VELOCITY_BITS
+
+STYLE_BINS = 3
+"""Bins per descriptor (quantiles of the training pieces): low / middle / high."""
+STYLE_DESCRIPTORS = ("onset rate", "chromaticism")
+"""What a label describes; label = bin of the first * STYLE_BINS + bin of the second."""
+STYLE_CLASSES = STYLE_BINS ** len(STYLE_DESCRIPTORS)
+DIATONIC = np.array([0, 2, 4, 5, 7, 9, 11])
+"""The pitch classes of C major (and A natural minor); its 12 rotations are every major / natural minor key."""
+SCALES = np.stack([np.isin(np.arange(PITCH_CLASSES), (DIATONIC + tonic) % PITCH_CLASSES)
+                   for tonic in range(PITCH_CLASSES)])
+
+
+def onset_rate(codes: np.ndarray) -> float | None:
+    """The share of steps with a note onset, from a piece's first onset to its last sounding step (how busy
+    its rhythm is); None without notes."""
+    codes = np.asarray(codes).reshape(NUM_PITCHES, -1)
+    onsets = ((codes & ONSET_BIT) > 0).any(axis=0)
+    sounding = ((codes & VELOCITY_BITS) > 0).any(axis=0)
+    if not onsets.any():
+        return None
+    first, last = int(np.argmax(onsets)), len(sounding) - 1 - int(np.argmax(sounding[::-1]))
+    return float(onsets[first:last + 1].mean())
+
+
+def chromaticism(codes: np.ndarray) -> float | None:
+    """The share of a piece's notes outside the major / natural-minor scale that holds most of them (0 =
+    wholly diatonic); None without notes."""
+    starts = (np.asarray(codes).reshape(NUM_PITCHES, -1) & ONSET_BIT) > 0
+    if not starts.any():
+        return None
+    counts = starts.sum(axis=-1)
+    classes = np.bincount(np.arange(NUM_PITCHES) % PITCH_CLASSES, weights=counts, minlength=PITCH_CLASSES)
+    return float(1.0 - (SCALES @ classes).max() / classes.sum())
+
+
+def piece_style(codes: np.ndarray) -> tuple[float, float] | None:
+    """A piece's descriptors (:data:`STYLE_DESCRIPTORS`) from uint8 note codes ``([1,] 128, T)``; None without notes."""
+    rate, chroma = onset_rate(codes), chromaticism(codes)
+    return None if rate is None or chroma is None else (rate, chroma)
+
+
+def style_edges(styles: list[tuple[float, float]]) -> list[list[float]]:
+    """Per descriptor, the ``STYLE_BINS - 1`` inner quantiles of the training pieces' values."""
+    values = np.asarray(styles, dtype=np.float64).reshape(-1, len(STYLE_DESCRIPTORS))
+    if not len(values):
+        return [[0.0] * (STYLE_BINS - 1) for _ in STYLE_DESCRIPTORS]
+    quantiles = np.arange(1, STYLE_BINS) / STYLE_BINS
+    return [np.quantile(values[:, d], quantiles).round(6).tolist() for d in range(len(STYLE_DESCRIPTORS))]
+
+
+def style_label(style: tuple[float, float] | None, edges: list[list[float]]) -> int:
+    """The label of descriptors ``style`` under ``edges`` (:func:`style_edges`); a piece without notes takes the
+    middle bins."""
+    if style is None:
+        return sum(STYLE_BINS ** d * (STYLE_BINS // 2) for d in range(len(STYLE_DESCRIPTORS)))
+    label = 0
+    for value, cuts in zip(style, edges):
+        label = label * STYLE_BINS + int(np.searchsorted(np.asarray(cuts), value, side="right"))
+    return label
+
+
+def style_histogram(labels: list[int]) -> list[int]:
+    """How many pieces had each label."""
+    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=STYLE_CLASSES).tolist()
+
+
+def draw_style(counts: list[int], rng: np.random.Generator) -> int:
+    """A label drawn with the training pieces' frequencies."""
+    weights = np.asarray(counts, dtype=np.float64)
+    return int(rng.choice(len(weights), p=weights / weights.sum()))
+
+
+def describe_style(label: int, edges: list[list[float]]) -> str:
+    """A label in words, e.g. 'onset rate high (> 0.31), chromaticism low (< 0.02)'."""
+    words = ("low", "middle", "high") if STYLE_BINS == 3 else tuple(f"bin {b}" for b in range(STYLE_BINS))
+    parts = []
+    for d, (name, cuts) in enumerate(zip(STYLE_DESCRIPTORS, edges)):
+        b = label // STYLE_BINS ** (len(STYLE_DESCRIPTORS) - 1 - d) % STYLE_BINS
+        bound = f"< {cuts[0]:.3g}" if b == 0 else f">= {cuts[-1]:.3g}" if b == STYLE_BINS - 1 else \
+            f"{cuts[b - 1]:.3g}-{cuts[b]:.3g}"
+        parts.append(f"{name} {words[b]} ({bound})")
+    return ", ".join(parts)
