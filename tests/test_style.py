@@ -12,7 +12,7 @@ import yaml
 
 from fractalmidi.cli import main
 from fractalmidi.data import PianoRollDataset, PreparedData, midi_to_roll, roll_to_midi
-from fractalmidi.data.roll import ONSET_BIT
+from fractalmidi.data.roll import ONSET_BIT, planes_to_codes
 from fractalmidi.data.style import (
     STYLE_CLASSES,
     chromaticism,
@@ -23,6 +23,7 @@ from fractalmidi.data.style import (
     style_edges,
     style_histogram,
     style_label,
+    window_styles,
 )
 from fractalmidi.train.runner import plan, train
 
@@ -58,6 +59,7 @@ def test_labels_cut_each_descriptor_at_the_training_terciles() -> None:
     labels = [style_label(s, edges) for s in styles]
     assert style_histogram(labels) == [2] * STYLE_CLASSES  # every (rate, chroma) bin pair once per copy
     assert style_label((0.3, 0.0), edges) == 6 and style_label((0.1, 0.1), edges) == 2
+    assert style_label((0.2, edges[1][0]), edges) == 3  # at an edge: the lower bin (pop's many diatonic windows)
     assert style_label(None, edges) == 4  # no notes: the middle of both
     assert describe_style(6, edges).startswith("onset rate high") and "chromaticism low" in describe_style(6, edges)
     rng = np.random.default_rng(0)
@@ -66,16 +68,21 @@ def test_labels_cut_each_descriptor_at_the_training_terciles() -> None:
 
 
 @pytest.mark.data
-def test_dataset_items_carry_their_pieces_style(prepared_jsb: Path) -> None:
+def test_dataset_items_carry_their_crops_style(prepared_jsb: Path) -> None:
     data = PreparedData(prepared_jsb)
-    pieces = data.split("train")
-    edges = style_edges([s for s in (piece_style(data.piece(p)) for p in pieces) if s])
+    pieces = [data.piece(p) for p in data.split("train")]
+    styles = window_styles(pieces, 32)
+    assert len(styles) == sum(max(piece.shape[-1] // 32, 1) for piece in pieces)  # every window has notes
+    edges = style_edges(styles)
     dataset = PianoRollDataset(data, crop_length=32, style_edges=edges)
-    for index in range(5):
+    labels = []
+    for index in range(40):
         item = dataset[index]
         assert item["roll"].shape == (2, 128, 32)
-        assert int(item["label"]) == style_label(piece_style(data.piece(pieces[index])), edges)
-    assert len(set(dataset.styles.values())) > 3  # the chorales differ in style
+        codes = planes_to_codes(item["roll"][None].numpy())
+        assert int(item["label"]) == style_label(piece_style(codes), edges)
+        labels.append(int(item["label"]))
+    assert len(set(labels)) > 3  # the chorales' crops differ in style
 
 
 @pytest.mark.data
@@ -93,8 +100,9 @@ def test_style_labelled_fine_tune_then_generation(prepared_jsb: Path, tmp_path: 
     config = yaml.safe_load((tmp_path / "style" / "config.yaml").read_text())
     assert config["model"]["num_classes"] == STYLE_CLASSES
     data = PreparedData(prepared_jsb)
-    labels = [style_label(piece_style(data.piece(p)), config["data"]["style_edges"]) for p in data.split("train")]
-    assert config["data"]["style_counts"] == style_histogram(labels)
+    styles = window_styles([data.piece(p) for p in data.split("train")], 32)
+    assert config["data"]["style_edges"] == style_edges(styles)
+    assert config["data"]["style_counts"] == style_histogram([style_label(s, style_edges(styles)) for s in styles])
     base = torch.load(tmp_path / "base" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     tuned = torch.load(tmp_path / "style" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     table = tuned["model.labels.table.weight"]

@@ -46,7 +46,7 @@ class PianoRollDataset(Dataset):
     ``roll`` and its ``edges`` (starts at the piece's start?, holds its end?), so a model learns how
     pieces begin and end.
     ``style_edges`` (:func:`~fractalmidi.data.style.style_edges`): every item is a dict with the ``label`` of
-    its piece's style (:mod:`fractalmidi.data.style`); ``styles`` holds each piece's label.
+    its crop's style (:mod:`fractalmidi.data.style`).
     """
 
     def __init__(
@@ -92,11 +92,8 @@ class PianoRollDataset(Dataset):
         self.pitch_means: dict[int, float | None] = {}
         self.loudness: dict[int, int | None] = {}
         self.style_edges = style_edges
-        self.styles: dict[int, int] = {}
-        for p in self.pieces if key_normalize or loudness_normalize or style_edges else ():  # each piece read once
+        for p in self.pieces if key_normalize or loudness_normalize else ():  # each piece read once
             codes = self.data.piece(p)
-            if style_edges:
-                self.styles[p] = style_label(piece_style(codes), style_edges)
             if key_normalize:
                 self.key_shifts[p] = normalising_shift(codes)
                 self.pitch_means[p] = mean_pitch(codes)
@@ -128,13 +125,13 @@ class PianoRollDataset(Dataset):
         if self.train:
             crop = self._shift(crop, rng)
         roll = torch.from_numpy(codes_to_planes(crop))
-        if not self.edge_crops and not self.styles:
+        if not self.edge_crops and not self.style_edges:
             return roll
         item = {"roll": roll}
         if self.edge_crops:
             item["edges"] = torch.tensor([start == 0, start + self.crop_length >= steps])
-        if self.styles:
-            item["label"] = torch.tensor(self.styles[piece], dtype=torch.long)
+        if self.style_edges:
+            item["label"] = torch.tensor(style_label(piece_style(crop), self.style_edges), dtype=torch.long)
         return item
 
     def _crop_start(self, steps: int, rng: np.random.Generator) -> int:

@@ -1,17 +1,20 @@
 """Style labels: what holds for a whole piece, given to the model as a class label.
 
-A piece is busy or calm and diatonic or chromatic from its first bar to its last, but a model that
-writes a roll patch by patch has no variable for the whole piece: every piece it writes comes out
-near the training set's average (the shipped POP909 model: scale consistency 0.966 +/- 0.015 per piece
-against the songs' 0.962 +/- 0.062; Bach: inter-onset interval 0.65 +/- 0.07 quarters against
-0.66 +/- 0.17). With ``data.style_labels`` each training piece gets a label from two descriptors, each
-cut into :data:`STYLE_BINS` bins at the training pieces' quantiles: its rhythmic activity
-(:func:`onset_rate`) and its chromaticism (:func:`chromaticism`). A model trained with the labels
-composes at a label drawn with the training pieces' frequencies (:func:`draw_style`), or at the label
-of the music it continues or rewrites, or at one the user names.
+A passage is busy or calm and diatonic or chromatic as a whole, but a model that writes a roll patch by
+patch has no variable for the whole roll: every piece it writes comes out near the training set's
+average (the shipped POP909 model: scale consistency 0.966 +/- 0.015 per piece against the songs'
+0.962 +/- 0.062; Bach: inter-onset interval 0.65 +/- 0.07 quarters against 0.66 +/- 0.17). With
+``data.style_labels`` every training crop gets a label from two descriptors of its own notes, each cut
+into :data:`STYLE_BINS` bins at quantiles of the training pieces' crop-length windows
+(:func:`window_styles`): its rhythmic activity (:func:`onset_rate`) and its chromaticism
+(:func:`chromaticism`). A model trained with the labels composes at a label drawn with those windows'
+frequencies (:func:`draw_style`), at the label of the music it continues or rewrites, or at one the
+user names.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -53,13 +56,26 @@ def chromaticism(codes: np.ndarray) -> float | None:
 
 
 def piece_style(codes: np.ndarray) -> tuple[float, float] | None:
-    """A piece's descriptors (:data:`STYLE_DESCRIPTORS`) from uint8 note codes ``([1,] 128, T)``; None without notes."""
+    """Music's descriptors (:data:`STYLE_DESCRIPTORS`) from uint8 note codes ``([1,] 128, T)``; None without notes."""
     rate, chroma = onset_rate(codes), chromaticism(codes)
     return None if rate is None or chroma is None else (rate, chroma)
 
 
+def window_styles(pieces: Iterable[np.ndarray], length: int) -> list[tuple[float, float]]:
+    """Descriptors of every whole ``length``-step window of each piece's codes (a shorter piece: the piece),
+    windows without notes left out: the training crops' styles, without drawing any."""
+    styles = []
+    for codes in pieces:
+        steps = codes.shape[-1]
+        for start in range(0, max(steps - length, 0) + 1, length):
+            style = piece_style(codes[..., start:start + length])
+            if style is not None:
+                styles.append(style)
+    return styles
+
+
 def style_edges(styles: list[tuple[float, float]]) -> list[list[float]]:
-    """Per descriptor, the ``STYLE_BINS - 1`` inner quantiles of the training pieces' values."""
+    """Per descriptor, the ``STYLE_BINS - 1`` inner quantiles of the training windows' values."""
     values = np.asarray(styles, dtype=np.float64).reshape(-1, len(STYLE_DESCRIPTORS))
     if not len(values):
         return [[0.0] * (STYLE_BINS - 1) for _ in STYLE_DESCRIPTORS]
@@ -68,34 +84,35 @@ def style_edges(styles: list[tuple[float, float]]) -> list[list[float]]:
 
 
 def style_label(style: tuple[float, float] | None, edges: list[list[float]]) -> int:
-    """The label of descriptors ``style`` under ``edges`` (:func:`style_edges`); a piece without notes takes the
-    middle bins."""
+    """The label of descriptors ``style`` under ``edges`` (:func:`style_edges`): a value at an edge falls in the
+    lower bin (so the many wholly diatonic pop windows, chromaticism 0 at the first edge, make the low bin); music
+    without notes takes the middle bins."""
     if style is None:
         return sum(STYLE_BINS ** d * (STYLE_BINS // 2) for d in range(len(STYLE_DESCRIPTORS)))
     label = 0
     for value, cuts in zip(style, edges):
-        label = label * STYLE_BINS + int(np.searchsorted(np.asarray(cuts), value, side="right"))
+        label = label * STYLE_BINS + int(np.searchsorted(np.asarray(cuts), value, side="left"))
     return label
 
 
 def style_histogram(labels: list[int]) -> list[int]:
-    """How many pieces had each label."""
+    """How many windows had each label."""
     return np.bincount(np.asarray(labels, dtype=np.int64), minlength=STYLE_CLASSES).tolist()
 
 
 def draw_style(counts: list[int], rng: np.random.Generator) -> int:
-    """A label drawn with the training pieces' frequencies."""
+    """A label drawn with the training windows' frequencies."""
     weights = np.asarray(counts, dtype=np.float64)
     return int(rng.choice(len(weights), p=weights / weights.sum()))
 
 
 def describe_style(label: int, edges: list[list[float]]) -> str:
-    """A label in words, e.g. 'onset rate high (> 0.31), chromaticism low (< 0.02)'."""
+    """A label in words, e.g. 'onset rate high (> 0.31), chromaticism low (<= 0.02)'."""
     words = ("low", "middle", "high") if STYLE_BINS == 3 else tuple(f"bin {b}" for b in range(STYLE_BINS))
     parts = []
     for d, (name, cuts) in enumerate(zip(STYLE_DESCRIPTORS, edges)):
         b = label // STYLE_BINS ** (len(STYLE_DESCRIPTORS) - 1 - d) % STYLE_BINS
-        bound = f"< {cuts[0]:.3g}" if b == 0 else f">= {cuts[-1]:.3g}" if b == STYLE_BINS - 1 else \
+        bound = f"<= {cuts[0]:.3g}" if b == 0 else f"> {cuts[-1]:.3g}" if b == STYLE_BINS - 1 else \
             f"{cuts[b - 1]:.3g}-{cuts[b]:.3g}"
         parts.append(f"{name} {words[b]} ({bound})")
     return ", ".join(parts)

@@ -14,7 +14,7 @@ from typing import Any
 from fractalmidi.data.grid import parse_grid
 from fractalmidi.data.key import pitch_register, shift_histogram
 from fractalmidi.data.loudness import loudness_histogram
-from fractalmidi.data.style import STYLE_CLASSES, piece_style, style_edges, style_histogram
+from fractalmidi.data.style import STYLE_CLASSES, style_edges, style_histogram, style_label, window_styles
 from fractalmidi.data.texture import AUTO_VOICES, fixed_voices, voice_histogram
 from fractalmidi.errors import UserError
 from fractalmidi.outdir import check_not_input, clear_folder, write_text
@@ -139,7 +139,8 @@ def _datasets(config: TrainConfig) -> tuple[Any, Any, str]:
     common = {"pitch_shift": tuple(d.pitch_shift), "augment_factor": d.augment_factor, "seed": config.training.seed,
               "key_normalize": d.key_normalize, "loudness_normalize": d.loudness_normalize,
               "align": grid.align_steps(d.crop_align), "bar": grid.align_steps("bar"),
-              "edge_crops": float(config.model.get("edge_crops") or 0.0), "style_edges": _style_edges(config, data)}
+              "edge_crops": float(config.model.get("edge_crops") or 0.0),
+              "style_edges": d.style_edges if d.style_labels else None}
     train = PianoRollDataset(data, split=d.train_split, crop_length=d.crop_length, train=True, **common)
     val = PianoRollDataset(data, split=d.val_split, crop_length=d.val_crop_length or d.crop_length,
                            train=False, **common)
@@ -149,29 +150,27 @@ def _datasets(config: TrainConfig) -> tuple[Any, Any, str]:
     return train, val, data.grid
 
 
-def _style_edges(config: TrainConfig, data: Any) -> list[list[float]] | None:
-    """With ``data.style_labels``, the style bins' edges: the run's own when resumed (so labels keep their
-    meaning), else the terciles of the training pieces' descriptors."""
+def pin_style(config: TrainConfig) -> TrainConfig:
+    """With ``data.style_labels``, ``config`` with the style bins' edges and label counts (``data.style_edges``,
+    ``data.style_counts``) from the training pieces' crop-length windows (a resumed run keeps its own, so labels
+    keep their meaning) and ``model.num_classes`` set to the labels' count. Runs before the datasets, which
+    label their crops with these edges."""
+    from fractalmidi.data import PreparedData
+
     d = config.data
-    if not d.style_labels:
-        return None
-    if d.style_edges:
-        return d.style_edges
-    return style_edges([s for s in (piece_style(data.piece(p)) for p in data.split(d.train_split)) if s])
-
-
-def pin_style(config: TrainConfig, train_set: Any) -> TrainConfig:
-    """``config`` with ``data.style_edges`` and ``data.style_counts`` from the training pieces and
-    ``model.num_classes`` set to the style labels' count when ``data.style_labels``."""
-    if not config.data.style_labels:
+    if not d.style_labels or not d.root:  # no root: the datasets say so
         return config
     classes = config.model.get("num_classes")
     if classes not in (None, 0, 1, STYLE_CLASSES):
         raise UserError(f"data.style_labels gives {STYLE_CLASSES} labels, but model.num_classes is {classes}; "
                         "drop model.num_classes")
-    data = dataclasses.replace(config.data, style_edges=train_set.style_edges,
-                               style_counts=style_histogram(list(train_set.styles.values())))
-    return dataclasses.replace(config, data=data, model={**config.model, "num_classes": STYLE_CLASSES})
+    if not (d.style_edges and d.style_counts):
+        data = PreparedData(d.root)
+        styles = window_styles((data.piece(p) for p in data.split(d.train_split)), d.crop_length)
+        edges = style_edges(styles)
+        d = dataclasses.replace(d, style_edges=edges, style_counts=style_histogram([style_label(s, edges)
+                                                                                      for s in styles]))
+    return dataclasses.replace(config, data=d, model={**config.model, "num_classes": STYLE_CLASSES})
 
 
 def pin_keys(config: TrainConfig, train_set: Any) -> TrainConfig:
@@ -290,9 +289,10 @@ def _train(job: Job) -> Result:
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     L.seed_everything(job.config.training.seed, workers=True, verbose=False)
-    train_set, val_set, grid = _datasets(job.config)
-    config = pin_grid(job.config, grid)
-    for pin in (pin_keys, pin_loudness, pin_voices, pin_style):
+    config = pin_style(job.config)
+    train_set, val_set, grid = _datasets(config)
+    config = pin_grid(config, grid)
+    for pin in (pin_keys, pin_loudness, pin_voices):
         config = pin(config, train_set)
     t, d = config.training, config.data
     module = GeneratorModule(config)
