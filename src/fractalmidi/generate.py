@@ -52,7 +52,7 @@ class Settings:
     pitch_high: int | None = option(None, "inpaint: highest MIDI pitch rewritten (inclusive, default 127)")
     label: int | None = option(None, "class label for a class-conditional checkpoint; for one trained with "
                                      "data.style_labels, its style 0-8 (a shipped model's card lists them; "
-                                     "default: the input's style, else drawn like the training pieces'; "
+                                     "default: the input's style, else drawn like the training crops'; "
                                      "samples.json names each sample's)")
     seed: int = option(0, "random seed (results depend on seed and --batch-size)")
     batch_size: int = option(4, "samples generated at once")

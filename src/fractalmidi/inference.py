@@ -71,7 +71,7 @@ class LoadedCheckpoint:
 
     @property
     def style_counts(self) -> list[int] | None:
-        """With a style-labelled model (``data.style_labels``), how many training pieces had each style label
+        """With a style-labelled model (``data.style_labels``), how many training windows had each style label
         (:mod:`fractalmidi.data.style`); None for a model without them."""
         data = self.config.get("data", {})
         if not isinstance(data, dict) or not data.get("style_labels"):
@@ -165,7 +165,7 @@ def _to_loudness(result, steps: list, into: int, counts: list[int], anchored: bo
 def style_labels(plan, count: int, generator, device, style_counts: list[int] | None,
                  style_edges: list[list[float]] | None):
     """Labels ``(count,)`` for a style-labelled model (None without ``style_counts``): the style of the known music
-    where the plan has any, else each drawn with the training pieces' frequencies."""
+    where the plan has any, else each drawn with the training windows' frequencies."""
     import torch
 
     if not style_counts or not style_edges:
@@ -195,7 +195,7 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
     ``key_register`` (:attr:`LoadedCheckpoint.key_register`) where given.
     ``loudness_counts`` (:attr:`LoadedCheckpoint.loudness_counts`): the same for loudness.
     ``style_counts`` and ``style_edges``: without ``labels``, a style-labelled model composes at the known
-    music's style or at styles drawn like the training pieces' (:func:`style_labels`).
+    music's style or at styles drawn like the training windows' (:func:`style_labels`).
     """
     import torch
 

@@ -77,14 +77,15 @@ class DataConfig:
     loudness_counts: list[int] | None = option(None, "filled at train time with loudness_normalize: how many "
                                                "training pieces had each loudness (mean note velocity 0..127), so "
                                                "a checkpoint can pick loudness like its data's")
-    style_labels: bool = option(False, "give the model each training piece's style as a class label (its onset "
-                                "rate and chromaticism, each low / middle / high at the training pieces' terciles: "
+    style_labels: bool = option(False, "give the model each training crop's style as a class label (its onset "
+                                "rate and chromaticism, each low / middle / high at the terciles of the training "
+                                "pieces' crop-length windows: "
                                 f"{STYLE_CLASSES} labels, model.num_classes set to match); generated pieces take "
                                 "a label drawn from style_counts, the label of the music they continue, or --label")
     style_edges: list[list[float]] | None = option(None, "filled at train time with style_labels: the terciles of "
-                                                   "the training pieces' onset rate and chromaticism")
+                                                   "the training windows' onset rate and chromaticism")
     style_counts: list[int] | None = option(None, "filled at train time with style_labels: how many training "
-                                            "pieces had each style label")
+                                            "windows had each style label")
     crop_align: str = option("step", "crops start on a whole step | beat | bar of the data's grid (beat and bar are "
                              "one step on an fps grid; beat: the model learns where beats fall)", choices=CROP_ALIGNS)
     augment_factor: int = option(1, "crops drawn per piece and epoch", bound=POSITIVE_INT)
