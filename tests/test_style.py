@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,13 @@ def test_style_labelled_fine_tune_then_generation(prepared_jsb: Path, tmp_path: 
                  "--num-samples", "2"]) == 0
     samples = json.loads((tmp_path / "cont" / "samples.json").read_text())["samples"]
     assert [s["label"] for s in samples] == [style_label(piece_style(known), config["data"]["style_edges"])] * 2
+
+    from fractalmidi.inference import load_checkpoint
+    from fractalmidi.studio.session import Session
+
+    session = Session(load_checkpoint(checkpoint))  # the studio names the style a version was composed at
+    try:
+        result = session.generate(None, [[0, 32, 0, 127]], {"num_iter_list": [1, 1, 1]}, 5)
+        assert re.search(r"\(seed 5, style [0-8]\)$", result["version"]["label"])
+    finally:
+        session.close()

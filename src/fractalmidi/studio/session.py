@@ -359,7 +359,7 @@ class Session:
 
         from fractalmidi.canvas import region_plan, result_roll, separate_at_region_edges
         from fractalmidi.data.roll import DEFAULT_TEMPO_BPM
-        from fractalmidi.inference import sample_plan
+        from fractalmidi.inference import sample_plan, style_labels
 
         if self.loaded is None:
             raise UserError(NO_MODEL)
@@ -378,9 +378,11 @@ class Session:
         try:
             began = time.perf_counter()
             plan = region_plan(roll[..., start:min(end, steps)], region[:, start:end], model.length_multiple)
-            generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-            result, frames = sample_plan(model, plan, 1, generator=generator, options=options, return_steps=True,
-                                         **self.loaded.normalisation)
+            device = next(model.parameters()).device
+            generator = torch.Generator(device=device).manual_seed(seed)
+            labels = style_labels(plan, 1, generator, device, self.loaded.style_counts, self.loaded.style_edges)
+            result, frames = sample_plan(model, plan, 1, generator=generator, labels=labels, options=options,
+                                         return_steps=True, **self.loaded.normalisation)
             window = result_roll(plan, result[0].cpu())
             elapsed = time.perf_counter() - began
         finally:
@@ -391,7 +393,8 @@ class Session:
         out = separate_at_region_edges(out, region)[None]  # notes across the window's edges stay whole
         info = {k: v + start if k in ("start", "end") else v for k, v in plan.region.items()}
         tempo = base.tempo_bpm if base is not None else DEFAULT_TEMPO_BPM
-        version = self._add(out, tempo, f"{self._label(mode, info)} (seed {seed})",
+        style = "" if labels is None else f", style {int(labels[0])}"  # a style-labelled model's (its card)
+        version = self._add(out, tempo, f"{self._label(mode, info)} (seed {seed}{style})",
                             parent=base.id if base is not None else None, mode=mode, region=info,
                             elapsed_s=round(elapsed, 3))
         if self.preview_span(version) is not None:  # the audio the page asks for next, rendered meanwhile
