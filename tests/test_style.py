@@ -119,6 +119,12 @@ def test_style_labelled_fine_tune_then_generation(prepared_jsb: Path, tmp_path: 
     assert all(0 <= label < STYLE_CLASSES and config["data"]["style_counts"][label] > 0 for label in drawn)
     assert len(set(drawn)) > 1
     assert samples[0]["style"] == describe_style(drawn[0], config["data"]["style_edges"])
+    assert main(["generate", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "nine"), *fast,
+                 "--label", str(STYLE_CLASSES)]) == 2  # one line, nothing written
+    assert not (tmp_path / "nine").exists()
+    assert main(["generate", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "six"), *fast,
+                 "--label", "6", "--num-samples", "2"]) == 0
+    assert [s["label"] for s in json.loads((tmp_path / "six" / "samples.json").read_text())["samples"]] == [6, 6]
 
     opening = tmp_path / "opening.mid"
     roll_to_midi(data.piece(data.split("test")[0])[..., :32], opening)

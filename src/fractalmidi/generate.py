@@ -297,6 +297,10 @@ def generate(req: Request, *, progress: bool = True) -> dict[str, Any]:
     loaded = load_checkpoint(req.checkpoint)
     model = loaded.model
     options = sampling_options(req, model)
+    classes = int(getattr(model, "num_classes", 0))
+    if req.label is not None and not 0 <= req.label < classes:
+        raise UserError(f"--label {req.label}: this model has labels 0-{classes - 1}" if classes > 1 else
+                        f"--label {req.label}: this model has no class labels")
     device = _device(req.device)
     model.to(device)
 

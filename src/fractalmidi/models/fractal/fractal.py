@@ -209,6 +209,8 @@ class FractalGen(Generator):
             return self.start.expand(batch, -1)
         if labels is None:
             labels = torch.full((batch,), self.labels.null_label, dtype=torch.long, device=device)
+        elif labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}), got {labels.tolist()}")
         return self.labels(labels, drop=drop)
 
     # ----- objective and likelihood -------------------------------------------------------------
