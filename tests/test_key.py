@@ -128,7 +128,7 @@ def test_a_key_normalised_model_keeps_its_input_and_records_its_keys(tiny_fracta
     mean, spread = loaded.key_register  # the training chorales' register, in their own keys
     assert 55 < mean < 70 and 0.5 <= spread < 6
     assert loaded.normalisation == {"key_shifts": loaded.key_shifts, "key_register": loaded.key_register,
-                                    "loudness_counts": None, "style_counts": None, "style_edges": None}
+                                    "loudness_counts": None}
 
     roll = data.piece(data.split("test")[1])[..., :32]
     assert normalising_shift(roll) != 0  # the input really has to move into the model's key and back

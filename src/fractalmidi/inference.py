@@ -57,8 +57,7 @@ class LoadedCheckpoint:
     def normalisation(self) -> dict[str, Any]:
         """:func:`sample_plan`'s keywords that move pieces out of the model's key and loudness."""
         return {"key_shifts": self.key_shifts, "key_register": self.key_register,
-                "loudness_counts": self.loudness_counts, "style_counts": self.style_counts,
-                "style_edges": self.style_edges}
+                "loudness_counts": self.loudness_counts}
 
     @property
     def key_register(self) -> list[float] | None:
@@ -182,8 +181,7 @@ def style_labels(plan, count: int, generator, device, style_counts: list[int] | 
 
 def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, options: dict[str, Any] | None = None,
                 return_steps: bool = False, key_shifts: list[int] | None = None,
-                key_register: list[float] | None = None, loudness_counts: list[int] | None = None,
-                style_counts: list[int] | None = None, style_edges: list[list[float]] | None = None):
+                key_register: list[float] | None = None, loudness_counts: list[int] | None = None):
     """``count`` samples of a plan (:mod:`fractalmidi.canvas`) on the model's device.
 
     Returns ``(results, steps)``: results ``(count, planes, 128, plan.length)`` with the known
@@ -194,14 +192,11 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
     result back; with nothing known, each sample goes to a key drawn like the training pieces', weighed by
     ``key_register`` (:attr:`LoadedCheckpoint.key_register`) where given.
     ``loudness_counts`` (:attr:`LoadedCheckpoint.loudness_counts`): the same for loudness.
-    ``style_counts`` and ``style_edges``: without ``labels``, a style-labelled model composes at the known
-    music's style or at styles drawn like the training windows' (:func:`style_labels`).
+    A style-labelled model's ``labels`` come from :func:`style_labels` (callers draw them, so they can name them).
     """
     import torch
 
     device = next(model.parameters()).device
-    if labels is None:
-        labels = style_labels(plan, count, generator, device, style_counts, style_edges)
     canvas = plan.canvas.to(device).expand(count, -1, -1, -1).contiguous()
     mask = plan.mask.to(device).expand(count, -1, -1, -1).contiguous()
     into_key = 0
