@@ -32,6 +32,9 @@ from fractalmidi.models.fractal.sampling import HierarchySampler, SamplingOption
 from fractalmidi.models.layers import LabelEmbedder, init_weights, learned_embedding
 
 LEVEL_TYPES = {"mar": MARLevel, "ar": ARLevel}
+VOICE_WINDOW = 4
+"""Steps drawn again together where a step sounds too few or too many notes (``voice_range``): a beat on
+the 16th grid, short enough to keep the music around it."""
 
 
 class FractalGen(Generator):
@@ -353,6 +356,9 @@ class FractalGen(Generator):
         edges = torch.tensor(PIECE_EDGES[o.edges], device=canvas.device).expand(batch, 2)
         marks = self._marks(edges, known_states)
         states = self._unfold(sampler.region(0, known_states, self._fold(mask[:, 0]), [top], cfg, frames, marks))
+        if o.voice_range[1] > 0:
+            states = self._redraw_voices(states, mask[:, 0], o, lambda s, g: self._unfold(
+                sampler.region(0, self._fold(s), self._fold(g), [top], cfg, None, marks)))
         result = self._planes(states, canvas, mask)
         if not return_steps:
             return result
@@ -361,6 +367,46 @@ class FractalGen(Generator):
         steps += [self._planes(self._unfold(unpatchify(f, size, height, width)), canvas, mask) for f in frames]
         steps.append(result)
         return result, steps
+
+    def _off_voices(self, states: torch.Tensor, generate: torch.Tensor, low: int, high: int) -> torch.Tensor:
+        """``(B, W)``: generated steps sounding fewer than ``low`` or more than ``high`` notes (silence passes)."""
+        count = self.pixel_states.sounding(states).sum(1)
+        return generate.any(1) & (count > 0) & ((count < low) | (count > high))
+
+    def _redraw_voices(self, states: torch.Tensor, generate: torch.Tensor, o: FractalSampling,
+                       redraw: Any) -> torch.Tensor:
+        """States ``(B, H, W)`` with every beat (:data:`VOICE_WINDOW` steps) that holds a step outside
+        ``o.voice_range`` drawn again by ``redraw(states, region)`` up to ``o.voice_redraws`` times.
+
+        The pixels pick their voices one by one, so a patch-by-patch model sounds three voices here and
+        five there where chorales sound four throughout; drawing the beat again, with the music on both
+        sides as context, keeps the model's own writing. Each run of neighbouring re-drawn beats keeps
+        the draw with fewer steps outside the range, so no step gets worse."""
+        low, high = o.voice_range
+        batch, _, width = states.shape
+        beats = -(-width // VOICE_WINDOW)
+        pad = beats * VOICE_WINDOW - width
+
+        def per_beat(off: torch.Tensor) -> torch.Tensor:
+            return F.pad(off, (0, pad)).view(batch, beats, VOICE_WINDOW).sum(-1)
+
+        for _ in range(o.voice_redraws):
+            off = per_beat(self._off_voices(states, generate, low, high))
+            chosen = off > 0
+            if not chosen.any():
+                break
+            steps = chosen.repeat_interleave(VOICE_WINDOW, 1)[:, :width]
+            drawn = redraw(states, generate & steps[:, None, :])
+            new_off = per_beat(self._off_voices(drawn, generate, low, high))
+            starts = chosen & ~F.pad(chosen[:, :-1], (1, 0))
+            run = (torch.cumsum(starts.long(), 1) * chosen + torch.arange(batch, device=states.device)[:, None]
+                   * (beats + 1)).view(-1)  # per sample, run k of re-drawn beats (0: not re-drawn)
+            totals = torch.zeros(batch * (beats + 1), 2, dtype=torch.long, device=states.device)
+            totals.index_add_(0, run, torch.stack([off.view(-1), new_off.view(-1)], 1))
+            better = (totals[:, 1] < totals[:, 0])[run].view(batch, beats) & chosen
+            keep = better.repeat_interleave(VOICE_WINDOW, 1)[:, :width]
+            states = torch.where(keep[:, None, :], drawn, states)
+        return states
 
     def _planes(self, states: torch.Tensor, canvas: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Sampled states ``(B, H, W)`` -> roll planes with whole notes; known pixels as in ``canvas``.

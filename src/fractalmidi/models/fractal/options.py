@@ -15,6 +15,8 @@ from fractalmidi.options import NON_NEGATIVE, POSITIVE, UNIT, Bound, count_bound
 PIECE_EDGES = {"both": (True, True), "start": (True, False), "end": (False, True), "none": (False, False)}
 """Sampling's ``edges`` choices: (the roll begins at a piece's start, the roll holds its end)."""
 EDGES = Bound(" | ".join(PIECE_EDGES), lambda v: v in PIECE_EDGES)
+VOICE_RANGE = Bound("two whole numbers LOW <= HIGH (0 0 = off)",
+                    lambda v: len(v) == 2 and all(isinstance(n, int) for n in v) and 0 <= v[0] <= v[1])
 
 
 @dataclass(frozen=True)
@@ -69,5 +71,11 @@ class FractalSampling:
     sparsity_bias: float = option(0.0, "added to the silence logit (>0 = fewer notes)")
     edges: str = option("both", "for a model trained with edge_crops, which ends of the roll are a piece's start and "
                                "end: both | start | end | none (an excerpt)", bound=EDGES)
+    voice_range: tuple[int, ...] = option((0, 0), "LOW HIGH: a beat where a generated step sounds fewer than LOW or "
+                                          "more than HIGH notes is drawn again (silent steps pass; 0 0 = off)",
+                                          bound=VOICE_RANGE)
+    voice_redraws: int = option(2, "with voice_range, how many times such beats are drawn again (each run of them "
+                                   "keeps the draw with fewer steps outside the range)",
+                                bound=count_bound(MAX_ITERATIONS))
     velocity_min_p: float = option(0.0, "an onset's velocity is never one less likely than this share of its "
                                         "likeliest velocity (0 = the model's whole distribution)", bound=UNIT)
