@@ -74,7 +74,7 @@ class FractalSampling:
     voice_range: tuple[int, ...] = option((0, 0), "LOW HIGH: a beat where a generated step sounds fewer than LOW or "
                                           "more than HIGH notes is drawn again (silent steps pass; 0 0 = off)",
                                           bound=VOICE_RANGE)
-    voice_redraws: int = option(2, "with voice_range, how many times such beats are drawn again (each run of them "
+    voice_redraws: int = option(3, "with voice_range, how many times such beats are drawn again (each run of them "
                                    "keeps the draw with fewer steps outside the range)",
                                 bound=count_bound(MAX_ITERATIONS))
     velocity_min_p: float = option(0.0, "an onset's velocity is never one less likely than this share of its "
