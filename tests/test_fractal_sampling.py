@@ -235,6 +235,11 @@ def test_voice_redraws_keep_the_better_draw_per_run_of_beats() -> None:
     expected = _chords([4] * 8 + [4] * 4 + [2, 4, 4, 4] + [0] * 4)
     assert torch.equal(out, expected)
     assert torch.equal(model._redraw_voices(states, generate, replace(o, voice_redraws=1), lambda s, g: s), states)
+    # a roll that ends inside a beat (frame-by-frame models take any length): the last, short beat counts too
+    short = _chords([4] * 16 + [5, 4])
+    fixed = model._redraw_voices(short, torch.ones_like(short, dtype=torch.bool), o,
+                                 lambda s, g: torch.where(g, _chords([4] * 18), s))
+    assert torch.equal(fixed, _chords([4] * 18))
 
 
 def test_voice_redraws_bring_the_shipped_chorales_to_four_voices() -> None:
