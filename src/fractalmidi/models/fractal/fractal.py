@@ -14,6 +14,7 @@ the likelihood.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -374,7 +375,7 @@ class FractalGen(Generator):
         return generate.any(1) & (count > 0) & ((count < low) | (count > high))
 
     def _redraw_voices(self, states: torch.Tensor, generate: torch.Tensor, o: FractalSampling,
-                       redraw: Any) -> torch.Tensor:
+                       redraw: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """States ``(B, H, W)`` with every beat (:data:`VOICE_WINDOW` steps) that holds a step outside
         ``o.voice_range`` drawn again by ``redraw(states, region)`` up to ``o.voice_redraws`` times.
 
