@@ -95,6 +95,12 @@ def style_label(style: tuple[float, float] | None, edges: list[list[float]]) -> 
     return label
 
 
+def rate_offsets(labels: np.ndarray) -> np.ndarray:
+    """How far each label's onset-rate bin lies from the middle bin: -1 low, 0 middle, +1 high (with 3 bins)."""
+    rate_bins = np.asarray(labels) // STYLE_BINS ** (len(STYLE_DESCRIPTORS) - 1)
+    return rate_bins - (STYLE_BINS - 1) / 2
+
+
 def style_histogram(labels: list[int]) -> list[int]:
     """How many windows had each label."""
     return np.bincount(np.asarray(labels, dtype=np.int64), minlength=STYLE_CLASSES).tolist()

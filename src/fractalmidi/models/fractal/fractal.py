@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fractalmidi.data.roll import PIANO_LOWEST
+from fractalmidi.data.style import STYLE_CLASSES, rate_offsets
 from fractalmidi.models.base import Generator, decode_notes, keep_known
 from fractalmidi.models.fractal.ar import ARLevel
 from fractalmidi.models.fractal.head import PixelHead, PixelStates
@@ -335,7 +336,39 @@ class FractalGen(Generator):
     def _sample(self, canvas: torch.Tensor, mask: torch.Tensor, o: FractalSampling, *, labels: torch.Tensor | None,
                 generator: torch.Generator | None, return_steps: bool) -> Any:
         """Generate where ``mask`` is True, coarse to fine; see :mod:`.sampling` for how and
-        :class:`~.options.FractalSampling` for the options."""
+        :class:`~.options.FractalSampling` for the options. Pieces whose labels ask for different rhythms
+        (``o.rhythm_steer``) are drawn as one group per hold bias."""
+        holds = self._hold_biases(canvas.shape[0], labels, o).to(canvas.device)
+        values = holds.unique()
+        if len(values) == 1:
+            return self._sample_group(canvas, mask, o, labels=labels, generator=generator,
+                                      return_steps=return_steps, hold_bias=float(values[0]))
+        groups = [(holds == value).nonzero().squeeze(1) for value in values]
+        outputs = [self._sample_group(canvas[index], mask[index], o, labels=labels[index], generator=generator,
+                                      return_steps=return_steps, hold_bias=float(value))
+                   for value, index in zip(values, groups)]
+        inverse = torch.argsort(torch.cat(groups))
+        if not return_steps:
+            return torch.cat(outputs)[inverse]
+        results, steps = zip(*outputs)
+        return torch.cat(results)[inverse], [torch.cat(frame)[inverse] for frame in zip(*steps)]
+
+    def _hold_biases(self, batch: int, labels: torch.Tensor | None, o: FractalSampling) -> torch.Tensor:
+        """``(B,)``: each piece's hold-logit bias, by which ``o.rhythm_steer`` makes the onset rate its label
+        names heard (the model alone barely follows it: a busy or calm rhythm is a whole-roll choice)."""
+        if o.rhythm_steer == 0:
+            return torch.zeros(batch)
+        if self.num_classes != STYLE_CLASSES:
+            raise ValueError(f"rhythm_steer needs a model trained with style labels ({STYLE_CLASSES} classes), "
+                             f"this one has {self.num_classes}")
+        if labels is None:  # the null label names no rhythm
+            return torch.zeros(batch)
+        return -float(o.rhythm_steer) * torch.as_tensor(rate_offsets(labels.cpu().numpy()), dtype=torch.float32)
+
+    def _sample_group(self, canvas: torch.Tensor, mask: torch.Tensor, o: FractalSampling, *,
+                      labels: torch.Tensor | None, generator: torch.Generator | None, return_steps: bool,
+                      hold_bias: float) -> Any:
+        """:meth:`_sample` for pieces that share one hold bias."""
         iters = tuple(int(n) for n in o.num_iter_list)
         if len(iters) != len(self.levels) or min(iters) < 1:
             raise ValueError(f"num_iter_list needs {len(self.levels)} positive entries, got {list(iters)}")
@@ -349,7 +382,7 @@ class FractalGen(Generator):
             top = torch.cat([top, self._top_conds(batch, None, canvas.device, drop=False)])
         options = SamplingOptions(num_iter_list=iters, temperature=float(o.temperature),
                                   sparsity_bias=float(o.sparsity_bias), velocity_min_p=float(o.velocity_min_p),
-                                  guided=guided, generator=generator)
+                                  hold_bias=hold_bias, guided=guided, generator=generator)
         frames: list[torch.Tensor] | None = [] if return_steps else None
         known_states = self._fold(self.pixel_states.from_planes(canvas))
         sampler = HierarchySampler(self.levels, self.patch_sizes, self.pixel_states.embed_input, self.head,

@@ -77,5 +77,8 @@ class FractalSampling:
     voice_redraws: int = option(3, "with voice_range, how many times such beats are drawn again (each run of them "
                                    "keeps the draw with fewer steps outside the range)",
                                 bound=count_bound(MAX_ITERATIONS))
+    rhythm_steer: float = option(0.0, "for a model trained with style labels: added to the hold logit of pieces whose "
+                                      "label's onset rate is low and taken from those whose rate is high, so "
+                                      "labels steer the rhythm (0 = the model alone)", bound=NON_NEGATIVE)
     velocity_min_p: float = option(0.0, "an onset's velocity is never one less likely than this share of its "
                                         "likeliest velocity (0 = the model's whole distribution)", bound=UNIT)

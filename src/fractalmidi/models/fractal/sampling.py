@@ -40,6 +40,8 @@ class SamplingOptions:
     """Added to the silence logit: higher = sparser music."""
     velocity_min_p: float
     """An onset's velocity bins below this share of its likeliest bin's probability are never drawn."""
+    hold_bias: float
+    """Added to the hold logit: higher = longer notes."""
     guided: bool
     """Whether conditions carry an unconditional second half for classifier-free guidance."""
     generator: torch.Generator | None = None
@@ -116,7 +118,7 @@ class HierarchySampler:
             cond, uncond = logits.chunk(2)
             logits = uncond + cfg * (cond - uncond)
         o = self.options
-        return self.draw(logits, o.temperature, o.sparsity_bias, o.generator, o.velocity_min_p)
+        return self.draw(logits, o.temperature, o.sparsity_bias, o.generator, o.velocity_min_p, o.hold_bias)
 
 
 class _LevelFill:
