@@ -196,6 +196,9 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
     """
     import torch
 
+    if any((options or {}).get("chroma_steer") or ()) and key_shifts is None:
+        raise UserError("chroma_steer needs a key-normalised model (data.key_normalize=true): it steers the "
+                        "pitches outside C major, the key such a model composes in")
     device = next(model.parameters()).device
     canvas = plan.canvas.to(device).expand(count, -1, -1, -1).contiguous()
     mask = plan.mask.to(device).expand(count, -1, -1, -1).contiguous()

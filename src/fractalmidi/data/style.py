@@ -26,6 +26,8 @@ STYLE_BINS = 3
 STYLE_DESCRIPTORS = ("onset rate", "chromaticism")
 """What a label describes; label = bin of the first * STYLE_BINS + bin of the second."""
 STYLE_CLASSES = STYLE_BINS ** len(STYLE_DESCRIPTORS)
+RATE, CHROMATICISM = range(len(STYLE_DESCRIPTORS))
+"""Indices of the descriptors in a label."""
 DIATONIC = np.array([0, 2, 4, 5, 7, 9, 11])
 """The pitch classes of C major (and A natural minor); its 12 rotations are every major / natural minor key."""
 SCALES = np.stack([np.isin(np.arange(PITCH_CLASSES), (DIATONIC + tonic) % PITCH_CLASSES)
@@ -95,10 +97,11 @@ def style_label(style: tuple[float, float] | None, edges: list[list[float]]) -> 
     return label
 
 
-def rate_offsets(labels: np.ndarray) -> np.ndarray:
-    """How far each label's onset-rate bin lies from the middle bin: -1 low, 0 middle, +1 high (with 3 bins)."""
-    rate_bins = np.asarray(labels) // STYLE_BINS ** (len(STYLE_DESCRIPTORS) - 1)
-    return rate_bins - (STYLE_BINS - 1) / 2
+def bin_offsets(labels: np.ndarray, descriptor: int) -> np.ndarray:
+    """How far each label's bin of descriptor ``descriptor`` (an index into :data:`STYLE_DESCRIPTORS`) lies
+    from the middle bin: -1 low, 0 middle, +1 high (with 3 bins)."""
+    bins = np.asarray(labels) // STYLE_BINS ** (len(STYLE_DESCRIPTORS) - 1 - descriptor) % STYLE_BINS
+    return bins - (STYLE_BINS - 1) / 2
 
 
 def style_histogram(labels: list[int]) -> list[int]:

@@ -31,7 +31,7 @@ NO_MODEL = ("no model is loaded, so nothing can be generated: start the studio w
             "--checkpoint RUN_FOLDER_OR_CKPT")
 EXCLUDED_OPTIONS = ("cfg", "cfg_interval")
 """Guidance options need class labels, which the page does not choose: not offered."""
-STYLE_OPTIONS = ("rhythm_steer",)
+STYLE_OPTIONS = ("rhythm_steer", "chroma_steer")
 """Options that act through a style-labelled model's labels: offered only with such a model."""
 MAX_OPTION_TEXT = 32
 MAX_OPTION_LIST = 8

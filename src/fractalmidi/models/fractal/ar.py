@@ -88,13 +88,15 @@ class ARLevel(LevelNet):
         caches = self.new_caches()
         out = self.start(conds, caches)
         every = max(1, length // MAX_AR_FRAMES)
+        regions = torch.arange(current.shape[0], device=current.device)
         for i, pos in enumerate(order[: last + 1].tolist()):
             if all_need[i]:
-                current[:, pos] = region.children(current[:, pos], generate[:, pos], [out], cfg)
+                current[:, pos] = region.children(current[:, pos], generate[:, pos], [out], cfg,
+                                                  regions * length + pos)
             elif any_need[i]:
                 index = todo[:, pos].nonzero().squeeze(1)
                 current[index, pos] = region.children(current[index, pos], generate[index, pos],
-                                                      region.take([out], index), cfg)
+                                                      region.take([out], index), cfg, index * length + pos)
             if i < last:
                 out = self.step(region.embed(current[:, pos]), pos, grid, caches,
                                 None if marks is None else marks[:, pos])

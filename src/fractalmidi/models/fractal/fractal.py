@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fractalmidi.data.key import PITCH_CLASSES
 from fractalmidi.data.roll import PIANO_LOWEST
-from fractalmidi.data.style import STYLE_CLASSES, rate_offsets
+from fractalmidi.data.style import CHROMATICISM, DIATONIC, RATE, STYLE_CLASSES, bin_offsets
 from fractalmidi.models.base import Generator, decode_notes, keep_known
 from fractalmidi.models.fractal.ar import ARLevel
 from fractalmidi.models.fractal.head import PixelHead, PixelStates
@@ -353,17 +354,37 @@ class FractalGen(Generator):
         results, steps = zip(*outputs)
         return torch.cat(results)[inverse], [torch.cat(frame)[inverse] for frame in zip(*steps)]
 
+    def _label_offsets(self, batch: int, labels: torch.Tensor | None, descriptor: int) -> torch.Tensor:
+        """``(B,)``: how far each piece's label bin of ``descriptor`` lies from the middle one, -1 / 0 / +1
+        (zeros at the null label, which names no style); for the steers, which need style labels."""
+        if self.num_classes != STYLE_CLASSES:
+            raise ValueError(f"rhythm_steer and chroma_steer need a model trained with style labels "
+                             f"({STYLE_CLASSES} classes), this one has {self.num_classes}")
+        if labels is None:
+            return torch.zeros(batch)
+        return torch.as_tensor(bin_offsets(labels.cpu().numpy(), descriptor), dtype=torch.float32)
+
     def _hold_biases(self, batch: int, labels: torch.Tensor | None, o: FractalSampling) -> torch.Tensor:
         """``(B,)``: each piece's hold-logit bias, by which ``o.rhythm_steer`` makes the onset rate its label
         names heard (the model alone barely follows it: a busy or calm rhythm is a whole-roll choice)."""
         if o.rhythm_steer == 0:
             return torch.zeros(batch)
-        if self.num_classes != STYLE_CLASSES:
-            raise ValueError(f"rhythm_steer needs a model trained with style labels ({STYLE_CLASSES} classes), "
-                             f"this one has {self.num_classes}")
-        if labels is None:  # the null label names no rhythm
-            return torch.zeros(batch)
-        return -float(o.rhythm_steer) * torch.as_tensor(rate_offsets(labels.cpu().numpy()), dtype=torch.float32)
+        return -float(o.rhythm_steer) * self._label_offsets(batch, labels, RATE)
+
+    def _onset_biases(self, canvas: torch.Tensor, labels: torch.Tensor | None,
+                      o: FractalSampling) -> torch.Tensor | None:
+        """``(B, H, W)`` onset-logit biases of the (folded) image, by which ``o.chroma_steer`` makes the
+        chromaticism each piece's label names heard on the pitches outside C major; None without a steer."""
+        low, high = (float(v) for v in o.chroma_steer)
+        if low == high == 0:
+            return None
+        if self.frame_block:
+            raise ValueError("chroma_steer needs a model without frame_block")
+        offsets = self._label_offsets(canvas.shape[0], labels, CHROMATICISM).to(canvas.device)
+        steer = torch.where(offsets < 0, offsets * low, offsets * high)
+        outside = ~torch.isin(torch.arange(self.num_pitches, device=canvas.device) % PITCH_CLASSES,
+                              torch.as_tensor(DIATONIC, device=canvas.device))
+        return (steer[:, None] * outside)[:, :, None].expand(-1, -1, canvas.shape[-1])
 
     def _sample_group(self, canvas: torch.Tensor, mask: torch.Tensor, o: FractalSampling, *,
                       labels: torch.Tensor | None, generator: torch.Generator | None, return_steps: bool,
@@ -389,10 +410,12 @@ class FractalGen(Generator):
                                    self.pixel_states.draw, options)
         edges = torch.tensor(PIECE_EDGES[o.edges], device=canvas.device).expand(batch, 2)
         marks = self._marks(edges, known_states)
-        states = self._unfold(sampler.region(0, known_states, self._fold(mask[:, 0]), [top], cfg, frames, marks))
+        onset_bias = self._onset_biases(canvas, labels, o)
+        states = self._unfold(sampler.region(0, known_states, self._fold(mask[:, 0]), [top], cfg, frames, marks,
+                                             onset_bias))
         if o.voice_range[1] > 0:
             states = self._redraw_voices(states, mask[:, 0], o, lambda s, g: self._unfold(
-                sampler.region(0, self._fold(s), self._fold(g), [top], cfg, None, marks)))
+                sampler.region(0, self._fold(s), self._fold(g), [top], cfg, None, marks, onset_bias)))
         result = self._planes(states, canvas, mask)
         if not return_steps:
             return result

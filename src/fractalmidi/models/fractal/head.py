@@ -71,14 +71,15 @@ class PixelStates(nn.Module):
         return torch.where(bins == 0, bins, torch.where(onset, bins + self.offset, torch.full_like(bins, HOLD)))
 
     def draw(self, logits: torch.Tensor, temperature: float, sparsity_bias: float,
-             generator: torch.Generator | None, velocity_min_p: float = 0.0, hold_bias: float = 0.0) -> torch.Tensor:
+             generator: torch.Generator | None, velocity_min_p: float = 0.0, hold_bias: float = 0.0,
+             onset_bias: torch.Tensor | None = None) -> torch.Tensor:
         """States ``(N,)`` from logits ``(N, count)``: the temperature (0 = greedy) and the silence bias shape
         what a pixel is (silence, hold, onset); an onset's velocity bin is drawn from the model's own
         distribution, since a tempered one narrows the music's dynamics, less the bins below
         ``velocity_min_p`` times its likeliest bin's probability (min-p: the tail holds velocities the
         data never uses, such as a 4 in chorales that are all 90). ``hold_bias`` is added to the hold logit
-        (> 0 = longer notes, fewer onsets). At temperature 1, no bias and no min-p this is exactly the softmax
-        of ``logits``."""
+        (> 0 = longer notes, fewer onsets), ``onset_bias`` ``(N,)`` to each pixel's onset logit. At temperature
+        1, no bias and no min-p this is exactly the softmax of ``logits``."""
         first = self.offset + 1  # the first state that carries a velocity bin
         loud = logits[:, first:]
         if velocity_min_p > 0:
@@ -90,6 +91,8 @@ class PixelStates(nn.Module):
         kinds[:, SILENCE] += sparsity_bias
         if self.note_states:
             kinds[:, HOLD] += hold_bias
+        if onset_bias is not None:
+            kinds[:, first] += onset_bias
         if temperature <= 0:
             return torch.where(kinds.argmax(-1) == first, first + loud.argmax(-1), kinds.argmax(-1))
         kind = torch.multinomial(torch.softmax(kinds, -1), 1, generator=generator).squeeze(1)

@@ -38,8 +38,9 @@ class RegionFill(Protocol):
         """Rows ``index`` of per-patch conditions, in both guidance halves."""
 
     def children(self, patches: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
-                 cfg: float) -> torch.Tensor:
-        """Content ``(n, p*p)`` of ``n`` patches from the levels below (known pixels kept)."""
+                 cfg: float, where: torch.Tensor) -> torch.Tensor:
+        """Content ``(n, p*p)`` of ``n`` patches from the levels below (known pixels kept); ``where`` ``(n,)``:
+        each patch's flat index into the ``(N, L)`` patches being filled (so per-pixel biases follow it)."""
 
 
 class LevelNet(nn.Module):

@@ -94,7 +94,7 @@ class MARLevel(LevelNet):
                 flat = current.reshape(-1, dim)
                 child = self.child_conds(out, grid, features, region.double(~masked))
                 values = region.children(flat[index], generate.reshape(-1, dim)[index], region.take(child, index),
-                                         scale)
+                                         scale, index)
                 current = flat.index_copy(0, index, values).reshape(n, length, dim)
             masked = masked_next
             if frames is not None:

@@ -80,5 +80,11 @@ class FractalSampling:
     rhythm_steer: float = option(0.0, "for a model trained with style labels: added to the hold logit of pieces whose "
                                       "label's onset rate is low and taken from those whose rate is high, so "
                                       "labels steer the rhythm (0 = the model alone)", bound=NON_NEGATIVE)
+    chroma_steer: tuple[float, float] = option((0.0, 0.0), "LOW HIGH, for a key-normalised model trained with style "
+                                               "labels (it composes in C major / A minor): LOW is taken from the onset "
+                                               "logit of the five pitch classes outside C major in pieces whose "
+                                               "label's chromaticism is low, HIGH added where it is high, so labels "
+                                               "steer the harmony (0 0 = the model alone)",
+                                               metavar=("LOW", "HIGH"), bound=NON_NEGATIVE)
     velocity_min_p: float = option(0.0, "an onset's velocity is never one less likely than this share of its "
                                         "likeliest velocity (0 = the model's whole distribution)", bound=UNIT)

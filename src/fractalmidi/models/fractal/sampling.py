@@ -67,15 +67,19 @@ class HierarchySampler:
         self.halves = 2 if options.guided else 1
 
     def region(self, level: int, values: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
-               cfg: float, frames: list[torch.Tensor] | None = None, marks: torch.Tensor | None = None) -> torch.Tensor:
+               cfg: float, frames: list[torch.Tensor] | None = None, marks: torch.Tensor | None = None,
+               onset_bias: torch.Tensor | None = None) -> torch.Tensor:
         """Sample the states of ``(N, H, W)`` regions where ``generate`` is True, keeping the other pixels
-        (``marks``: added to the level's patch tokens, see :meth:`.LevelNet.teacher_forced`)."""
+        (``marks``: added to the level's patch tokens, see :meth:`.LevelNet.teacher_forced`; ``onset_bias``
+        ``(N, H, W)``: added to each pixel's onset logit)."""
         size = self.patch_sizes[level]
         grid = grid_shape(values.shape[1], values.shape[2], size)
         tokens, gen = patchify(values, size), patchify(generate, size)
         current = torch.where(gen, torch.zeros_like(tokens), tokens)
         if gen.any():
-            current = self.levels[level].fill(current, gen, conds, grid, cfg, _LevelFill(self, level), frames, marks)
+            bias = None if onset_bias is None else patchify(onset_bias, size).reshape(-1, size * size)
+            current = self.levels[level].fill(current, gen, conds, grid, cfg, _LevelFill(self, level, bias), frames,
+                                              marks)
         return unpatchify(current, size, values.shape[1], values.shape[2])
 
     def embed(self, states: torch.Tensor) -> torch.Tensor:
@@ -95,8 +99,9 @@ class HierarchySampler:
         return taken
 
     def _generate(self, level: int, tokens: torch.Tensor, gen: torch.Tensor, conds: list[torch.Tensor],
-                  cfg: float) -> torch.Tensor:
-        """Content ``(n, p*p)`` of level-``level`` patches from their conditions (known pixels kept)."""
+                  cfg: float, bias: torch.Tensor | None) -> torch.Tensor:
+        """Content ``(n, p*p)`` of level-``level`` patches from their conditions (known pixels kept; ``bias``
+        ``(n, p*p)``: their pixels' onset biases)."""
         size = self.patch_sizes[level]
         n = tokens.shape[0]
         if n > MAX_REGIONS:
@@ -104,34 +109,40 @@ class HierarchySampler:
             for begin in range(0, n, MAX_REGIONS):
                 end = min(begin + MAX_REGIONS, n)
                 chunks.append(self._generate(level, tokens[begin:end], gen[begin:end],
-                                             self.take(conds, slice(begin, end)), cfg))
+                                             self.take(conds, slice(begin, end)), cfg,
+                                             None if bias is None else bias[begin:end]))
             return torch.cat(chunks)
         if size == 1:
-            return self._pixels(conds, cfg)[:, None]
-        region = self.region(level + 1, tokens.reshape(n, size, size), gen.reshape(n, size, size), conds, cfg)
+            return self._pixels(conds, cfg, None if bias is None else bias[:, 0])[:, None]
+        region = self.region(level + 1, tokens.reshape(n, size, size), gen.reshape(n, size, size), conds, cfg,
+                             onset_bias=None if bias is None else bias.reshape(n, size, size))
         return region.reshape(n, size * size)
 
-    def _pixels(self, conds: list[torch.Tensor], cfg: float) -> torch.Tensor:
-        """One state per pixel from the head's guided logits (tempered and sparsity-biased by ``draw``)."""
+    def _pixels(self, conds: list[torch.Tensor], cfg: float, onset_bias: torch.Tensor | None) -> torch.Tensor:
+        """One state per pixel from the head's guided logits (tempered and biased by ``draw``)."""
         logits = self.head(conds).float()
         if self.options.guided:
             cond, uncond = logits.chunk(2)
             logits = uncond + cfg * (cond - uncond)
         o = self.options
-        return self.draw(logits, o.temperature, o.sparsity_bias, o.generator, o.velocity_min_p, o.hold_bias)
+        return self.draw(logits, o.temperature, o.sparsity_bias, o.generator, o.velocity_min_p, o.hold_bias,
+                         onset_bias)
 
 
 class _LevelFill:
     """The sampler as one level sees it while filling a region (:class:`.level.RegionFill`)."""
 
-    def __init__(self, sampler: HierarchySampler, level: int) -> None:
+    def __init__(self, sampler: HierarchySampler, level: int, bias: torch.Tensor | None) -> None:
         self.sampler = sampler
         self.level = level
+        self.bias = bias
+        """``(N * L, p*p)``: the onset bias of every pixel of the patches being filled (None: no bias)."""
         self.num_iter = sampler.options.num_iter_list[level]
         self.top = level == 0
         self.generator = sampler.options.generator
         self.embed, self.double, self.take = sampler.embed, sampler.double, sampler.take
 
     def children(self, patches: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
-                 cfg: float) -> torch.Tensor:
-        return self.sampler._generate(self.level, patches, generate, conds, cfg)
+                 cfg: float, where: torch.Tensor) -> torch.Tensor:
+        return self.sampler._generate(self.level, patches, generate, conds, cfg,
+                                      None if self.bias is None else self.bias[where])
