@@ -26,7 +26,7 @@ from fractalmidi.data.roll import PIANO_LOWEST
 from fractalmidi.data.style import CHROMATICISM, DIATONIC, RATE, STYLE_CLASSES, bin_offsets
 from fractalmidi.models.base import Generator, decode_notes, keep_known
 from fractalmidi.models.fractal.ar import ARLevel
-from fractalmidi.models.fractal.head import PixelHead, PixelStates
+from fractalmidi.models.fractal.head import BIAS_HOLD, BIAS_ONSET, PixelHead, PixelStates
 from fractalmidi.models.fractal.level import LevelNet
 from fractalmidi.models.fractal.mar import MARLevel
 from fractalmidi.models.fractal.options import PIECE_EDGES, FractalOptions, FractalSampling
@@ -334,26 +334,6 @@ class FractalGen(Generator):
 
     # ----- sampling -----------------------------------------------------------------------------
 
-    def _sample(self, canvas: torch.Tensor, mask: torch.Tensor, o: FractalSampling, *, labels: torch.Tensor | None,
-                generator: torch.Generator | None, return_steps: bool) -> Any:
-        """Generate where ``mask`` is True, coarse to fine; see :mod:`.sampling` for how and
-        :class:`~.options.FractalSampling` for the options. Pieces whose labels ask for different rhythms
-        (``o.rhythm_steer``) are drawn as one group per hold bias."""
-        holds = self._hold_biases(canvas.shape[0], labels, o).to(canvas.device)
-        values = holds.unique()
-        if len(values) == 1:
-            return self._sample_group(canvas, mask, o, labels=labels, generator=generator,
-                                      return_steps=return_steps, hold_bias=float(values[0]))
-        groups = [(holds == value).nonzero().squeeze(1) for value in values]
-        outputs = [self._sample_group(canvas[index], mask[index], o, labels=labels[index], generator=generator,
-                                      return_steps=return_steps, hold_bias=float(value))
-                   for value, index in zip(values, groups)]
-        inverse = torch.argsort(torch.cat(groups))
-        if not return_steps:
-            return torch.cat(outputs)[inverse]
-        results, steps = zip(*outputs)
-        return torch.cat(results)[inverse], [torch.cat(frame)[inverse] for frame in zip(*steps)]
-
     def _label_offsets(self, batch: int, labels: torch.Tensor | None, descriptor: int) -> torch.Tensor:
         """``(B,)``: how far each piece's label bin of ``descriptor`` lies from the middle one, -1 / 0 / +1
         (zeros at the null label, which names no style); for the steers, which need style labels."""
@@ -364,32 +344,34 @@ class FractalGen(Generator):
             return torch.zeros(batch)
         return torch.as_tensor(bin_offsets(labels.cpu().numpy(), descriptor), dtype=torch.float32)
 
-    def _hold_biases(self, batch: int, labels: torch.Tensor | None, o: FractalSampling) -> torch.Tensor:
-        """``(B,)``: each piece's hold-logit bias, by which ``o.rhythm_steer`` makes the onset rate its label
-        names heard (the model alone barely follows it: a busy or calm rhythm is a whole-roll choice)."""
-        if o.rhythm_steer == 0:
-            return torch.zeros(batch)
-        return -float(o.rhythm_steer) * self._label_offsets(batch, labels, RATE)
-
-    def _onset_biases(self, canvas: torch.Tensor, labels: torch.Tensor | None,
+    def _pixel_biases(self, image: torch.Tensor, labels: torch.Tensor | None,
                       o: FractalSampling) -> torch.Tensor | None:
-        """``(B, H, W)`` onset-logit biases of the (folded) image, by which ``o.chroma_steer`` makes the
-        chromaticism each piece's label names heard on the pitches outside C major; None without a steer."""
+        """``(2, B, H, W)`` hold and onset logit biases for the (folded) state image ``(B, H, W)``, by which
+        the steers make the style each piece's label names heard where the model alone barely follows it (a
+        busy or calm rhythm, a diatonic or chromatic harmony is a whole-roll choice): ``o.rhythm_steer`` on
+        every hold, ``o.chroma_steer`` on the onsets of the pitches outside C major. None without a steer."""
         low, high = (float(v) for v in o.chroma_steer)
-        if low == high == 0:
+        if o.rhythm_steer == 0 and low == high == 0:
             return None
-        if self.frame_block:
-            raise ValueError("chroma_steer needs a model without frame_block")
-        offsets = self._label_offsets(canvas.shape[0], labels, CHROMATICISM).to(canvas.device)
-        steer = torch.where(offsets < 0, offsets * low, offsets * high)
-        outside = ~torch.isin(torch.arange(self.num_pitches, device=canvas.device) % PITCH_CLASSES,
-                              torch.as_tensor(DIATONIC, device=canvas.device))
-        return (steer[:, None] * outside)[:, :, None].expand(-1, -1, canvas.shape[-1])
+        batch, height, width = image.shape
+        bias = torch.zeros(2, batch, height, width, device=image.device)
+        if o.rhythm_steer:
+            rate = self._label_offsets(batch, labels, RATE).to(image.device)
+            bias[BIAS_HOLD] = -float(o.rhythm_steer) * rate[:, None, None]
+        if low or high:
+            if self.frame_block:
+                raise ValueError("chroma_steer needs a model without frame_block")
+            chroma = self._label_offsets(batch, labels, CHROMATICISM).to(image.device)
+            steer = torch.where(chroma < 0, chroma * low, chroma * high)
+            outside = ~torch.isin(torch.arange(height, device=image.device) % PITCH_CLASSES,
+                                  torch.as_tensor(DIATONIC, device=image.device))
+            bias[BIAS_ONSET] = (steer[:, None] * outside)[:, :, None]
+        return bias
 
-    def _sample_group(self, canvas: torch.Tensor, mask: torch.Tensor, o: FractalSampling, *,
-                      labels: torch.Tensor | None, generator: torch.Generator | None, return_steps: bool,
-                      hold_bias: float) -> Any:
-        """:meth:`_sample` for pieces that share one hold bias."""
+    def _sample(self, canvas: torch.Tensor, mask: torch.Tensor, o: FractalSampling, *, labels: torch.Tensor | None,
+                generator: torch.Generator | None, return_steps: bool) -> Any:
+        """Generate where ``mask`` is True, coarse to fine; see :mod:`.sampling` for how and
+        :class:`~.options.FractalSampling` for the options."""
         iters = tuple(int(n) for n in o.num_iter_list)
         if len(iters) != len(self.levels) or min(iters) < 1:
             raise ValueError(f"num_iter_list needs {len(self.levels)} positive entries, got {list(iters)}")
@@ -403,19 +385,19 @@ class FractalGen(Generator):
             top = torch.cat([top, self._top_conds(batch, None, canvas.device, drop=False)])
         options = SamplingOptions(num_iter_list=iters, temperature=float(o.temperature),
                                   sparsity_bias=float(o.sparsity_bias), velocity_min_p=float(o.velocity_min_p),
-                                  hold_bias=hold_bias, guided=guided, generator=generator)
+                                  guided=guided, generator=generator)
         frames: list[torch.Tensor] | None = [] if return_steps else None
         known_states = self._fold(self.pixel_states.from_planes(canvas))
         sampler = HierarchySampler(self.levels, self.patch_sizes, self.pixel_states.embed_input, self.head,
                                    self.pixel_states.draw, options)
         edges = torch.tensor(PIECE_EDGES[o.edges], device=canvas.device).expand(batch, 2)
         marks = self._marks(edges, known_states)
-        onset_bias = self._onset_biases(canvas, labels, o)
+        bias = self._pixel_biases(known_states, labels, o)
         states = self._unfold(sampler.region(0, known_states, self._fold(mask[:, 0]), [top], cfg, frames, marks,
-                                             onset_bias))
+                                             bias))
         if o.voice_range[1] > 0:
             states = self._redraw_voices(states, mask[:, 0], o, lambda s, g: self._unfold(
-                sampler.region(0, self._fold(s), self._fold(g), [top], cfg, None, marks, onset_bias)))
+                sampler.region(0, self._fold(s), self._fold(g), [top], cfg, None, marks, bias)))
         result = self._planes(states, canvas, mask)
         if not return_steps:
             return result

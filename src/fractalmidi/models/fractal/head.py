@@ -19,6 +19,8 @@ from fractalmidi.data.roll import MAX_VELOCITY, ONSET_PLANE, VELOCITY_PLANE
 from fractalmidi.models.layers import Mlp
 
 SILENCE, HOLD = 0, 1
+BIAS_HOLD, BIAS_ONSET = 0, 1
+"""Rows of a per-pixel bias ``(2, N)`` (:meth:`PixelStates.draw`): added to the hold logit, to the onset logit."""
 PIXEL_FEATURES = 3
 """What a level's patch embedding sees of each pixel: sounding, onset, velocity at the onset."""
 
@@ -71,15 +73,16 @@ class PixelStates(nn.Module):
         return torch.where(bins == 0, bins, torch.where(onset, bins + self.offset, torch.full_like(bins, HOLD)))
 
     def draw(self, logits: torch.Tensor, temperature: float, sparsity_bias: float,
-             generator: torch.Generator | None, velocity_min_p: float = 0.0, hold_bias: float = 0.0,
-             onset_bias: torch.Tensor | None = None) -> torch.Tensor:
+             generator: torch.Generator | None, velocity_min_p: float = 0.0,
+             bias: torch.Tensor | None = None) -> torch.Tensor:
         """States ``(N,)`` from logits ``(N, count)``: the temperature (0 = greedy) and the silence bias shape
         what a pixel is (silence, hold, onset); an onset's velocity bin is drawn from the model's own
         distribution, since a tempered one narrows the music's dynamics, less the bins below
         ``velocity_min_p`` times its likeliest bin's probability (min-p: the tail holds velocities the
-        data never uses, such as a 4 in chorales that are all 90). ``hold_bias`` is added to the hold logit
-        (> 0 = longer notes, fewer onsets), ``onset_bias`` ``(N,)`` to each pixel's onset logit. At temperature
-        1, no bias and no min-p this is exactly the softmax of ``logits``."""
+        data never uses, such as a 4 in chorales that are all 90). ``bias`` ``(2, N)``: each pixel's additions
+        to its hold logit (row :data:`BIAS_HOLD`; > 0 = longer notes) and onset logit (row :data:`BIAS_ONSET`),
+        the hold row ignored without note states. At temperature 1, no bias and no min-p this is exactly the
+        softmax of ``logits``."""
         first = self.offset + 1  # the first state that carries a velocity bin
         loud = logits[:, first:]
         if velocity_min_p > 0:
@@ -89,10 +92,10 @@ class PixelStates(nn.Module):
         if temperature > 0:
             kinds = kinds / temperature
         kinds[:, SILENCE] += sparsity_bias
-        if self.note_states:
-            kinds[:, HOLD] += hold_bias
-        if onset_bias is not None:
-            kinds[:, first] += onset_bias
+        if bias is not None:
+            if self.note_states:
+                kinds[:, HOLD] += bias[BIAS_HOLD]
+            kinds[:, first] += bias[BIAS_ONSET]
         if temperature <= 0:
             return torch.where(kinds.argmax(-1) == first, first + loud.argmax(-1), kinds.argmax(-1))
         kind = torch.multinomial(torch.softmax(kinds, -1), 1, generator=generator).squeeze(1)

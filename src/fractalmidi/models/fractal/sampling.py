@@ -40,8 +40,6 @@ class SamplingOptions:
     """Added to the silence logit: higher = sparser music."""
     velocity_min_p: float
     """An onset's velocity bins below this share of its likeliest bin's probability are never drawn."""
-    hold_bias: float
-    """Added to the hold logit: higher = longer notes."""
     guided: bool
     """Whether conditions carry an unconditional second half for classifier-free guidance."""
     generator: torch.Generator | None = None
@@ -68,18 +66,18 @@ class HierarchySampler:
 
     def region(self, level: int, values: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
                cfg: float, frames: list[torch.Tensor] | None = None, marks: torch.Tensor | None = None,
-               onset_bias: torch.Tensor | None = None) -> torch.Tensor:
+               bias: torch.Tensor | None = None) -> torch.Tensor:
         """Sample the states of ``(N, H, W)`` regions where ``generate`` is True, keeping the other pixels
-        (``marks``: added to the level's patch tokens, see :meth:`.LevelNet.teacher_forced`; ``onset_bias``
-        ``(N, H, W)``: added to each pixel's onset logit)."""
+        (``marks``: added to the level's patch tokens, see :meth:`.LevelNet.teacher_forced`; ``bias``
+        ``(2, N, H, W)``: each pixel's hold and onset logit biases, :meth:`.PixelStates.draw`)."""
         size = self.patch_sizes[level]
         grid = grid_shape(values.shape[1], values.shape[2], size)
         tokens, gen = patchify(values, size), patchify(generate, size)
         current = torch.where(gen, torch.zeros_like(tokens), tokens)
         if gen.any():
-            bias = None if onset_bias is None else patchify(onset_bias, size).reshape(-1, size * size)
-            current = self.levels[level].fill(current, gen, conds, grid, cfg, _LevelFill(self, level, bias), frames,
-                                              marks)
+            patches = None if bias is None else patchify(bias.flatten(0, 1), size).reshape(len(bias), -1, size * size)
+            current = self.levels[level].fill(current, gen, conds, grid, cfg, _LevelFill(self, level, patches),
+                                              frames, marks)
         return unpatchify(current, size, values.shape[1], values.shape[2])
 
     def embed(self, states: torch.Tensor) -> torch.Tensor:
@@ -101,7 +99,7 @@ class HierarchySampler:
     def _generate(self, level: int, tokens: torch.Tensor, gen: torch.Tensor, conds: list[torch.Tensor],
                   cfg: float, bias: torch.Tensor | None) -> torch.Tensor:
         """Content ``(n, p*p)`` of level-``level`` patches from their conditions (known pixels kept; ``bias``
-        ``(n, p*p)``: their pixels' onset biases)."""
+        ``(2, n, p*p)``: their pixels' logit biases)."""
         size = self.patch_sizes[level]
         n = tokens.shape[0]
         if n > MAX_REGIONS:
@@ -110,23 +108,22 @@ class HierarchySampler:
                 end = min(begin + MAX_REGIONS, n)
                 chunks.append(self._generate(level, tokens[begin:end], gen[begin:end],
                                              self.take(conds, slice(begin, end)), cfg,
-                                             None if bias is None else bias[begin:end]))
+                                             None if bias is None else bias[:, begin:end]))
             return torch.cat(chunks)
         if size == 1:
-            return self._pixels(conds, cfg, None if bias is None else bias[:, 0])[:, None]
+            return self._pixels(conds, cfg, None if bias is None else bias[:, :, 0])[:, None]
         region = self.region(level + 1, tokens.reshape(n, size, size), gen.reshape(n, size, size), conds, cfg,
-                             onset_bias=None if bias is None else bias.reshape(n, size, size))
+                             bias=None if bias is None else bias.reshape(len(bias), n, size, size))
         return region.reshape(n, size * size)
 
-    def _pixels(self, conds: list[torch.Tensor], cfg: float, onset_bias: torch.Tensor | None) -> torch.Tensor:
+    def _pixels(self, conds: list[torch.Tensor], cfg: float, bias: torch.Tensor | None) -> torch.Tensor:
         """One state per pixel from the head's guided logits (tempered and biased by ``draw``)."""
         logits = self.head(conds).float()
         if self.options.guided:
             cond, uncond = logits.chunk(2)
             logits = uncond + cfg * (cond - uncond)
         o = self.options
-        return self.draw(logits, o.temperature, o.sparsity_bias, o.generator, o.velocity_min_p, o.hold_bias,
-                         onset_bias)
+        return self.draw(logits, o.temperature, o.sparsity_bias, o.generator, o.velocity_min_p, bias)
 
 
 class _LevelFill:
@@ -136,7 +133,7 @@ class _LevelFill:
         self.sampler = sampler
         self.level = level
         self.bias = bias
-        """``(N * L, p*p)``: the onset bias of every pixel of the patches being filled (None: no bias)."""
+        """``(2, N * L, p*p)``: the logit biases of every pixel of the patches being filled (None: no bias)."""
         self.num_iter = sampler.options.num_iter_list[level]
         self.top = level == 0
         self.generator = sampler.options.generator
@@ -145,4 +142,4 @@ class _LevelFill:
     def children(self, patches: torch.Tensor, generate: torch.Tensor, conds: list[torch.Tensor],
                  cfg: float, where: torch.Tensor) -> torch.Tensor:
         return self.sampler._generate(self.level, patches, generate, conds, cfg,
-                                      None if self.bias is None else self.bias[where])
+                                      None if self.bias is None else self.bias[:, where])
