@@ -14,6 +14,10 @@ Classifier-free guidance runs the conditional and unconditional halves as one do
 (conditions ``(2N, ...)``); both halves share every sampled value, and the pixel head mixes
 their logits. A MAR top level ramps the guidance scale linearly with the share of patches
 revealed; lower levels use the scale as it is (as the reference does).
+
+A per-pixel bias map (hold and onset logits, the style steers') is cut into patches alongside the
+states; each level names the patches it hands down (``where``), so every pixel's bias reaches the
+head with it.
 """
 
 from __future__ import annotations
