@@ -97,11 +97,16 @@ def style_label(style: tuple[float, float] | None, edges: list[list[float]]) -> 
     return label
 
 
+def label_bins(labels: np.ndarray | int, descriptor: int) -> np.ndarray:
+    """Each label's bin of descriptor ``descriptor`` (an index into :data:`STYLE_DESCRIPTORS`): the inverse of
+    :func:`style_label`'s packing."""
+    return np.asarray(labels) // STYLE_BINS ** (len(STYLE_DESCRIPTORS) - 1 - descriptor) % STYLE_BINS
+
+
 def bin_offsets(labels: np.ndarray, descriptor: int) -> np.ndarray:
-    """How far each label's bin of descriptor ``descriptor`` (an index into :data:`STYLE_DESCRIPTORS`) lies
-    from the middle bin: -1 low, 0 middle, +1 high (with 3 bins)."""
-    bins = np.asarray(labels) // STYLE_BINS ** (len(STYLE_DESCRIPTORS) - 1 - descriptor) % STYLE_BINS
-    return bins - (STYLE_BINS - 1) / 2
+    """How far each label's bin of descriptor ``descriptor`` lies from the middle bin: -1 low, 0 middle, +1 high
+    (with 3 bins)."""
+    return label_bins(labels, descriptor) - (STYLE_BINS - 1) / 2
 
 
 def style_histogram(labels: list[int]) -> list[int]:
@@ -120,7 +125,7 @@ def describe_style(label: int, edges: list[list[float]]) -> str:
     words = ("low", "middle", "high") if STYLE_BINS == 3 else tuple(f"bin {b}" for b in range(STYLE_BINS))
     parts = []
     for d, (name, cuts) in enumerate(zip(STYLE_DESCRIPTORS, edges)):
-        b = label // STYLE_BINS ** (len(STYLE_DESCRIPTORS) - 1 - d) % STYLE_BINS
+        b = int(label_bins(label, d))
         bound = f"<= {cuts[0]:.3g}" if b == 0 else f"> {cuts[-1]:.3g}" if b == STYLE_BINS - 1 else \
             f"{cuts[b - 1]:.3g}-{cuts[b]:.3g}"
         parts.append(f"{name} {words[b]} ({bound})")

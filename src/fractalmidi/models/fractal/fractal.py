@@ -23,7 +23,7 @@ from torch import nn
 
 from fractalmidi.data.key import PITCH_CLASSES
 from fractalmidi.data.roll import PIANO_LOWEST
-from fractalmidi.data.style import CHROMATICISM, DIATONIC, RATE, STYLE_CLASSES, bin_offsets
+from fractalmidi.data.style import CHROMATICISM, RATE, SCALES, STYLE_CLASSES, bin_offsets
 from fractalmidi.models.base import Generator, decode_notes, keep_known
 from fractalmidi.models.fractal.ar import ARLevel
 from fractalmidi.models.fractal.head import BIAS_HOLD, BIAS_ONSET, PixelHead, PixelStates
@@ -363,8 +363,8 @@ class FractalGen(Generator):
                 raise ValueError("chroma_steer needs a model without frame_block")
             chroma = self._label_offsets(batch, labels, CHROMATICISM).to(image.device)
             steer = torch.where(chroma < 0, chroma * low, chroma * high)
-            outside = ~torch.isin(torch.arange(height, device=image.device) % PITCH_CLASSES,
-                                  torch.as_tensor(DIATONIC, device=image.device))
+            c_major = torch.as_tensor(SCALES[0], device=image.device)  # SCALES[tonic]: tonic 0 is C
+            outside = ~c_major[torch.arange(height, device=image.device) % PITCH_CLASSES]
             bias[BIAS_ONSET] = (steer[:, None] * outside)[:, :, None]
         return bias
 
