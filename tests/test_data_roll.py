@@ -54,8 +54,25 @@ def test_constant_offset_is_detected_and_removed(tmp_path, make_midi):
     _, meta = midi_to_roll(make_midi(tmp_path / "shifted.mid", notes))
     assert meta["grid_offset_steps"] == pytest.approx(shift / SIXTEENTH, abs=0.03)
     assert meta["on_grid_raw"] < 0.05 and meta["on_grid"] == 1.0
-    quantised, _ = midi_notes(tmp_path / "shifted.mid")
-    assert sorted(quantised.onset.tolist()) == steps.tolist()
+    quantised, meta = midi_notes(tmp_path / "shifted.mid")
+    assert sorted(quantised.onset.tolist()) == (steps + meta["beat_shift_steps"]).tolist()
+
+
+@pytest.mark.parametrize("late", [0, 1, 2, 3])
+def test_beats_a_few_16ths_off_the_grid_are_moved_onto_it(tmp_path, make_midi, late):
+    """A transcription whose beats sit ``late`` 16ths (plus a sub-step offset) after the grid's: even 16th
+    runs everywhere, so onsets alone do not tell the beat, but the bass's quarter notes do."""
+    bars = 4
+    runs = [(72 + s % 5, s * SIXTEENTH, SIXTEENTH, 70) for s in range(16 * bars)]
+    bass = [(36 + b % 3, b * 4 * SIXTEENTH, 4 * SIXTEENTH, 90) for b in range(4 * bars)]
+    offset = late * SIXTEENTH + 29
+    notes = [(p, t + offset, d, v) for p, t, d, v in runs + bass]
+    quantised, meta = midi_notes(make_midi(tmp_path / "late.mid", notes))
+    shift = (4 - late) % 4
+    assert meta["beat_shift_steps"] == shift
+    bass_onsets = np.sort(quantised.onset[quantised.pitch < 48])
+    assert bass_onsets.tolist() == list(range(late + shift, late + shift + 16 * bars, 4))
+    assert bass_onsets[0] % 4 == 0 and np.all(quantised.onset >= late)
 
 
 def test_tracks_merge_by_max_velocity_and_drums_are_skipped(tmp_path, make_midi):
