@@ -10,8 +10,8 @@ the onset flag (:func:`codes_to_planes`).
 MIDI -> roll: notes of every non-drum track are merged (max velocity), a constant per-file
 grid offset is detected (circular mean of onset phases) and removed before quantising, on a beat
 grid the beat is found (the position within a beat where the most sound starts) and moved onto the
-grid's beats with a few steps of lead-in, an optional sustain pedal (CC64) extends notes, and the length is checked against ``max_steps``
-*before* anything is allocated (a 37-byte file can claim a 137 GB roll).
+grid's beats with a few steps of lead-in, an optional sustain pedal (CC64) extends notes, and the
+length is checked against ``max_steps`` *before* anything is allocated (a 37-byte file can claim a 137 GB roll).
 
 Roll -> MIDI: a note starts at an onset (or a sounding frame after silence) and lasts while its
 pitch sounds, up to the next onset. A re-strike while the pitch still sounds ends the previous
@@ -286,9 +286,9 @@ def midi_to_roll(
     ``T`` ends with the last note. ``max_steps=None`` means :data:`DEFAULT_MAX_STEPS`; a longer
     piece raises :class:`PieceTooLongError` before any roll memory is allocated.
     Metadata: ``grid``, ``tempo_bpm`` (first tempo), ``ticks_per_quarter``,
-    ``grid_offset_steps``, ``beat_shift_steps`` (:func:`beat_shift`), ``on_grid_raw`` / ``on_grid`` (onset fractions within 0.1 step of
-    the grid before / after the offset removal), ``sustain``, ``source_notes``, ``steps``,
-    ``notes``, ``source`` (the path, when given one).
+    ``grid_offset_steps``, ``beat_shift_steps`` (:func:`beat_shift`), ``on_grid_raw`` / ``on_grid``
+    (onset fractions within 0.1 step of the grid before / after the offset removal), ``sustain``,
+    ``source_notes``, ``steps``, ``notes``, ``source`` (the path, when given one).
     """
     limit = DEFAULT_MAX_STEPS if max_steps is None else int(max_steps)
     notes, meta = midi_notes(src, grid=grid, sustain=sustain)
