@@ -258,7 +258,7 @@ def prepared_set(midi_dir, tmp_path) -> Path:
 
 def test_manifest_names_the_format_and_rolls_hold_note_codes(prepared_set):
     data = PreparedData(prepared_set)
-    assert data.manifest["format"] == f"fractalmidi-prepared/{FORMAT_VERSION}" and FORMAT_VERSION == 2
+    assert data.manifest["format"] == f"fractalmidi-prepared/{FORMAT_VERSION}" and FORMAT_VERSION == 3
     frames = np.fromfile(prepared_set / ROLLS_FILE, dtype=np.uint8).reshape(-1, 128)
     assert frames.shape[0] == data.manifest["total_steps"]
     assert np.any(frames & ONSET_BIT) and np.any((frames > 0) & ~(frames & ONSET_BIT).astype(bool))
@@ -285,7 +285,9 @@ def test_a_crop_starting_inside_a_note_starts_that_note(prepared_set):
     assert not tail[:, 4:].any() and np.array_equal(tail[:, :4] & VELOCITY_BITS, piece[:, -4:] & VELOCITY_BITS)
 
 
-@pytest.mark.parametrize("version, hint", [(1, "older format"), (FORMAT_VERSION + 1, "newer fractalmidi")])
+@pytest.mark.parametrize("version, hint", [(1, "older format .* without note onsets, beats moved onto the grid"),
+                                           (2, "older format .* without beats moved onto the grid"),
+                                           (FORMAT_VERSION + 1, "newer fractalmidi")])
 def test_other_cache_formats_are_refused_with_what_to_do(prepared_set, tmp_path, capsys, version, hint):
     manifest = json.loads((prepared_set / MANIFEST_FILE).read_text())
     manifest["format"] = f"fractalmidi-prepared/{version}"

@@ -37,8 +37,10 @@ COL_START, COL_STEPS, COL_SPLIT, COL_PITCH_LO, COL_PITCH_HI, COL_INFO = range(6)
 INDEX_COLUMNS = ("start_step", "steps", "split", "pitch_lo", "pitch_hi", "info_offset")
 
 FORMAT_NAME = "fractalmidi-prepared"
-FORMAT_VERSION = 2
-"""Version 2: cells are note codes (velocity + onset bit); version 1 held velocities only."""
+FORMAT_CHANGES = {2: "note onsets", 3: "beats moved onto the grid"}
+"""What each format version added: 2, cells are note codes (velocity + onset bit; 1 held velocities only);
+3, a file's beats are moved onto the grid's (:func:`fractalmidi.data.roll.beat_shift`)."""
+FORMAT_VERSION = max(FORMAT_CHANGES)
 
 FLUSH_SECONDS = 2.0
 """How often the journal (and the frames it points at) reach the disk while preparing."""
@@ -150,7 +152,8 @@ def check_format(manifest: dict, root: Path) -> None:
     if name != FORMAT_NAME or not version.isdigit():
         raise UserError(f"{root} is not a fractalmidi prepared folder (format {manifest.get('format')!r})")
     if int(version) < FORMAT_VERSION:
-        raise UserError(f"{root} was prepared in an older format (version {version}, without note onsets); "
+        missing = ", ".join(change for v, change in FORMAT_CHANGES.items() if v > int(version))
+        raise UserError(f"{root} was prepared in an older format (version {version}, without {missing}); "
                         f"re-run 'fractalmidi prepare' to rebuild it")
     if int(version) > FORMAT_VERSION:
         raise UserError(f"{root} was prepared by a newer fractalmidi (format version {version} > {FORMAT_VERSION}); "
