@@ -75,6 +75,21 @@ def test_bad_values_are_one_line_errors(override: str, message: str) -> None:
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model.rhythm_steer=0.5"], r"model.rhythm_steer needs data.style_labels=true"),
+    (["model.chroma_steer=[1,1]"], r"model.chroma_steer needs data.style_labels=true"),
+    (["data.style_labels=true", "data.key_normalize=false", "model.chroma_steer=[1,0]"],
+     r"model.chroma_steer needs a key-normalised model \(data.key_normalize=true\)"),
+])
+def test_steers_without_what_they_act_through_are_refused_at_training(overrides: list[str], message: str) -> None:
+    """A checkpoint storing a steer its model cannot follow would fail only when someone samples it."""
+    with pytest.raises(UserError, match=message):
+        load_config(CONFIGS / "fractal_tiny.yaml", overrides)
+    cfg = load_config(CONFIGS / "fractal_tiny.yaml", ["data.style_labels=true", "model.chroma_steer=[1,0.5]",
+                                                      "model.rhythm_steer=0.5"])
+    assert cfg.model["chroma_steer"] == [1.0, 0.5] and cfg.model["rhythm_steer"] == 0.5
+
+
 def test_cli_bad_key_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", str(CONFIGS / "fractal_tiny.yaml"), "training.batchsize=4"])
     err = capsys.readouterr().err.strip()

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fractalmidi.data.key import draw_shift, fit_shift, mean_pitch, normalising_shift, transpose
+from fractalmidi.data.key import CHROMA_STEER_NEEDS_KEY, draw_shift, fit_shift, mean_pitch, normalising_shift, transpose
 from fractalmidi.data.loudness import draw_loudness, move_loudness, normalising_move, piece_loudness
 from fractalmidi.data.roll import VELOCITY_PLANE, codes_to_planes, planes_to_codes
 from fractalmidi.data.style import draw_style, piece_style, style_label
@@ -197,8 +197,7 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
     import torch
 
     if any((options or {}).get("chroma_steer") or ()) and key_shifts is None:
-        raise UserError("chroma_steer needs a key-normalised model (data.key_normalize=true): it steers the "
-                        "pitches outside C major, the key such a model composes in")
+        raise UserError(CHROMA_STEER_NEEDS_KEY)
     device = next(model.parameters()).device
     canvas = plan.canvas.to(device).expand(count, -1, -1, -1).contiguous()
     mask = plan.mask.to(device).expand(count, -1, -1, -1).contiguous()

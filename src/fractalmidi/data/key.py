@@ -29,6 +29,9 @@ RELATIVE_MAJOR = 3
 """Semitones from a minor tonic up to its relative major's (A minor -> C major)."""
 MIN_SHIFT = -PITCH_CLASSES // 2
 """Shifts are taken in ``[-6, 5]``: the smallest move to the target scale."""
+CHROMA_STEER_NEEDS_KEY = ("chroma_steer needs a key-normalised model (data.key_normalize=true): it steers the "
+                          "pitches outside C major, the key such a model composes in")
+"""Why a chroma steer is refused without key normalisation (at training and at sampling)."""
 MIN_REGISTER_SPREAD = 0.5
 """Semitones: the register's spread is never taken narrower (two pieces of one register would pin every key)."""
 

@@ -26,6 +26,8 @@ STYLE_BINS = 3
 STYLE_DESCRIPTORS = ("onset rate", "chromaticism")
 """What a label describes; label = bin of the first * STYLE_BINS + bin of the second."""
 STYLE_CLASSES = STYLE_BINS ** len(STYLE_DESCRIPTORS)
+STEER_OPTIONS = ("rhythm_steer", "chroma_steer")
+"""Sampling options that act through a style-labelled model's labels (FractalGen's steers)."""
 RATE, CHROMATICISM = range(len(STYLE_DESCRIPTORS))
 """Indices of the descriptors in a label."""
 DIATONIC = np.array([0, 2, 4, 5, 7, 9, 11])

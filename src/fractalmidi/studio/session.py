@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fractalmidi.data.roll import NUM_PITCHES
+from fractalmidi.data.style import STEER_OPTIONS
 from fractalmidi.errors import UserError
 
 MAX_PITCH = NUM_PITCHES - 1
@@ -31,8 +32,6 @@ NO_MODEL = ("no model is loaded, so nothing can be generated: start the studio w
             "--checkpoint RUN_FOLDER_OR_CKPT")
 EXCLUDED_OPTIONS = ("cfg", "cfg_interval")
 """Guidance options need class labels, which the page does not choose: not offered."""
-STYLE_OPTIONS = ("rhythm_steer", "chroma_steer")
-"""Options that act through a style-labelled model's labels: offered only with such a model."""
 MAX_OPTION_TEXT = 32
 MAX_OPTION_LIST = 8
 MAX_NAME_CHARS = 60
@@ -271,7 +270,7 @@ class Session:
         """The family's options the page offers, with the checkpoint's defaults."""
         if self.loaded is None:
             return {}
-        hidden = EXCLUDED_OPTIONS + (() if self.loaded.style_counts else STYLE_OPTIONS)
+        hidden = EXCLUDED_OPTIONS + (() if self.loaded.style_counts else STEER_OPTIONS)
         return {k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in self.loaded.model.sample_defaults.items() if k not in hidden}
 

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from fractalmidi.data.grid import CROP_ALIGNS
+from fractalmidi.data.key import CHROMA_STEER_NEEDS_KEY
 from fractalmidi.data.loudness import LOUDNESS_CENTER
-from fractalmidi.data.style import STYLE_CLASSES
+from fractalmidi.data.style import STEER_OPTIONS, STYLE_CLASSES
 from fractalmidi.errors import UserError
 from fractalmidi.options import (
     NON_NEGATIVE,
@@ -385,6 +387,11 @@ def _validate(cfg: TrainConfig) -> None:
         close = difflib.get_close_matches(h.strategy, STRATEGIES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(f"hardware.strategy {h.strategy!r} unknown{hint}; accepted: {', '.join(STRATEGIES)}")
+    steers = [k for k in STEER_OPTIONS if any(np.atleast_1d(cfg.model.get(k) or 0))]
+    if steers and not cfg.data.style_labels:
+        raise UserError(f"model.{steers[0]} needs data.style_labels=true: it steers pieces by their style label")
+    if "chroma_steer" in steers and not cfg.data.key_normalize:
+        raise UserError(f"model.{CHROMA_STEER_NEEDS_KEY}")
     if cfg.training.grad_checkpointing and "grad_checkpointing" not in cfg.model:
         raise UserError(f"training.grad_checkpointing: model {cfg.model_name!r} does not support activation "
                         "checkpointing")
