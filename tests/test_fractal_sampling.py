@@ -345,8 +345,9 @@ def test_voice_redraws_bring_the_shipped_chorales_to_four_voices() -> None:
 
 def test_rhythm_steer_makes_the_shipped_chorales_follow_their_onset_rate_label() -> None:
     """The shipped 'bach' tells its onset-rate labels apart only a little (a calm label's pieces start notes on
-    0.05 fewer of their steps than a busy label's, though the bins' edges lie at 0.352 and 0.422); steered,
-    twice as much (16 pieces of each; seed 1: 0.061 and 0.131)."""
+    0.02-0.06 fewer of their steps than a busy label's, though the bins' edges lie at 0.352 and 0.422); steered,
+    two to three times as much (16 pieces of each, at its stored sparsity bias -0.1; seeds 0 / 1 / 2: 0.025 /
+    0.059 / 0.042 alone, 0.087 / 0.137 / 0.093 steered; at the -0.25 it had before, seed 0: 0.050 / 0.105)."""
     from fractalmidi.data.style import onset_rate
     from fractalmidi.inference import load_checkpoint
     from fractalmidi.pretrained import resolve
@@ -361,7 +362,7 @@ def test_rhythm_steer_makes_the_shipped_chorales_follow_their_onset_rate_label()
                            voice_range=(0, 0), rhythm_steer=steer)
         rates = [onset_rate(planes_to_codes(o.numpy())) for o in out]
         gaps.append(np.mean(rates[16:]) - np.mean(rates[:16]))
-    assert gaps[1] > 0.09 and gaps[1] > 1.5 * gaps[0], gaps  # measured: 0.050 alone, 0.105 steered
+    assert gaps[1] > 0.08 and gaps[1] > 2 * gaps[0], gaps  # measured: 0.025 alone, 0.087 steered
 
 
 def test_chroma_steer_makes_the_shipped_pop_songs_follow_their_chromaticism_label() -> None:
