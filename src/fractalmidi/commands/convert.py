@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{args.input}: {meta['source_notes']} notes -> roll (1, 128, {trip.steps}) of {meta['notes']} notes on "
         f"{meta['grid']} "
-        f"(grid offset {meta['grid_offset_steps']:+.2f} steps; on-grid {meta['on_grid_raw']:.0%} -> "
+        f"(grid offset {meta['grid_offset_steps']:+.2f} steps, beat moved {meta['beat_shift_steps']} steps later; "
+        f"on-grid {meta['on_grid_raw']:.0%} -> "
         f"{meta['on_grid']:.0%}) "
         f"-> {out}: onset F1 {scores['f1']:.4f} (precision {scores['precision']:.4f}, recall {scores['recall']:.4f}); "
         f"{meta['collisions']} onset(s) lost to a second attack of the same pitch in one grid cell"

@@ -256,7 +256,8 @@ def midi_notes(
     offset = detect_grid_offset(onset, period)
     notes = quantize_notes(onset, end, pitch, velocity, period, offset)
     shift = beat_shift(notes, grid.steps_per_quarter, grid.ruler_steps) if grid.steps_per_quarter else 0
-    notes = dataclasses.replace(notes, onset=notes.onset + shift, end=notes.end + shift)
+    if shift:
+        notes = dataclasses.replace(notes, onset=notes.onset + shift, end=notes.end + shift)
     meta = {
         "grid": grid.name,
         "tempo_bpm": tempo,
