@@ -21,10 +21,9 @@ kept: quantising merges them and counts them (``collisions`` in the metadata).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +256,7 @@ def midi_notes(
     notes = quantize_notes(onset, end, pitch, velocity, period, offset)
     shift = beat_shift(notes, grid.steps_per_quarter, grid.ruler_steps) if grid.steps_per_quarter else 0
     if shift:
-        notes = dataclasses.replace(notes, onset=notes.onset + shift, end=notes.end + shift)
+        notes = replace(notes, onset=notes.onset + shift, end=notes.end + shift)
     meta = {
         "grid": grid.name,
         "tempo_bpm": tempo,
