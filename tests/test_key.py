@@ -73,10 +73,10 @@ def test_drawn_keys_follow_the_training_counts() -> None:
     counts = shift_histogram([0, 0, 0, 3, -6, 6])  # 6 wraps to -6
     assert counts[6] == 3 and counts[9] == 1 and counts[0] == 2 and sum(counts) == 6
     rng = np.random.default_rng(0)
-    drawn = [draw_shift(counts, rng) for _ in range(3000)]
+    drawn = [draw_shift(counts, rng.random()) for _ in range(3000)]
     assert set(drawn) == {0, -3, 6}
     assert drawn.count(0) / len(drawn) == pytest.approx(0.5, abs=0.04)
-    assert set(draw_shift([], rng) for _ in range(500)) == set(range(-5, 7))  # uniform without counts
+    assert set(draw_shift([], rng.random()) for _ in range(500)) == set(range(-5, 7))  # uniform without counts
     assert len(counts) == PITCH_CLASSES
 
 
@@ -87,10 +87,10 @@ def test_drawn_keys_keep_a_piece_in_the_training_register() -> None:
     register = pitch_register([63.5, 64.0, 64.5, 64.0])
     assert register == [64.0, 0.5]  # the spread is floored at MIN_REGISTER_SPREAD
     rng = np.random.default_rng(0)
-    assert {draw_shift(counts, rng, 64.0, register) for _ in range(200)} == {0}
-    assert {draw_shift(counts, rng, 62.0, register) for _ in range(200)} == {2}  # up to D: back at 64
+    assert {draw_shift(counts, rng.random(), 64.0, register) for _ in range(200)} == {0}
+    assert {draw_shift(counts, rng.random(), 62.0, register) for _ in range(200)} == {2}  # up to D: back at 64
     # a wider register allows the neighbouring keys, still only those the training pieces used
-    drawn = [draw_shift(counts, rng, 64.0, [64.0, 3.0]) for _ in range(2000)]
+    drawn = [draw_shift(counts, rng.random(), 64.0, [64.0, 3.0]) for _ in range(2000)]
     assert set(drawn) <= {0, 2, 5, -5} and drawn.count(0) > drawn.count(5) > 0
     assert pitch_register([60.0]) is None  # one piece has no spread
     roll = np.zeros((1, NUM_PITCHES, 8), dtype=np.uint8)

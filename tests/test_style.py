@@ -64,7 +64,7 @@ def test_labels_cut_each_descriptor_at_the_training_terciles() -> None:
     assert style_label(None, edges) == 4  # no notes: the middle of both
     assert describe_style(6, edges).startswith("onset rate high") and "chromaticism low" in describe_style(6, edges)
     rng = np.random.default_rng(0)
-    drawn = [draw_style([0, 3, 0, 0, 0, 0, 0, 0, 1], rng) for _ in range(400)]
+    drawn = [draw_style([0, 3, 0, 0, 0, 0, 0, 0, 1], rng.random()) for _ in range(400)]
     assert set(drawn) == {1, 8} and 0.65 < drawn.count(1) / 400 < 0.85
 
 

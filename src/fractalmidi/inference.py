@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from fractalmidi.data.draw import spread_quantiles
 from fractalmidi.data.key import CHROMA_STEER_NEEDS_KEY, draw_shift, fit_shift, mean_pitch, normalising_shift, transpose
 from fractalmidi.data.loudness import draw_loudness, move_loudness, normalising_move, piece_loudness
 from fractalmidi.data.roll import VELOCITY_PLANE, codes_to_planes, planes_to_codes
@@ -114,12 +115,13 @@ def load_checkpoint(path: str | Path, *, use_ema: bool = True) -> LoadedCheckpoi
     return LoadedCheckpoint(path=path, model=model, config=dict(config or {}))
 
 
-def _numpy_rng(generator, device) -> np.random.Generator:
-    """A numpy generator seeded from the torch ``generator`` (fresh entropy without one), so seeded runs repeat."""
+def _quantiles(count: int, generator, device) -> np.ndarray:
+    """:func:`spread_quantiles` for a batch, seeded from the torch ``generator`` (fresh entropy without one),
+    so seeded runs repeat."""
     import torch
 
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device)) if generator else None
-    return np.random.default_rng(seed)
+    return spread_quantiles(count, np.random.default_rng(seed))
 
 
 def _out_of_key(result, steps: list, into_key: int, key_shifts: list[int], anchored: bool, generator,
@@ -130,11 +132,10 @@ def _out_of_key(result, steps: list, into_key: int, key_shifts: list[int], ancho
 
     if anchored:
         return transpose(result, -into_key), [transpose(step, -into_key) for step in steps]
-    rng = _numpy_rng(generator, result.device)
     moves = []
-    for sample in result:
+    for sample, quantile in zip(result, _quantiles(result.shape[0], generator, result.device)):
         sounding = (sample[VELOCITY_PLANE] > 0).cpu().numpy().astype(np.uint8)
-        moves.append(fit_shift(sounding, draw_shift(key_shifts, rng, mean_pitch(sounding), register)))
+        moves.append(fit_shift(sounding, draw_shift(key_shifts, quantile, mean_pitch(sounding), register)))
     def move(batch):
         return torch.stack([transpose(x, m) for x, m in zip(batch, moves)])
     return move(result), [move(step) for step in steps]
@@ -155,16 +156,17 @@ def _to_loudness(result, steps: list, into: int, counts: list[int], anchored: bo
     if anchored:
         moves = [-into] * result.shape[0]
     else:
-        rng = _numpy_rng(generator, result.device)
         own = [piece_loudness(c) for c in planes_to_codes(result.cpu().numpy())]
-        moves = [0 if level is None else draw_loudness(counts, rng) - level for level in own]
+        quantiles = _quantiles(len(own), generator, result.device)
+        moves = [0 if level is None else draw_loudness(counts, q) - level for level, q in zip(own, quantiles)]
     return _move_velocities(result, moves), [_move_velocities(step, moves) for step in steps]
 
 
 def style_labels(plan, count: int, generator, device, style_counts: list[int] | None,
                  style_edges: list[list[float]] | None):
     """Labels ``(count,)`` for a style-labelled model (None without ``style_counts``): the style of the known music
-    where the plan has any, else each drawn with the training windows' frequencies."""
+    where the plan has any, else drawn with the training windows' frequencies, spread over the batch
+    (:mod:`fractalmidi.data.draw`)."""
     import torch
 
     if not style_counts or not style_edges:
@@ -174,8 +176,7 @@ def style_labels(plan, count: int, generator, device, style_counts: list[int] | 
     if style is not None:
         chosen = [style_label(style, style_edges)] * count
     else:
-        rng = _numpy_rng(generator, device)
-        chosen = [draw_style(style_counts, rng) for _ in range(count)]
+        chosen = [draw_style(style_counts, q) for q in _quantiles(count, generator, device)]
     return torch.tensor(chosen, dtype=torch.long, device=device)
 
 
@@ -190,7 +191,8 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
     become a one-line ``UserError``. ``key_shifts`` (a key-normalised model's
     :attr:`LoadedCheckpoint.key_shifts`): the known music is moved into the model's key and the
     result back; with nothing known, each sample goes to a key drawn like the training pieces', weighed by
-    ``key_register`` (:attr:`LoadedCheckpoint.key_register`) where given.
+    ``key_register`` (:attr:`LoadedCheckpoint.key_register`) where given, the batch's keys spread over those
+    frequencies (:mod:`fractalmidi.data.draw`).
     ``loudness_counts`` (:attr:`LoadedCheckpoint.loudness_counts`): the same for loudness.
     A style-labelled model's ``labels`` come from :func:`style_labels` (callers draw them, so they can name them).
     """

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fractalmidi.data.draw import pick
 from fractalmidi.data.roll import NUM_PITCHES, VELOCITY_BITS
 
 PITCH_CLASSES = 12
@@ -125,9 +126,9 @@ def pitch_register(means: list[float]) -> list[float] | None:
     return [round(float(np.mean(means)), 3), round(max(float(np.std(means)), MIN_REGISTER_SPREAD), 3)]
 
 
-def draw_shift(counts: list[int], rng: np.random.Generator, pitch: float | None = None,
+def draw_shift(counts: list[int], quantile: float, pitch: float | None = None,
                register: list[float] | None = None) -> int:
-    """A transposition out of the model's key: minus a normalising shift drawn with the training
+    """A transposition out of the model's key: minus the normalising shift at ``quantile`` of the training
     pieces' frequencies (uniform when ``counts`` is empty or all zero), each weighed by how likely a piece of
     mean ``pitch`` moved by it lies in the training ``register`` (:func:`pitch_register`) where both are known."""
     weights = np.asarray(counts, dtype=np.float64)
@@ -138,4 +139,4 @@ def draw_shift(counts: list[int], rng: np.random.Generator, pitch: float | None 
         mean, spread = register
         weighted = weights * np.exp(-0.5 * ((pitch + shifts - mean) / spread) ** 2)
         weights = weighted if weighted.sum() > 0 else weights
-    return int(shifts[rng.choice(PITCH_CLASSES, p=weights / weights.sum())])
+    return int(shifts[pick(weights, quantile)])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fractalmidi.data.draw import pick
 from fractalmidi.data.roll import MAX_VELOCITY, ONSET_BIT, VELOCITY_BITS
 
 LOUDNESS_CENTER = 80
@@ -49,9 +50,9 @@ def loudness_histogram(loudness: list[int]) -> list[int]:
                        minlength=LOUDNESS_LEVELS).tolist()
 
 
-def draw_loudness(counts: list[int], rng: np.random.Generator) -> int:
-    """A loudness drawn with the training pieces' frequencies (:data:`LOUDNESS_CENTER` without counts)."""
+def draw_loudness(counts: list[int], quantile: float) -> int:
+    """The loudness at ``quantile`` of the training pieces' frequencies (:data:`LOUDNESS_CENTER` without counts)."""
     weights = np.asarray(counts, dtype=np.float64)
     if weights.size != LOUDNESS_LEVELS or weights.sum() <= 0:
         return LOUDNESS_CENTER
-    return int(rng.choice(LOUDNESS_LEVELS, p=weights / weights.sum()))
+    return pick(weights, quantile)

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from fractalmidi.data.draw import pick
 from fractalmidi.data.key import PITCH_CLASSES
 from fractalmidi.data.roll import NUM_PITCHES, ONSET_BIT, VELOCITY_BITS
 
@@ -116,10 +117,9 @@ def style_histogram(labels: list[int]) -> list[int]:
     return np.bincount(np.asarray(labels, dtype=np.int64), minlength=STYLE_CLASSES).tolist()
 
 
-def draw_style(counts: list[int], rng: np.random.Generator) -> int:
-    """A label drawn with the training windows' frequencies."""
-    weights = np.asarray(counts, dtype=np.float64)
-    return int(rng.choice(len(weights), p=weights / weights.sum()))
+def draw_style(counts: list[int], quantile: float) -> int:
+    """The label at ``quantile`` of the training windows' frequencies (a uniform quantile draws one like them)."""
+    return pick(np.asarray(counts, dtype=np.float64), quantile)
 
 
 def describe_style(label: int, edges: list[list[float]]) -> str:
