@@ -274,6 +274,11 @@ def test_chroma_steer_needs_a_key_normalised_model() -> None:
     plan = unconditional_plan(16, model.length_multiple)
     with pytest.raises(UserError, match="key-normalised"):
         sample_plan(model, plan, 1, labels=torch.tensor([2]), options={"chroma_steer": (1.0, 0.5)})
+    stored = build("fractal-tiny", num_classes=STYLE_CLASSES, chroma_steer=(1.0, 0.5)).eval()
+    with pytest.raises(UserError, match="key-normalised"):  # a steer stored as the model's default, too
+        sample_plan(stored, plan, 1, labels=torch.tensor([2]))
+    out, _ = sample_plan(stored, plan, 1, labels=torch.tensor([2]), options={"chroma_steer": (0.0, 0.0)})
+    assert out.shape[-1] == 16  # turned off where it cannot apply, it samples
 
 
 def _chords(voices: list[int], height: int = 128) -> torch.Tensor:

@@ -198,8 +198,8 @@ def sample_plan(model, plan, count: int = 1, *, generator=None, labels=None, opt
     """
     import torch
 
-    if any((options or {}).get("chroma_steer") or ()) and key_shifts is None:
-        raise UserError(CHROMA_STEER_NEEDS_KEY)
+    if any({**model.sample_defaults, **(options or {})}.get("chroma_steer") or ()) and key_shifts is None:
+        raise UserError(CHROMA_STEER_NEEDS_KEY)  # passed now or stored in the checkpoint
     device = next(model.parameters()).device
     canvas = plan.canvas.to(device).expand(count, -1, -1, -1).contiguous()
     mask = plan.mask.to(device).expand(count, -1, -1, -1).contiguous()
