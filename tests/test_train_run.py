@@ -338,9 +338,10 @@ def test_init_from_fine_tunes_a_trained_model_with_new_parts(prepared_jsb: Path,
     common = [*FRACTAL_SMALL, f"data.root={prepared_jsb}", "training.limit_val_batches=0"]
     _train("fractal_tiny.yaml", [*common, f"logging.output_dir={tmp_path / 'base'}", "training.max_steps=1"])
     base = _weights(tmp_path / "base")
-    _train("fractal_tiny.yaml", [*common, f"logging.output_dir={tmp_path / 'tuned'}", "training.max_steps=1",
-                                 f"training.init_from={tmp_path / 'base'}", "model.edge_crops=0.5",
-                                 "training.lr=1e-12", "logging.log_images_every_n_steps=1"])
+    result = _train("fractal_tiny.yaml", [*common, f"logging.output_dir={tmp_path / 'tuned'}", "training.max_steps=1",
+                                          f"training.init_from={tmp_path / 'base'}", "model.edge_crops=0.5",
+                                          "training.lr=1e-12", "logging.log_images_every_n_steps=1"])
+    assert result.fresh == ["edges"]  # named, so the user learns what did not come from the source
     assert list((tmp_path / "tuned" / GIF_DIR).glob("*.gif"))  # the image logger reads the edge crops' rolls
     tuned = _weights(tmp_path / "tuned")
     assert set(tuned) - set(base) == {"model.edges"}

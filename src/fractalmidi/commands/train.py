@@ -48,4 +48,7 @@ def run(args: argparse.Namespace) -> int:
     where = "" if job.config.training.fast_dev_run else f"; run folder: {result.run_dir}"
     if launcher_rank_zero():  # one summary line, not one per DDP process
         print(f"trained to step {result.global_step} ({summary}){where}")
+        if result.fresh:
+            print(f"training.init_from: {len(result.fresh)} parameter(s) started from their initial values "
+                  f"(the source has none): {', '.join(result.fresh)}")
     return 0

@@ -153,15 +153,16 @@ def check_state_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor], s
         raise UserError(f"{source} does not match the model: " + "; ".join(problems))
 
 
-def init_weights(model: torch.nn.Module, source: str | Path) -> None:
+def init_weights(model: torch.nn.Module, source: str | Path) -> list[str]:
     """Copy the generator weights of checkpoint ``source`` (EMA ones when kept) into ``model``, for a fresh run
     that fine-tunes them, as the model adopts them (:meth:`~fractalmidi.models.base.Generator.adopt_state`);
-    parameters it lacks (parts that newer options add) keep their initial values. Any other difference is a
-    ``UserError``."""
+    parameters it lacks (parts that newer options add) keep their initial values and are returned by name, so
+    the user learns what did not come from ``source``. Any other difference is a ``UserError``."""
     trained, _ = load_generator(source)
     state = model.adopt_state(trained.state_dict())
     check_state_shapes(model, state, f"training.init_from {str(source)!r}", allow_missing=True)
     model.load_state_dict(state, strict=False)
+    return sorted(set(model.state_dict()) - set(state))
 
 
 def load_generator(path: str | Path, *, use_ema: bool = True, map_location: Any = "cpu") -> tuple[Any, dict[str, Any]]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,8 @@ class Result:
     run_dir: Path
     global_step: int
     metrics: dict[str, float]
+    fresh: list[str] = field(default_factory=list)
+    """Parameters that started from their initial values, not from ``training.init_from``."""
 
 
 @dataclass
@@ -168,9 +169,9 @@ def pin_style(config: TrainConfig) -> TrainConfig:
         data = PreparedData(d.root)
         styles = window_styles((data.piece(p) for p in data.split(d.train_split)), d.crop_length)
         edges = style_edges(styles)
-        d = dataclasses.replace(d, style_edges=edges, style_counts=style_histogram([style_label(s, edges)
+        d = replace(d, style_edges=edges, style_counts=style_histogram([style_label(s, edges)
                                                                                       for s in styles]))
-    return dataclasses.replace(config, data=d, model={**config.model, "num_classes": STYLE_CLASSES})
+    return replace(config, data=d, model={**config.model, "num_classes": STYLE_CLASSES})
 
 
 def pin_keys(config: TrainConfig, train_set: Any) -> TrainConfig:
@@ -180,8 +181,8 @@ def pin_keys(config: TrainConfig, train_set: Any) -> TrainConfig:
         return config
     counts = shift_histogram(list(train_set.key_shifts.values()))
     register = pitch_register([m for m in train_set.pitch_means.values() if m is not None])
-    data = dataclasses.replace(config.data, key_shifts=counts, key_register=register)
-    return dataclasses.replace(config, data=data)
+    data = replace(config.data, key_shifts=counts, key_register=register)
+    return replace(config, data=data)
 
 
 def pin_loudness(config: TrainConfig, train_set: Any) -> TrainConfig:
@@ -189,7 +190,7 @@ def pin_loudness(config: TrainConfig, train_set: Any) -> TrainConfig:
     if not config.data.loudness_normalize:
         return config
     counts = loudness_histogram([v for v in train_set.loudness.values() if v is not None])
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, loudness_counts=counts))
+    return replace(config, data=replace(config.data, loudness_counts=counts))
 
 
 def pin_voices(config: TrainConfig, train_set: Any) -> TrainConfig:
@@ -198,7 +199,7 @@ def pin_voices(config: TrainConfig, train_set: Any) -> TrainConfig:
     if config.model.get("max_voices") != AUTO_VOICES:
         return config
     counts = voice_histogram(train_set.data.piece(p)[0].T for p in train_set.pieces)
-    return dataclasses.replace(config, model={**config.model, "max_voices": fixed_voices(counts)})
+    return replace(config, model={**config.model, "max_voices": fixed_voices(counts)})
 
 
 def pin_grid(config: TrainConfig, grid: str) -> TrainConfig:
@@ -207,7 +208,7 @@ def pin_grid(config: TrainConfig, grid: str) -> TrainConfig:
     if config.data.grid is not None and config.data.grid != grid:
         raise UserError(f"data.grid {config.data.grid!r} does not match the grid {grid!r} of data.root "
                         f"{config.data.root!r}; drop data.grid or prepare the data with --grid {config.data.grid}")
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, grid=grid))
+    return replace(config, data=replace(config.data, grid=grid))
 
 
 def _callbacks(config: TrainConfig, run_dir: Path, val_dataset: Any, with_validation: bool) -> list[Any]:
@@ -296,8 +297,7 @@ def _train(job: Job) -> Result:
         config = pin(config, train_set)
     t, d = config.training, config.data
     module = GeneratorModule(config)
-    if t.init_from and job.resume_from is None:
-        init_weights(module.model, t.init_from)
+    fresh = init_weights(module.model, t.init_from) if t.init_from and job.resume_from is None else []
     lengths = {"data.crop_length": d.crop_length, "data.val_crop_length": d.val_crop_length,
                "logging.sample_length": config.logging.sample_length}
     for key, length in lengths.items():
@@ -327,4 +327,4 @@ def _train(job: Job) -> Result:
                                                 num_workers=d.num_workers, seed=t.seed)
     trainer.fit(module, ckpt_path=str(job.resume_from) if job.resume_from else None, weights_only=True, **loaders)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-    return Result(run_dir, trainer.global_step, metrics)
+    return Result(run_dir, trainer.global_step, metrics, fresh)
