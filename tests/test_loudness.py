@@ -77,6 +77,7 @@ class FixedPiece(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
         self.seen: torch.Tensor | None = None
+        self.sample_defaults: dict[str, object] = {}  # a generator's stored sampling options: none
 
     def sample(self, canvas: torch.Tensor, mask: torch.Tensor, **_: object) -> torch.Tensor:
         self.seen = canvas.clone()
