@@ -34,3 +34,4 @@ def test_pick_never_takes_a_zero_weight() -> None:
     weights = np.array([0.0, 2.0, 0.0, 1.0, 0.0])
     assert pick(weights, 0.0) == 1 and pick(weights, 0.66) == 1 and pick(weights, 0.67) == 3
     assert pick(weights, np.nextafter(1.0, 0.0)) == 3
+    assert (15 + np.nextafter(1.0, 0.0)) / 16 == 1.0 and pick(weights, 1.0) == 3  # a spread quantile can round to 1

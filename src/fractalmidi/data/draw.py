@@ -22,4 +22,5 @@ def pick(weights: np.ndarray, quantile: float) -> int:
     """The index where ``quantile`` falls in the cumulative ``weights`` (positive total; zero weights never)."""
     cumulative = np.cumsum(np.asarray(weights, dtype=np.float64))
     index = int(np.searchsorted(cumulative / cumulative[-1], quantile, side="right"))
+    # a spread quantile can round to exactly 1.0 ((n - 1 + r) / n): it takes the last positive weight
     return min(index, int(np.flatnonzero(cumulative == cumulative[-1])[0]))
