@@ -328,7 +328,8 @@ def test_voice_redraws_keep_the_better_draw_per_run_of_beats() -> None:
 
 def test_voice_redraws_bring_the_shipped_chorales_to_four_voices() -> None:
     """The shipped 'bach' sounds 3 voices here and 5 there; with four redraws of the beats that do, far more
-    of its steps sound the chorales' four voices, and its notes stay as long."""
+    of its steps sound the chorales' four voices, and its notes stay as long; so with five cheap rounds (the
+    top level in one iteration)."""
     from fractalmidi.evaluate.features import notes_from_roll
     from fractalmidi.inference import load_checkpoint
     from fractalmidi.pretrained import resolve
@@ -338,14 +339,15 @@ def test_voice_redraws_bring_the_shipped_chorales_to_four_voices() -> None:
     mask = torch.ones_like(canvas, dtype=torch.bool)
     labels = torch.full((4,), 4, dtype=torch.long)
     share, lengths = [], []
-    for redraws in (0, 4):
-        options = {"voice_range": (4, 4) if redraws else (0, 0), "voice_redraws": max(redraws, 1)}
+    for redraws, iters in ((0, 0), (4, 0), (5, 1)):
+        options = {"voice_range": (4, 4) if redraws else (0, 0), "voice_redraws": max(redraws, 1),
+                   "voice_redraw_iters": iters}
         out = model.sample(canvas, mask, labels=labels, generator=torch.Generator().manual_seed(0), **options)
         voices = (out[:, 0] > 0).sum(1)
         share.append((voices[voices > 0] == 4).float().mean().item())
         lengths.append(np.mean([notes_from_roll(planes_to_codes(o.numpy())).duration.mean() for o in out]))
-    assert share[0] < 0.6 and share[1] > share[0] + 0.2, share
-    assert abs(lengths[1] - lengths[0]) < 0.15 * lengths[0], lengths
+    assert share[0] < 0.6 and min(share[1:]) > share[0] + 0.2, share
+    assert max(abs(n - lengths[0]) for n in lengths[1:]) < 0.15 * lengths[0], lengths
 
 
 def test_rhythm_steer_makes_the_shipped_chorales_follow_their_onset_rate_label() -> None:

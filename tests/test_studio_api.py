@@ -102,11 +102,12 @@ def test_page_assets_and_info(studio) -> None:
     assert info["model"]["family"] == "fractal" and info["model"]["preset"] == "fractal-tiny"
     # no guidance without labels
     assert set(info["model"]["options"]) == {"num_iter_list", "temperature", "sparsity_bias", "edges", "voice_range",
-                                               "voice_redraws", "velocity_min_p"}
+                                               "voice_redraws", "voice_redraw_iters", "velocity_min_p"}
     # the page's inputs are typed from the option types, not from JSON numbers (1.0 arrives as 1)
     assert info["model"]["option_kinds"] == {"num_iter_list": "list", "temperature": "number",
                                              "sparsity_bias": "number", "edges": "text", "voice_range": "list",
-                                             "voice_redraws": "integer", "velocity_min_p": "number"}
+                                             "voice_redraws": "integer", "voice_redraw_iters": "integer",
+                                             "velocity_min_p": "number"}
     assert info["steps_per_bar"] == 16 and info["limits"]["max_window_steps"] == LIMITS.max_window_steps
     assert info["velocity_colours"][0] == [1, [40, 70, 255]] and info["versions"] == []
 

@@ -383,21 +383,26 @@ class FractalGen(Generator):
         top = self._top_conds(batch, labels, canvas.device, drop=False)
         if guided:
             top = torch.cat([top, self._top_conds(batch, None, canvas.device, drop=False)])
-        options = SamplingOptions(num_iter_list=iters, temperature=float(o.temperature),
-                                  sparsity_bias=float(o.sparsity_bias), velocity_min_p=float(o.velocity_min_p),
-                                  guided=guided, generator=generator)
+
+        def sampler_with(num_iter_list: tuple[int, ...]) -> HierarchySampler:
+            options = SamplingOptions(num_iter_list=num_iter_list, temperature=float(o.temperature),
+                                      sparsity_bias=float(o.sparsity_bias), velocity_min_p=float(o.velocity_min_p),
+                                      guided=guided, generator=generator)
+            return HierarchySampler(self.levels, self.patch_sizes, self.pixel_states.embed_input, self.head,
+                                    self.pixel_states.draw, options)
+
         frames: list[torch.Tensor] | None = [] if return_steps else None
         known_states = self._fold(self.pixel_states.from_planes(canvas))
-        sampler = HierarchySampler(self.levels, self.patch_sizes, self.pixel_states.embed_input, self.head,
-                                   self.pixel_states.draw, options)
+        sampler = sampler_with(iters)
         edges = torch.tensor(PIECE_EDGES[o.edges], device=canvas.device).expand(batch, 2)
         marks = self._marks(edges, known_states)
         bias = self._pixel_biases(known_states, labels, o)
         states = self._unfold(sampler.region(0, known_states, self._fold(mask[:, 0]), [top], cfg, frames, marks,
                                              bias))
         if o.voice_range[1] > 0:
+            redraws = sampler_with((int(o.voice_redraw_iters) or iters[0], *iters[1:]))
             states = self._redraw_voices(states, mask[:, 0], o, lambda s, g: self._unfold(
-                sampler.region(0, self._fold(s), self._fold(g), [top], cfg, None, marks, bias)))
+                redraws.region(0, self._fold(s), self._fold(g), [top], cfg, None, marks, bias)))
         result = self._planes(states, canvas, mask)
         if not return_steps:
             return result

@@ -18,6 +18,9 @@ EDGES = Bound(" | ".join(PIECE_EDGES), lambda v: v in PIECE_EDGES)
 VOICE_RANGE = Bound("two whole numbers LOW <= HIGH (0 0 = off)",
                     lambda v: len(v) == 2 and all(isinstance(n, int) for n in v) and 0 <= v[0] <= v[1])
 
+REDRAW_ITERS = Bound(f"a whole number in 0..{MAX_ITERATIONS}",
+                     lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_ITERATIONS)
+
 
 @dataclass(frozen=True)
 class FractalOptions:
@@ -77,6 +80,9 @@ class FractalSampling:
     voice_redraws: int = option(3, "with voice_range, how many times such beats are drawn again (each run of them "
                                    "keeps the draw with fewer steps outside the range)",
                                 bound=count_bound(MAX_ITERATIONS))
+    voice_redraw_iters: int = option(0, "top-level MAR iterations of each voice redraw round (0 = as the first draw, "
+                                        "num_iter_list's first entry; 1 draws all of a round's beats at once, about a "
+                                        "fifth of a full draw's time)", bound=REDRAW_ITERS)
     rhythm_steer: float = option(0.0, "for a model trained with style labels: added to the hold logit of pieces whose "
                                       "label's onset rate is low and taken from those whose rate is high, so "
                                       "labels steer the rhythm (0 = the model alone)", bound=NON_NEGATIVE)
