@@ -393,3 +393,31 @@ def test_chroma_steer_makes_the_shipped_pop_songs_follow_their_chromaticism_labe
         means.append((np.mean(shares[:8]), np.mean(shares[8:])))
     (low_alone, high_alone), (low, high) = means
     assert low < 0.6 * low_alone and high > low + 0.03 and high - low > 2 * (high_alone - low_alone), means
+
+
+def test_position_jitter_shows_the_top_level_the_columns_of_longer_pieces() -> None:
+    """A shifted crop's top-level positions are those of the same patches further into a longer roll; training
+    steps draw shifts of 0..position_jitter columns, evaluation never shifts."""
+    from fractalmidi.models import build
+    from fractalmidi.models.layers import sincos_2d
+
+    model = build("fractal-tiny", position_jitter=4)
+    top = model.levels[0]
+    rows, cols, offset = 8, 3, 2
+    shifted = top.positions((rows, cols), "cpu") + top.position_shift((rows, cols), offset, "cpu")
+    wide = sincos_2d(rows, cols + offset, top.width).view(rows, cols + offset, -1)[:, offset:]
+    assert torch.allclose(shifted, wide.reshape(rows * cols, -1), atol=1e-6)
+
+    offsets: list[int] = []
+    shift = top.position_shift
+    top.position_shift = lambda grid, n, device: offsets.append(n) or shift(grid, n, device)
+    x = torch.zeros(2, 2, 128, 48)
+    x[:, 0, 60:64, 4:20], x[:, 1, 60:64, 4] = 0.7, 1.0
+    torch.manual_seed(0)
+    model.eval()
+    model.loss(x)
+    assert offsets == []
+    model.train()
+    for _ in range(20):
+        model.loss(x)
+    assert set(offsets) == {1, 2, 3, 4}  # a step drawing 0 needs no shift

@@ -75,6 +75,7 @@ class FractalGen(Generator):
         if not 0 < o.empty_keep <= 1:
             raise ValueError(f"empty_keep must be in (0, 1], got {o.empty_keep}")
         self.empty_keep = o.empty_keep
+        self.position_jitter = o.position_jitter
         self._ema_decays = tuple(float(d) for d in o.ema_decays)
 
         top = o.widths[0]
@@ -289,6 +290,12 @@ class FractalGen(Generator):
         frame = self._fold(torch.arange(states.shape[-1], device=x.device).expand_as(states)) if estimate else None
         image = self._fold(states)
         marks = self._marks(edges, image)
+        jitter = self.position_jitter if self.training and not estimate else 0
+        offset = int(torch.randint(jitter + 1, ())) if jitter else 0  # no draw without jitter: same stream
+        if offset:
+            grid = grid_shape(image.shape[1], image.shape[2], self.patch_sizes[0])
+            shift = self.levels[0].position_shift(grid, offset, x.device).expand(batch, -1, -1)
+            marks = shift if marks is None else marks + shift
         self._descend(0, image, [top], torch.arange(batch, device=x.device),
                       torch.ones(batch, device=x.device), out, estimate, generator, frame, scored, marks)
         return out

@@ -86,6 +86,13 @@ class LevelNet(nn.Module):
             return fixed
         return fixed + self.learned_positions
 
+    def position_shift(self, grid: tuple[int, int], offset: int, device: torch.device) -> torch.Tensor:
+        """``(rows * cols, width)``: what moving ``grid`` ``offset`` columns on adds to its sin-cos positions
+        (training with ``position_jitter`` shows a level the columns of rolls longer than its crops)."""
+        rows, cols = grid
+        moved = self._sincos(rows, cols + offset, device).view(rows, cols + offset, -1)[:, offset:]
+        return moved.reshape(rows * cols, -1) - self._sincos(rows, cols, device)
+
     def embed_conds(self, conds: list[torch.Tensor]) -> torch.Tensor:
         """``num_conds`` tensors ``(N, cond_dim)`` -> condition tokens ``(N, num_conds, width)``."""
         return self.cond_proj(torch.stack(conds, dim=1)) + self.cond_slots

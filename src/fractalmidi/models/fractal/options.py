@@ -53,6 +53,9 @@ class FractalOptions:
     edge_crops: float = option(0.0, "share of training crops that begin at a piece's start or end with its last bar "
                                "(0 = off); above 0 the top level learns a mark for a piece's first and last patch "
                                "columns (which sampling's edges option sets)", bound=UNIT)
+    position_jitter: int = option(0, "training shifts each batch's top-level patch columns by 0..this many, so pieces up "
+                                       "to that many patches longer than the crops sample at positions seen in training",
+                                  bound=NON_NEGATIVE, training_only=True)
     empty_keep: float = option(1.0, "training passes a silent patch down with this probability, in (0, 1]",
                                training_only=True)
     ema_decays: tuple[float, ...] = option((), "EMA decays the trainer keeps (empty = no EMA)")
