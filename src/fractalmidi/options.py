@@ -53,9 +53,9 @@ POSITIVE = Bound("> 0", _each(lambda v: v > 0))
 UNIT = Bound("in [0, 1]", _each(lambda v: 0 <= v <= 1))
 
 
-def count_bound(most: int) -> Bound:
-    """Whole numbers in ``1..most`` (iterations, steps): bounded before anything is allocated."""
-    return Bound(f"whole numbers in 1..{most}", _each(lambda v: isinstance(v, int) and 1 <= v <= most))
+def count_bound(most: int, least: int = 1) -> Bound:
+    """Whole numbers in ``least..most`` (iterations, steps): bounded before anything is allocated."""
+    return Bound(f"whole numbers in {least}..{most}", _each(lambda v: isinstance(v, int) and least <= v <= most))
 
 
 def check_values(cls: type, values: Mapping[str, Any], name: Callable[[str], str] = str) -> None:

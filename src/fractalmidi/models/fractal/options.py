@@ -18,8 +18,8 @@ EDGES = Bound(" | ".join(PIECE_EDGES), lambda v: v in PIECE_EDGES)
 VOICE_RANGE = Bound("two whole numbers LOW <= HIGH (0 0 = off)",
                     lambda v: len(v) == 2 and all(isinstance(n, int) for n in v) and 0 <= v[0] <= v[1])
 
-REDRAW_ITERS = Bound(f"a whole number in 0..{MAX_ITERATIONS}",
-                     lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_ITERATIONS)
+MAX_JITTER_COLUMNS = 1024
+"""``position_jitter``'s bound: the positions table it builds grows with it."""
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,10 @@ class FractalOptions:
     edge_crops: float = option(0.0, "share of training crops that begin at a piece's start or end with its last bar "
                                "(0 = off); above 0 the top level learns a mark for a piece's first and last patch "
                                "columns (which sampling's edges option sets)", bound=UNIT)
-    position_jitter: int = option(0, "training shifts each batch's top-level patch columns by 0..this many, so pieces up "
-                                       "to that many patches longer than the crops sample at positions seen in training",
-                                  bound=NON_NEGATIVE, training_only=True)
+    position_jitter: int = option(0, "training shifts each batch's top-level patch columns by 0..this many, so "
+                                       "pieces up to that many patches longer than the crops sample at positions "
+                                       "seen in training",
+                                  bound=count_bound(MAX_JITTER_COLUMNS, least=0), training_only=True)
     empty_keep: float = option(1.0, "training passes a silent patch down with this probability, in (0, 1]",
                                training_only=True)
     ema_decays: tuple[float, ...] = option((), "EMA decays the trainer keeps (empty = no EMA)")
@@ -85,7 +86,7 @@ class FractalSampling:
                                 bound=count_bound(MAX_ITERATIONS))
     voice_redraw_iters: int = option(0, "top-level MAR iterations of each voice redraw round (0 = as the first draw, "
                                         "num_iter_list's first entry; 1 draws all of a round's beats at once, about a "
-                                        "fifth of a full draw's time)", bound=REDRAW_ITERS)
+                                        "fifth of a full draw's time)", bound=count_bound(MAX_ITERATIONS, least=0))
     rhythm_steer: float = option(0.0, "for a model trained with style labels: added to the hold logit of pieces whose "
                                       "label's onset rate is low and taken from those whose rate is high, so "
                                       "labels steer the rhythm (0 = the model alone)", bound=NON_NEGATIVE)
