@@ -19,6 +19,8 @@ from fractalmidi.options import plain
 
 MAX_ITERATIONS = 10_000
 """Most sampling iterations per level / ODE steps a sampling option may ask for."""
+MAX_JITTER_COLUMNS = 1024
+"""Most columns a training option ``position_jitter`` may shift positions by: the positions table grows with it."""
 DEFAULT_NOTE_VELOCITY = 64
 """Velocity of a generated note that has none of its own (e.g. a sampled hold after silence):
 MIDI's customary default."""

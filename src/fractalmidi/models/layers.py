@@ -229,12 +229,15 @@ class SinCosTable:
         self._tables: dict[tuple[int, int, str, torch.dtype], torch.Tensor] = {}
 
     def __call__(self, rows: int, cols: int, device: torch.device | str,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Positions ``(rows * cols, dim)``, row-major."""
-        key = (rows, cols, str(device), dtype)
+                 dtype: torch.dtype = torch.float32, col_offset: int = 0) -> torch.Tensor:
+        """Positions ``(rows * cols, dim)``, row-major; ``col_offset``: the first column takes position
+        ``col_offset`` (training's position jitter, so longer rolls meet positions seen in training)."""
+        key = (rows, cols + col_offset, str(device), dtype)
         table = self._tables.get(key)
         if table is None:
-            table = sincos_2d(rows, cols, self.dim, device=device).to(dtype)
+            table = sincos_2d(rows, cols + col_offset, self.dim, device=device).to(dtype)
             if not torch.is_inference_mode_enabled():
                 self._tables[key] = table
+        if col_offset:
+            table = table.view(rows, cols + col_offset, -1)[:, col_offset:].reshape(rows * cols, -1)
         return table

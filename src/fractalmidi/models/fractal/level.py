@@ -89,9 +89,7 @@ class LevelNet(nn.Module):
     def position_shift(self, grid: tuple[int, int], offset: int, device: torch.device) -> torch.Tensor:
         """``(rows * cols, width)``: what moving ``grid`` ``offset`` columns on adds to its sin-cos positions
         (training with ``position_jitter`` shows a level the columns of rolls longer than its crops)."""
-        rows, cols = grid
-        moved = self._sincos(rows, cols + offset, device).view(rows, cols + offset, -1)[:, offset:]
-        return moved.reshape(rows * cols, -1) - self._sincos(rows, cols, device)
+        return self._sincos(*grid, device, col_offset=offset) - self._sincos(*grid, device)
 
     def embed_conds(self, conds: list[torch.Tensor]) -> torch.Tensor:
         """``num_conds`` tensors ``(N, cond_dim)`` -> condition tokens ``(N, num_conds, width)``."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fractalmidi.data.roll import NUM_PITCHES
-from fractalmidi.models.base import MAX_ITERATIONS
+from fractalmidi.models.base import MAX_ITERATIONS, MAX_JITTER_COLUMNS
 from fractalmidi.options import NON_NEGATIVE, POSITIVE, UNIT, Bound, count_bound, option
 
 PIECE_EDGES = {"both": (True, True), "start": (True, False), "end": (False, True), "none": (False, False)}
@@ -17,9 +17,6 @@ PIECE_EDGES = {"both": (True, True), "start": (True, False), "end": (False, True
 EDGES = Bound(" | ".join(PIECE_EDGES), lambda v: v in PIECE_EDGES)
 VOICE_RANGE = Bound("two whole numbers LOW <= HIGH (0 0 = off)",
                     lambda v: len(v) == 2 and all(isinstance(n, int) for n in v) and 0 <= v[0] <= v[1])
-
-MAX_JITTER_COLUMNS = 1024
-"""``position_jitter``'s bound: the positions table it builds grows with it."""
 
 
 @dataclass(frozen=True)

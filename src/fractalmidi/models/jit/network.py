@@ -187,10 +187,7 @@ class JiTNet(nn.Module):
         rows, cols = height // p, width // p
         y = self.y_embedder(labels, drop=drop_labels)
         c = self.t_embedder(t) + y
-        positions = self._sincos(rows, cols + col_offset, x.device, x.dtype)
-        if col_offset:
-            positions = positions.view(rows, cols + col_offset, -1)[:, col_offset:].reshape(rows * cols, -1)
-        tokens = self.patch_embed(x) + positions
+        tokens = self.patch_embed(x) + self._sincos(rows, cols, x.device, x.dtype, col_offset)
         prefix = 0
         checkpointing = self.grad_checkpointing and self.training
         for i, block in enumerate(self.blocks):

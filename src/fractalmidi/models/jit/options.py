@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from fractalmidi.data.roll import NUM_PITCHES
 from fractalmidi.data.texture import AUTO_VOICES
-from fractalmidi.models.base import MAX_ITERATIONS
+from fractalmidi.models.base import MAX_ITERATIONS, MAX_JITTER_COLUMNS
 from fractalmidi.options import NON_NEGATIVE, POSITIVE, UNIT, Bound, count_bound, option
 
 DEFAULT_SILENCE_BELOW = 0.5
@@ -60,7 +60,7 @@ class JiTOptions(JiTNetOptions):
     t_eps: float = option(0.05, "velocities divide by max(1 - t, t_eps), in (0, 1)")
     position_jitter: int = option(0, "training shifts a crop's time positions by 0..this many token columns, so "
                                   "pieces up to that much longer than the crops sample at positions seen in "
-                                  "training", bound=NON_NEGATIVE, training_only=True)
+                                  "training", bound=count_bound(MAX_JITTER_COLUMNS, least=0), training_only=True)
     mask_probs: dict[str, float] | None = option(None, "training mask kind -> probability (none = masks.py's defaults)")
     loss_on: str = option("unknown", "pixels the loss covers: unknown (generated ones) | all")
     ema_decays: tuple[float, ...] = option((0.9996, 0.9998), "EMA decays the trainer keeps (empty = no EMA)")
